@@ -1,0 +1,352 @@
+"""``CrystalRelaxEnv``: the paper's relaxation MDP as a gymnasium environment (``CrystalRelax-v0``)."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from ase import Atoms
+from ase.calculators.calculator import BaseCalculator
+from gymnasium import spaces
+
+from sb3_crystal.calculators import CalculatorSpec, calculator_elements, check_elements, make_calculator
+from sb3_crystal.envs.rewards import check_reward, relaxation_reward
+from sb3_crystal.structures.dataset import StructureDataset, StructureSpec
+from sb3_crystal.structures.geometry import closest_pair, distort
+
+ACTION_SCALES = ("fixed", "force")
+
+
+class CrystalRelaxEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
+    """Move the atoms of a periodic cell (fixed lattice) until every force is below ε.
+
+    Reset picks a relaxed structure from the dataset (uniformly, or by ``structure_weights``) and shifts every
+    Cartesian coordinate by β·ξ, ξ ~ U(−1, 1). A step shifts each atom by its slice of the action and
+    recomputes energy and forces (one force call).
+
+    **Observation** (``Dict``, float32, padded to ``n_max`` atoms, fresh arrays each call):
+    ``positions`` (n_max, 3) Å; ``cell`` (3, 3) Å, lattice vectors as rows; ``forces`` (n_max, 3) eV/Å;
+    ``species`` (n_max,) atomic numbers (0 on padding); ``mask`` (n_max,) 1 for an atom, 0 for padding.
+    Positions are not wrapped into the cell: an atom keeps its trajectory.
+
+    **Action**: ``Box(−1, 1, (3·n_max,))``, one 3-vector per atom slot; padded slots are ignored. With
+    ``action_scale="fixed"`` the shift is ``a_i·max_displacement`` Å; with ``"force"`` (MACS-like) it is
+    ``a_i·max_displacement·min(|f_i|, force_cap)/force_cap``, so steps shrink with the force near the minimum.
+
+    **Contacts**: a move that would bring two atoms closer than ``min_distance`` is shortened (the whole action
+    scaled by the largest fraction in [0, 1], found by bisection, that keeps every pair at least
+    ``min_distance`` apart); ``info["action_fraction"]`` reports the fraction. Starts closer than
+    ``min_distance`` are redrawn. So LAMMPS never sees overlapping atoms and forces stay finite.
+
+    **Reward**: ``force`` = −max|f|, ``step`` = −1 until done and 0 at done, ``log_force`` = −log10 max|f|,
+    ``hybrid`` = w1·force + w2·step + w3·log_force (forces after the move).
+    ``terminated`` when max|f| ≤ ε; ``truncated`` after ``max_steps`` steps (never ``terminated``, so TD3
+    bootstraps there).
+
+    **info**: ``fmax``, ``energy``, ``force_calls`` (this episode, the reset's included), ``is_success``,
+    ``max_displacement`` (largest atomic shift of the step, Å), ``action_fraction``, ``n_atoms``,
+    ``structure_index``, ``episode_step``.
+
+    ε, reward, weights and β can change between episodes: :meth:`set_epsilon`, :meth:`set_reward`,
+    :meth:`set_beta` (through ``VecEnv.env_method`` for vectorised environments).
+
+    :param structures: dataset spec: prototype names (``"AlFe-B2"``), structure files (CIF, POSCAR, extxyz, the
+        paper's CSV), ``"random:count=20,atoms=2-3,seed=0"``, ``Atoms``, or a list of these.
+    :param calculator: ``"lammps"`` (default, Mendelev 2005 Al–Fe EAM), ``"matscipy"``, ``"emt"``,
+        ``"module:Class"``, or an ASE calculator object or factory.
+    :param n_max: atom slots of the observation; default the largest cell of the dataset.
+    :param beta: distortion parameter β, Å.
+    :param epsilon: force threshold ε, eV/Å.
+    :param reward: ``"force"``, ``"step"``, ``"log_force"`` or ``"hybrid"``.
+    :param reward_weights: hybrid weights (w_force, w_step, w_log_force).
+    :param max_displacement: largest shift per Cartesian component for an action of 1, Å.
+    :param action_scale: ``"fixed"`` or ``"force"`` (see above).
+    :param force_cap: c_max of the force-adaptive scale, eV/Å.
+    :param max_steps: step limit of an episode (paper: 1000 in training, 100 in tests).
+    :param min_distance: closest approach allowed between atoms during an episode, Å.
+    :param structure_weights: sampling weights of the structures (normalised), default uniform.
+    :param relax_fmax: force threshold of the pre-relaxation of the dataset, eV/Å.
+    :param input_min_distance: input structures with atoms closer than this are rejected, Å.
+    :param cache_dir: minima cache folder (``None`` default location, ``False`` no cache).
+    :param render_mode: unused (no rendering); accepted for gymnasium compatibility.
+    """
+
+    metadata = {"render_modes": []}  # noqa: RUF012 - gymnasium convention
+
+    def __init__(
+        self,
+        structures: StructureSpec = "AlFe-B2",
+        calculator: CalculatorSpec = "lammps",
+        n_max: int | None = None,
+        beta: float = 0.5,
+        epsilon: float = 0.01,
+        reward: str = "force",
+        reward_weights: Sequence[float] = (1.0, 0.0, 0.5),
+        max_displacement: float = 0.5,
+        action_scale: str = "fixed",
+        force_cap: float = 1.0,
+        max_steps: int = 1000,
+        min_distance: float = 1.5,
+        structure_weights: Sequence[float] | None = None,
+        relax_fmax: float = 1e-3,
+        input_min_distance: float = 0.5,
+        cache_dir: str | os.PathLike | bool | None = None,
+        render_mode: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.render_mode = render_mode
+        self._check_positive("max_displacement", max_displacement)
+        self._check_positive("force_cap", force_cap)
+        if action_scale not in ACTION_SCALES:
+            raise ValueError(f"action_scale must be one of {ACTION_SCALES}, got {action_scale!r}")
+        if not (isinstance(max_steps, int) and max_steps >= 1):
+            raise ValueError(f"max_steps must be a positive integer, got {max_steps!r}")
+        if not min_distance >= 0:
+            raise ValueError(f"min_distance must be ≥ 0 Å, got {min_distance}")
+        self.set_epsilon(epsilon)
+        self.set_beta(beta)
+        self.set_reward(reward, reward_weights)
+        self.max_displacement = float(max_displacement)
+        self.action_scale = action_scale
+        self.force_cap = float(force_cap)
+        self.max_steps = max_steps
+        self.min_distance = float(min_distance)
+
+        self.calculator: BaseCalculator = make_calculator(calculator)
+        self.dataset = StructureDataset(
+            structures, self.calculator, relax_fmax=relax_fmax, min_distance=input_min_distance, cache_dir=cache_dir
+        )
+        self.n_max = self.dataset.max_atoms if n_max is None else int(n_max)
+        too_big = [i for i, atoms in enumerate(self.dataset) if len(atoms) > self.n_max]
+        if too_big:
+            i = too_big[0]
+            raise ValueError(
+                f"Structure {self.dataset.reports[i].source} has {len(self.dataset[i])} atoms, more than n_max={self.n_max}"
+            )
+        nearest = self.dataset.nearest_neighbour_distances()
+        if self.min_distance >= nearest.min():
+            i = int(nearest.argmin())
+            raise ValueError(
+                f"min_distance={self.min_distance} Å is not below the nearest-neighbour distance {nearest[i]:.3f} Å "
+                f"of relaxed structure {self.dataset.reports[i].source}"
+            )
+        self.structure_weights = self._normalise_weights(structure_weights)
+
+        n = self.n_max
+        self.observation_space = spaces.Dict(
+            {
+                "positions": spaces.Box(-np.inf, np.inf, (n, 3), np.float32),
+                "cell": spaces.Box(-np.inf, np.inf, (3, 3), np.float32),
+                "forces": spaces.Box(-np.inf, np.inf, (n, 3), np.float32),
+                "species": spaces.Box(0, 118, (n,), np.float32),
+                "mask": spaces.Box(0, 1, (n,), np.float32),
+            }
+        )
+        self.action_space = spaces.Box(-1.0, 1.0, (3 * n,), np.float32)
+
+        self._atoms: Atoms | None = None
+        self._forces = np.zeros((0, 3))
+        self._energy = math.nan
+        self._fmax = math.nan
+        self._structure_index = -1
+        self._episode_step = 0
+        self._force_calls = 0
+
+    # -- settings that curricula change between episodes ------------------------------------------------------
+    def set_epsilon(self, epsilon: float) -> None:
+        """Set the force threshold ε (eV/Å, > 0)."""
+        self._check_positive("epsilon", epsilon)
+        self.epsilon = float(epsilon)
+
+    def set_beta(self, beta: float) -> None:
+        """Set the distortion parameter β (Å, ≥ 0), used from the next reset."""
+        if not (isinstance(beta, (int, float)) and math.isfinite(beta) and beta >= 0):
+            raise ValueError(f"beta (distortion in Å) must be a finite number ≥ 0, got {beta!r}")
+        self.beta = float(beta)
+
+    def set_reward(self, reward: str, weights: Sequence[float] | None = None) -> None:
+        """Set the reward function and, optionally, the hybrid weights (w_force, w_step, w_log_force)."""
+        current = getattr(self, "reward_weights", (1.0, 0.0, 0.5))
+        self.reward, self.reward_weights = check_reward(reward, current if weights is None else weights)
+
+    def get_settings(self) -> dict[str, Any]:
+        """The settings a curriculum may change, as plain data."""
+        return {"epsilon": self.epsilon, "beta": self.beta, "reward": self.reward, "reward_weights": list(self.reward_weights)}
+
+    # -- gymnasium API ------------------------------------------------------------------------------------------
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Start an episode from a distorted minimum.
+
+        :param seed: seeds the environment's generator (structure choice and distortion).
+        :param options: ``{"structure_index": i}`` to pick a dataset structure; ``{"atoms": Atoms}`` to start
+            from the given structure as it is (no distortion), e.g. to relax an unseen structure.
+        """
+        super().reset(seed=seed)
+        options = options or {}
+        if "atoms" in options:
+            start = self._validated_start(options["atoms"])
+            self._structure_index = -1
+        else:
+            index = options.get("structure_index")
+            if index is None:
+                index = int(self.np_random.choice(len(self.dataset), p=self.structure_weights))
+            elif not 0 <= int(index) < len(self.dataset):
+                raise IndexError(f"structure_index {index} out of range for a dataset of {len(self.dataset)} structures")
+            self._structure_index = int(index)
+            start = distort(self.dataset[self._structure_index], self.beta, self.np_random, self.min_distance)
+        self._atoms = start
+        self._episode_step = 0
+        self._force_calls = 0
+        self._evaluate()
+        return self._observation(), self._info(max_shift=0.0, fraction=1.0)
+
+    def step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
+        if self._atoms is None:
+            raise RuntimeError("Call reset() before step()")
+        shifts = self._shifts(action)
+        fraction = self._contact_limited_fraction(shifts)
+        shifts *= fraction
+        self._atoms.positions = self._atoms.positions + shifts
+        self._episode_step += 1
+        self._evaluate()
+        terminated = bool(self._fmax <= self.epsilon)
+        reward = relaxation_reward(self.reward, self._fmax, terminated, self.reward_weights)
+        truncated = bool(not terminated and self._episode_step >= self.max_steps)
+        max_shift = float(np.sqrt((shifts**2).sum(axis=1)).max()) if len(shifts) else 0.0
+        return self._observation(), float(reward), terminated, truncated, self._info(max_shift, fraction)
+
+    def render(self) -> None:
+        return None
+
+    def close(self) -> None:
+        closer = getattr(self.calculator, "close", None)
+        if callable(closer):
+            closer()
+
+    # -- helpers ------------------------------------------------------------------------------------------------
+    @property
+    def atoms(self) -> Atoms:
+        """A copy of the current structure (no calculator attached)."""
+        if self._atoms is None:
+            raise RuntimeError("Call reset() first")
+        return self._atoms.copy()
+
+    @property
+    def forces(self) -> np.ndarray:
+        """Forces of the current structure (float64, eV/Å)."""
+        return self._forces.copy()
+
+    def _shifts(self, action: np.ndarray) -> np.ndarray:
+        assert self._atoms is not None
+        action = np.asarray(action, dtype=np.float64)
+        if action.size != 3 * self.n_max:
+            raise ValueError(f"action must hold 3*n_max = {3 * self.n_max} numbers, got shape {action.shape}")
+        per_atom = action.reshape(self.n_max, 3)[: len(self._atoms)]
+        bad = ~np.isfinite(per_atom)
+        if bad.any():
+            atom = int(np.argwhere(bad)[0, 0])
+            raise ValueError(f"action holds NaN or inf for atom {atom}: {per_atom[atom].tolist()}")
+        scale = np.full((len(per_atom), 1), self.max_displacement)
+        if self.action_scale == "force":
+            norms = np.sqrt((self._forces**2).sum(axis=1, keepdims=True))
+            scale *= np.minimum(norms, self.force_cap) / self.force_cap
+        return np.clip(per_atom, -1.0, 1.0) * scale
+
+    def _contact_limited_fraction(self, shifts: np.ndarray, iterations: int = 12) -> float:
+        """Largest fraction of ``shifts`` (bisection) that keeps every pair at least ``min_distance`` apart."""
+        assert self._atoms is not None
+        if self.min_distance <= 0 or self._is_clear(shifts):
+            return 1.0
+        low, high = 0.0, 1.0
+        for _ in range(iterations):
+            mid = 0.5 * (low + high)
+            low, high = (mid, high) if self._is_clear(mid * shifts) else (low, mid)
+        return low
+
+    def _is_clear(self, shifts: np.ndarray) -> bool:
+        assert self._atoms is not None
+        trial = self._atoms.copy()
+        trial.positions = trial.positions + shifts
+        return closest_pair(trial, self.min_distance)[2] >= self.min_distance
+
+    def _evaluate(self) -> None:
+        assert self._atoms is not None
+        atoms = self._atoms
+        compute = getattr(self.calculator, "compute", None)
+        if callable(compute):
+            energy, forces = compute(atoms.numbers, np.asarray(atoms.cell), atoms.positions)
+        else:
+            atoms.calc = self.calculator
+            energy, forces = atoms.get_potential_energy(), atoms.get_forces()
+            atoms.calc = None
+        forces = np.asarray(forces, dtype=np.float64)
+        if not (np.all(np.isfinite(forces)) and math.isfinite(energy)):
+            raise RuntimeError(f"Calculator returned non-finite energy or forces for {atoms.get_chemical_formula()}")
+        self._energy, self._forces = float(energy), forces
+        self._fmax = float(np.sqrt((forces**2).sum(axis=1)).max())
+        self._force_calls += 1
+
+    def _observation(self) -> dict[str, np.ndarray]:
+        assert self._atoms is not None
+        n, n_max = len(self._atoms), self.n_max
+        positions = np.zeros((n_max, 3), np.float32)
+        forces = np.zeros((n_max, 3), np.float32)
+        species = np.zeros(n_max, np.float32)
+        mask = np.zeros(n_max, np.float32)
+        positions[:n] = self._atoms.positions
+        forces[:n] = self._forces
+        species[:n] = self._atoms.numbers
+        mask[:n] = 1.0
+        return {
+            "positions": positions,
+            "cell": np.array(self._atoms.cell, dtype=np.float32),
+            "forces": forces,
+            "species": species,
+            "mask": mask,
+        }
+
+    def _info(self, max_shift: float, fraction: float) -> dict[str, Any]:
+        return {
+            "fmax": self._fmax,
+            "energy": self._energy,
+            "force_calls": self._force_calls,
+            "is_success": bool(self._fmax <= self.epsilon),
+            "max_displacement": max_shift,
+            "action_fraction": fraction,
+            "n_atoms": len(self._atoms) if self._atoms is not None else 0,
+            "structure_index": self._structure_index,
+            "episode_step": self._episode_step,
+        }
+
+    def _validated_start(self, atoms: Atoms) -> Atoms:
+        if not isinstance(atoms, Atoms):
+            raise TypeError(f"options['atoms'] must be an ase.Atoms, got {type(atoms).__name__}")
+        if len(atoms) > self.n_max:
+            raise ValueError(f"Structure {atoms.get_chemical_formula()} has {len(atoms)} atoms, more than n_max={self.n_max}")
+        elements = calculator_elements(self.calculator)
+        if elements is not None:
+            check_elements(atoms.numbers, elements, getattr(self.calculator, "potential", "the calculator"))
+        start = Atoms(atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=True)
+        return start
+
+    def _normalise_weights(self, weights: Sequence[float] | None) -> np.ndarray | None:
+        if weights is None:
+            return None
+        values = np.asarray(weights, dtype=np.float64)
+        if values.shape != (len(self.dataset),) or not np.all(np.isfinite(values)) or (values < 0).any() or values.sum() <= 0:
+            raise ValueError(
+                f"structure_weights must be {len(self.dataset)} non-negative finite numbers "
+                f"with a positive sum, got {weights!r}"
+            )
+        return values / values.sum()
+
+    @staticmethod
+    def _check_positive(name: str, value: float) -> None:
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            raise ValueError(f"{name} must be a finite number > 0, got {value!r}")

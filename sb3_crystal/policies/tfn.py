@@ -1,0 +1,361 @@
+"""E(3)-equivariant tensor-field-network (TFN) building blocks on e3nn.
+
+Irreps are written out in argument names (``irreps_node_hidden="16x0e+8x1o"``). Node features are flat
+``(B * N, irreps.dim)`` tensors over the padded batch (see :mod:`sb3_crystal.policies.graph`); padded nodes have no
+edges and are masked by the heads.
+
+Two presets (see :data:`TFN_PRESETS`):
+
+* ``"small"`` (default): depthwise ``"uvu"`` tensor products (as NequIP/MACE), ``lmax=1``, multiplicity 8, 2 layers,
+  8 radial functions. Cheap on CPU.
+* ``"paper"``: the reference TFN sizes (2 gated layers, multiplicity 20, ``lmax=2``, both parities, 10 gaussian
+  radial functions, ``r_max=5``, radial MLP of 100 neurons) with fully connected (``"uvw"``) tensor products.
+  ``tp_mode="uvu"`` with the same sizes is the reference's exact e3nn ``gate_points_2101`` message tensor product.
+"""
+
+import math
+from typing import Any, NamedTuple
+
+import torch as th
+from e3nn import o3
+from e3nn.math import soft_one_hot_linspace
+from e3nn.nn import FullyConnectedNet, Gate
+from torch import nn
+from torch.nn import functional as F
+
+from sb3_crystal.policies.graph import PeriodicGraph, periodic_radius_graph, scatter_sum
+
+#: Ready-made TFN hyperparameters (plain data, usable as ``policy_kwargs``).
+TFN_PRESETS: dict[str, dict[str, Any]] = {
+    "small": dict(n_layers=2, mul=8, lmax=1, full_parity=False, num_basis=8, r_max=5.0, radial_neurons=16, tp_mode="uvu"),
+    "paper": dict(n_layers=2, mul=20, lmax=2, full_parity=True, num_basis=10, r_max=5.0, radial_neurons=100, tp_mode="uvw"),
+}
+
+#: Atomic numbers 0..MAX_Z are embeddable (0 is padding).
+MAX_Z = 118
+
+
+def hidden_irreps(mul: int, lmax: int, full_parity: bool) -> o3.Irreps:
+    """``mul`` copies of every irrep up to ``lmax``.
+
+    :param mul: multiplicity
+    :param lmax: maximum rotation order
+    :param full_parity: both parities of every ``l`` (reference TFN); otherwise only the "natural" ones
+        (``0e, 1o, 2e, ...``) which is all a polar-vector in / polar-vector out network needs
+    :return: e.g. ``"8x0e+8x1o"``
+    """
+    irreps = []
+    for ell in range(lmax + 1):
+        parities = (1, -1) if full_parity else ((-1) ** ell,)
+        irreps += [(mul, (ell, p)) for p in parities]
+    return o3.Irreps(irreps).sort().irreps.simplify()
+
+
+def safe_norm(v: th.Tensor, eps: float = 1e-12) -> th.Tensor:
+    """``|v|`` over the last axis (keepdim) with a finite gradient at ``v = 0``."""
+    return th.sqrt((v * v).sum(dim=-1, keepdim=True).clamp_min(eps))
+
+
+def log_norm_basis(norm: th.Tensor, num_basis: int, log10_min: float = -4.0, log10_max: float = 1.5) -> th.Tensor:
+    """Gaussian basis on ``log10 |x|``: resolves small forces (1e-4 .. 30 eV/Å) as well as large ones.
+
+    :param norm: (..., 1) non-negative norms
+    :param num_basis: number of gaussians (``num_basis x 0e``)
+    :return: (..., num_basis)
+    """
+    x = th.log10(norm.squeeze(-1) + 10.0**log10_min)
+    return soft_one_hot_linspace(x, log10_min, log10_max, num_basis, basis="gaussian", cutoff=False)
+
+
+class EdgeFeatures(NamedTuple):
+    """Parameter-free edge features shared by every layer (and by actor/critic nets on the same graph).
+
+    :param graph: the periodic graph
+    :param edge_sh: (E, irreps_sh.dim) spherical harmonics of the unit edge vectors (``"component"`` normalisation)
+    :param edge_radial: (E, num_basis) radial basis of the edge lengths
+    """
+
+    graph: PeriodicGraph
+    edge_sh: th.Tensor
+    edge_radial: th.Tensor
+
+
+def edge_features(graph: PeriodicGraph, lmax: int, num_basis: int, r_max: float) -> EdgeFeatures:
+    """Spherical harmonics ``Y^{0..lmax}`` and a gaussian radial basis (times ``sqrt(num_basis)``, as the reference).
+
+    :param graph: the periodic graph
+    :param lmax: maximum order of the spherical harmonics
+    :param num_basis: number of radial basis functions
+    :param r_max: cutoff radius (Å)
+    :return: edge features
+    """
+    unit = graph.edge_vec / graph.edge_len.clamp_min(1e-9).unsqueeze(-1)
+    sh = o3.spherical_harmonics(list(range(lmax + 1)), unit, normalize=False, normalization="component")
+    radial = soft_one_hot_linspace(graph.edge_len, 0.0, r_max, num_basis, basis="gaussian", cutoff=False)
+    return EdgeFeatures(graph, sh, radial * math.sqrt(num_basis))
+
+
+class GraphCache:
+    """Remembers the last few graphs so actor, critics and their targets build one graph per observation batch.
+
+    In a TD3/SAC update the same observation tensors are fed to several networks (``actor_target`` and
+    ``critic_target`` on ``next_obs``; ``critic``, ``actor`` and ``critic.q1_forward`` on ``obs``). A hit requires the
+    *same* tensor objects at the same in-place version (the cache holds references, so ids cannot be recycled).
+    Not a module: it holds no parameters and is never saved.
+
+    :param size: number of remembered batches
+    """
+
+    def __init__(self, size: int = 2) -> None:
+        self.size = size
+        self._entries: list[tuple[tuple, tuple[th.Tensor, ...], EdgeFeatures]] = []
+
+    def get(
+        self,
+        positions: th.Tensor,
+        cell: th.Tensor,
+        mask: th.Tensor,
+        r_max: float,
+        lmax: int,
+        num_basis: int,
+        max_neighbors: int | None = None,
+    ) -> EdgeFeatures:
+        """Edge features for this batch, from the cache if possible.
+
+        :param positions: (B, N, 3)
+        :param cell: (B, 3, 3)
+        :param mask: (B, N)
+        :param r_max: cutoff radius (Å)
+        :param lmax: spherical harmonics order
+        :param num_basis: radial basis size
+        :param max_neighbors: optional shell-respecting neighbour cap
+        :return: edge features
+        """
+        tensors = (positions, cell, mask)
+        key = (r_max, lmax, num_basis, max_neighbors, *(t._version for t in tensors))
+        for entry_key, entry_tensors, value in self._entries:
+            if entry_key == key and all(a is b for a, b in zip(entry_tensors, tensors, strict=True)):
+                return value
+        with th.no_grad():
+            graph = periodic_radius_graph(positions, cell, mask, r_max=r_max, max_neighbors=max_neighbors)
+            value = edge_features(graph, lmax, num_basis, r_max)
+        self._entries = [(key, tensors, value), *self._entries[: self.size - 1]]
+        return value
+
+    def clear(self) -> None:
+        self._entries = []
+
+    def __getstate__(self) -> dict[str, Any]:  # never pickle/deepcopy cached tensors
+        return {"size": self.size, "_entries": []}
+
+
+class CrystalNodeEncoder(nn.Module):
+    """Per-atom input features ``irreps_node_input = "{S+F+A}x0e + {1|2}x1o"`` from the observation.
+
+    * species: learned embedding of the atomic number (``species_dim x 0e``), random-normal init so that different
+      elements (e.g. Al/Fe) start far apart,
+    * force direction ``f/|f|`` (``1x1o``, 0 for zero force) and ``log10|f|`` gaussians (``force_basis x 0e``),
+    * optionally (critic) the per-atom action ``a`` (``1x1o``) and a gaussian embedding of ``|a|``
+      (``action_basis x 0e``).
+
+    :param species_dim: species embedding size
+    :param force_basis: number of gaussians on ``log10 |f|``
+    :param action_basis: number of gaussians on ``|a|`` in [0, sqrt(3)] (0: no action input)
+    """
+
+    def __init__(self, species_dim: int = 8, force_basis: int = 8, action_basis: int = 0) -> None:
+        super().__init__()
+        self.species_dim = species_dim
+        self.force_basis = force_basis
+        self.action_basis = action_basis
+        self.species_embedding = nn.Embedding(MAX_Z + 1, species_dim)
+        n_scalars = species_dim + force_basis + action_basis
+        n_vectors = 2 if action_basis > 0 else 1
+        self.irreps_node_input = o3.Irreps(f"{n_scalars}x0e+{n_vectors}x1o")
+
+    def forward(self, obs: dict[str, th.Tensor], actions: th.Tensor | None = None) -> th.Tensor:
+        """:param obs: padded observation dict
+        :param actions: (B, N, 3) per-atom actions (critic only)
+        :return: (B * N, irreps_node_input.dim)
+        """
+        forces = obs["forces"]
+        n_nodes = forces.shape[0] * forces.shape[1]
+        species = obs["species"].round().long().clamp(0, MAX_Z)
+        f_norm = safe_norm(forces)
+        scalars = [self.species_embedding(species), log_norm_basis(f_norm, self.force_basis)]
+        vectors = [forces / f_norm.clamp_min(1e-8)]
+        if self.action_basis > 0:
+            assert actions is not None, "this encoder expects per-atom actions"
+            a_norm = safe_norm(actions).squeeze(-1)
+            scalars.append(soft_one_hot_linspace(a_norm, 0.0, math.sqrt(3.0), self.action_basis, "gaussian", False))
+            vectors.append(actions)
+        # irreps order: all scalars, then the 1o vectors
+        x = th.cat([*scalars, *vectors], dim=-1)
+        return x.reshape(n_nodes, -1) * obs["mask"].reshape(n_nodes, 1)
+
+
+class EquivariantConvolution(nn.Module):
+    """Point convolution ``x_i' = SC(x_i) + Lin2( sum_j c(r_ij) TP(Lin1(x_j), Y(r_ij); w(r_ij)) / sqrt(avg_neigh) )``.
+
+    :param irreps_node_input: input node irreps
+    :param irreps_sh: irreps of the edge spherical harmonics
+    :param irreps_node_output: output node irreps
+    :param num_basis: radial basis size (input of the radial MLP)
+    :param radial_neurons: hidden width of the radial MLP
+    :param tp_mode: ``"uvu"`` (depthwise: each input channel keeps its own channel) or ``"uvw"`` (fully connected)
+    :param avg_num_neighbors: normalisation of the neighbour sum
+    """
+
+    def __init__(
+        self,
+        irreps_node_input: o3.Irreps | str,
+        irreps_sh: o3.Irreps | str,
+        irreps_node_output: o3.Irreps | str,
+        num_basis: int,
+        radial_neurons: int,
+        tp_mode: str = "uvu",
+        avg_num_neighbors: float = 30.0,
+    ) -> None:
+        super().__init__()
+        self.irreps_node_input = o3.Irreps(irreps_node_input)
+        self.irreps_sh = o3.Irreps(irreps_sh)
+        self.irreps_node_output = o3.Irreps(irreps_node_output)
+        self.avg_num_neighbors = avg_num_neighbors
+
+        self.self_connection = o3.Linear(self.irreps_node_input, self.irreps_node_output)
+        self.lin1 = o3.Linear(self.irreps_node_input, self.irreps_node_input)
+        if tp_mode == "uvu":
+            irreps_mid, instructions = [], []
+            for i, (mul, ir_in) in enumerate(self.irreps_node_input):
+                for j, (_, ir_edge) in enumerate(self.irreps_sh):
+                    for ir_out in ir_in * ir_edge:
+                        if ir_out in self.irreps_node_output:
+                            instructions.append((i, j, len(irreps_mid), "uvu", True))
+                            irreps_mid.append((mul, ir_out))
+            irreps_mid = o3.Irreps(irreps_mid)
+            irreps_mid, perm, _ = irreps_mid.sort()
+            instructions = [(i1, i2, perm[k], mode, train) for i1, i2, k, mode, train in instructions]
+            self.tp = o3.TensorProduct(
+                self.irreps_node_input,
+                self.irreps_sh,
+                irreps_mid,
+                instructions,
+                internal_weights=False,
+                shared_weights=False,
+            )
+        elif tp_mode == "uvw":
+            self.tp = o3.FullyConnectedTensorProduct(
+                self.irreps_node_input,
+                self.irreps_sh,
+                self.irreps_node_output,
+                internal_weights=False,
+                shared_weights=False,
+            )
+        else:
+            raise ValueError(f"tp_mode must be 'uvu' or 'uvw', got {tp_mode!r}")
+        self.irreps_mid = self.tp.irreps_out
+        self.radial_mlp = FullyConnectedNet([num_basis, radial_neurons, self.tp.weight_numel], F.silu)
+        self.lin2 = o3.Linear(self.irreps_mid, self.irreps_node_output)
+
+    def forward(self, x: th.Tensor, edges: EdgeFeatures) -> th.Tensor:
+        graph = edges.graph
+        weight = self.radial_mlp(edges.edge_radial)
+        messages = self.tp(self.lin1(x)[graph.edge_src], edges.edge_sh, weight) * graph.edge_cutoff.unsqueeze(-1)
+        aggregated = scatter_sum(messages, graph.edge_dst, x.shape[0]) / math.sqrt(self.avg_num_neighbors)
+        return self.self_connection(x) + self.lin2(aggregated)
+
+
+def _gate_for(irreps_hidden: o3.Irreps, irreps_reachable: o3.Irreps) -> Gate:
+    """Gate nonlinearity whose outputs are the reachable part of ``irreps_hidden``.
+
+    Scalars: SiLU (``0e``) / tanh (``0o``); every ``l > 0`` irrep is multiplied by its own sigmoid-activated ``0e`` gate.
+    """
+    reachable = {ir for _, ir in irreps_reachable}
+    scalars = o3.Irreps([(mul, ir) for mul, ir in irreps_hidden if ir.l == 0 and ir in reachable])
+    gated = o3.Irreps([(mul, ir) for mul, ir in irreps_hidden if ir.l > 0 and ir in reachable])
+    gates = o3.Irreps(f"{gated.num_irreps}x0e") if gated.num_irreps > 0 else o3.Irreps("")
+    return Gate(
+        scalars,
+        [F.silu if ir.p == 1 else th.tanh for _, ir in scalars],
+        gates,
+        [th.sigmoid] * len(gates),
+        gated,
+    )
+
+
+def _reachable(irreps_in: o3.Irreps, irreps_sh: o3.Irreps) -> o3.Irreps:
+    """Irreps a convolution can produce (tensor product paths and the self-connection)."""
+    out = [(1, ir) for _, ir in irreps_in]
+    out += [(1, ir) for _, ir1 in irreps_in for _, ir2 in irreps_sh for ir in ir1 * ir2]
+    return o3.Irreps(out).sort().irreps.simplify()
+
+
+class TensorFieldNetwork(nn.Module):
+    """Stack of ``n_layers`` gated equivariant convolutions plus a final linear convolution.
+
+    :param irreps_node_input: node input irreps (e.g. ``"16x0e+1x1o"``)
+    :param irreps_node_output: per-node output irreps (``"1x1o"`` actor mean, ``"1x0e"`` Q, ...)
+    :param n_layers: number of gated convolutions
+    :param mul: multiplicity of the hidden irreps
+    :param lmax: maximum rotation order of hidden irreps and spherical harmonics
+    :param full_parity: hidden irreps of both parities (reference TFN)
+    :param num_basis: radial basis size
+    :param radial_neurons: hidden width of the radial MLPs
+    :param tp_mode: ``"uvu"`` (depthwise, cheap) or ``"uvw"`` (fully connected, reference size)
+    :param avg_num_neighbors: normalisation of neighbour sums
+    :param irreps_node_hidden: explicit hidden irreps, overriding ``mul/lmax/full_parity``
+    """
+
+    def __init__(
+        self,
+        irreps_node_input: o3.Irreps | str,
+        irreps_node_output: o3.Irreps | str,
+        n_layers: int = 2,
+        mul: int = 8,
+        lmax: int = 1,
+        full_parity: bool = False,
+        num_basis: int = 8,
+        radial_neurons: int = 16,
+        tp_mode: str = "uvu",
+        avg_num_neighbors: float = 30.0,
+        irreps_node_hidden: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.irreps_node_input = o3.Irreps(irreps_node_input)
+        self.irreps_node_output = o3.Irreps(irreps_node_output)
+        self.irreps_sh = o3.Irreps.spherical_harmonics(lmax)
+        self.irreps_node_hidden = (
+            o3.Irreps(irreps_node_hidden) if irreps_node_hidden is not None else hidden_irreps(mul, lmax, full_parity)
+        )
+        conv_kwargs = dict(num_basis=num_basis, radial_neurons=radial_neurons, tp_mode=tp_mode)
+        conv_kwargs["avg_num_neighbors"] = avg_num_neighbors
+
+        self.convolutions = nn.ModuleList()
+        self.gates = nn.ModuleList()
+        irreps = self.irreps_node_input
+        for _ in range(n_layers):
+            gate = _gate_for(self.irreps_node_hidden, _reachable(irreps, self.irreps_sh))
+            self.convolutions.append(EquivariantConvolution(irreps, self.irreps_sh, gate.irreps_in, **conv_kwargs))
+            self.gates.append(gate)
+            irreps = gate.irreps_out
+        self.output = EquivariantConvolution(irreps, self.irreps_sh, self.irreps_node_output, **conv_kwargs)
+
+    def forward(self, x: th.Tensor, edges: EdgeFeatures) -> th.Tensor:
+        """:param x: (B * N, irreps_node_input.dim)
+        :param edges: edge features of the batch graph
+        :return: (B * N, irreps_node_output.dim)
+        """
+        for conv, gate in zip(self.convolutions, self.gates, strict=True):
+            x = gate(conv(x, edges))
+        return self.output(x, edges)
+
+
+def radial_squash(v: th.Tensor) -> th.Tensor:
+    """``v * tanh(|v|) / |v|`` per 3-vector: keeps the direction (equivariant), maps into the open unit ball (so into
+    the [-1, 1]^3 action box), and is smooth at ``v = 0`` (where it is the identity to first order).
+
+    :param v: (..., 3)
+    :return: (..., 3)
+    """
+    norm = safe_norm(v)
+    return v * th.tanh(norm) / norm

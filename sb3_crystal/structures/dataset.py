@@ -1,0 +1,146 @@
+"""Structure datasets: specs (prototype names, files, random sets) turned into relaxed minima."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+from ase import Atoms
+
+from sb3_crystal.calculators import CalculatorSpec, calculator_elements, check_elements, make_calculator
+from sb3_crystal.structures.geometry import check_min_distance, closest_pair
+from sb3_crystal.structures.minima import MinimumReport, relaxed_minimum
+from sb3_crystal.structures.prototypes import PROTOTYPES, build_prototype
+
+StructureSpec = str | os.PathLike | Atoms | Sequence[str | os.PathLike | Atoms]
+
+_RANDOM_SPEC = re.compile(r"^random:(?P<body>.*)$")
+
+
+class EmptyDatasetError(ValueError):
+    """A dataset spec produced no structure."""
+
+
+def _parse_random_spec(spec: str) -> list[Atoms]:
+    """``random:count=20,atoms=2-3,seed=0`` → :func:`sb3_crystal.structures.random.random_dataset`."""
+    from sb3_crystal.structures.random import random_dataset
+
+    fields = dict(item.split("=", 1) for item in _RANDOM_SPEC.match(spec)["body"].split(",") if "=" in item)  # type: ignore[index]
+    unknown = set(fields) - {"count", "atoms", "seed"}
+    if unknown or "count" not in fields or "atoms" not in fields:
+        raise ValueError(f"Random dataset spec '{spec}' must read 'random:count=<n>,atoms=<n or lo-hi>[,seed=<s>]'")
+    low, _, high = fields["atoms"].partition("-")
+    n_atoms: int | tuple[int, int] = (int(low), int(high)) if high else int(low)
+    return random_dataset(int(fields["count"]), n_atoms, seed=int(fields.get("seed", 0)))
+
+
+def load_structures(spec: StructureSpec) -> list[Atoms]:
+    """Unrelaxed structures from a spec.
+
+    :param spec: an ``Atoms``; a prototype name (see :data:`~sb3_crystal.structures.prototypes.PROTOTYPES`);
+        a structure file (CIF, POSCAR, extxyz, or the paper's dataset CSV); ``"random:count=20,atoms=2-3,seed=0"``
+        for random Al–Fe crystals; or a list of these.
+    :return: copies, each with ``info["source"]`` set.
+    """
+    if isinstance(spec, Atoms):
+        atoms = spec.copy()
+        atoms.info.setdefault("source", atoms.get_chemical_formula())
+        return [atoms]
+    if isinstance(spec, (str, os.PathLike)):
+        text = os.fspath(spec)
+        if text.lower() in {name.lower() for name in PROTOTYPES}:
+            atoms = build_prototype(text)
+            atoms.info["source"] = text
+            return [atoms]
+        if _RANDOM_SPEC.match(text):
+            return _parse_random_spec(text)
+        if not os.path.exists(text):
+            raise FileNotFoundError(
+                f"Structure '{text}' is neither a prototype ({', '.join(PROTOTYPES)}), a random spec, nor an existing file"
+            )
+        from sb3_crystal.structures.io import read_structures
+
+        return read_structures(text)
+    if isinstance(spec, Sequence):
+        return [atoms for item in spec for atoms in load_structures(item)]
+    raise TypeError(f"Cannot read structures from {type(spec).__name__}")
+
+
+class StructureDataset(Sequence[Atoms]):
+    """Relaxed minima to distort: the starting points of relaxation episodes.
+
+    Every structure is checked (elements covered by the calculator, no atoms closer than ``min_distance``),
+    1-atom cells become 2×1×1 supercells (a single atom at fixed cell never feels a force), and each is relaxed
+    at fixed cell to ``relax_fmax`` with a disk cache (:func:`~sb3_crystal.structures.minima.relaxed_minimum`).
+
+    :param structures: dataset spec (see :func:`load_structures`).
+    :param calculator: calculator spec.
+    :param relax_fmax: force threshold of the pre-relaxation, eV/Å.
+    :param min_distance: input structures with atoms closer than this (Å) are rejected.
+    :param cache_dir: minima cache folder (``None`` default, ``False`` none).
+    :param check_hessian: classify each relaxed structure as minimum or saddle point.
+    """
+
+    def __init__(
+        self,
+        structures: StructureSpec,
+        calculator: CalculatorSpec = "lammps",
+        relax_fmax: float = 1e-3,
+        min_distance: float = 0.5,
+        cache_dir: str | os.PathLike | bool | None = None,
+        check_hessian: bool = True,
+    ) -> None:
+        raw = load_structures(structures)
+        if not raw:
+            raise EmptyDatasetError(f"The structure spec {structures!r} holds no structure")
+        calc = make_calculator(calculator)
+        elements = calculator_elements(calc)
+        self.minima: list[Atoms] = []
+        self.reports: list[MinimumReport] = []
+        for atoms in raw:
+            where = str(atoms.info.get("source", atoms.get_chemical_formula()))
+            if elements is not None:
+                check_elements(atoms.numbers, elements, getattr(calc, "potential", type(calc).__name__), where=where)
+            check_min_distance(atoms, min_distance, where=where)
+            if len(atoms) == 1:
+                atoms = atoms.repeat((2, 1, 1))
+                atoms.info["source"] = f"{where} (2x1x1)"
+            minimum, report = relaxed_minimum(atoms, calc, fmax=relax_fmax, cache_dir=cache_dir, check_hessian=check_hessian)
+            self.minima.append(minimum)
+            self.reports.append(report)
+
+    def __len__(self) -> int:
+        return len(self.minima)
+
+    def __getitem__(self, index: int) -> Atoms:  # type: ignore[override]
+        return self.minima[index]
+
+    def __iter__(self) -> Iterator[Atoms]:
+        return iter(self.minima)
+
+    @property
+    def max_atoms(self) -> int:
+        """Largest number of atoms in a cell."""
+        return max(len(atoms) for atoms in self.minima)
+
+    @property
+    def atomic_numbers(self) -> tuple[int, ...]:
+        """Sorted atomic numbers present in the dataset."""
+        return tuple(sorted({int(z) for atoms in self.minima for z in atoms.numbers}))
+
+    def nearest_neighbour_distances(self) -> np.ndarray:
+        """Closest interatomic distance of each minimum, Å."""
+        return np.array([closest_pair(atoms, search_radius=6.0)[2] for atoms in self.minima])
+
+    def summary(self) -> str:
+        """One line per structure: source, formula, atoms, energy per atom, minimum or saddle."""
+        lines = []
+        for report in self.reports:
+            kind = "minimum" if report.is_minimum else f"SADDLE (lowest eigenvalue {report.lowest_eigenvalue:.3f} eV/Å²)"
+            lines.append(
+                f"{report.source}: {report.formula}, {report.n_atoms} atoms, "
+                f"{report.energy / report.n_atoms:.4f} eV/atom, fmax {report.fmax:.1e} eV/Å, {kind}"
+            )
+        return "\n".join(lines)

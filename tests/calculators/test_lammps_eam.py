@@ -1,0 +1,152 @@
+import pickle
+
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.build import bulk
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.spatial.transform import Rotation
+
+from sb3_crystal.calculators import (
+    LammpsEAMCalculator,
+    PotentialNotFoundError,
+    UnsupportedElementsError,
+    calculator_elements,
+    calculator_fingerprint,
+    make_calculator,
+)
+from sb3_crystal.structures.prototypes import build_prototype
+
+
+def random_alfe_16(seed: int) -> Atoms:
+    """A 16-atom Al–Fe cell: bcc 2×2×2 supercell, random species, strained triclinic cell, displaced atoms."""
+    rng = np.random.default_rng(seed)
+    atoms = bulk("Fe", "bcc", a=2.87, cubic=True).repeat((2, 2, 2))
+    atoms.numbers = rng.choice([13, 26], size=16)
+    strain = np.eye(3) + rng.uniform(-0.04, 0.04, (3, 3))
+    atoms.set_cell(atoms.cell @ strain, scale_atoms=True)
+    atoms.positions += rng.uniform(-0.15, 0.15, (16, 3))
+    return atoms
+
+
+def distorted_b2(seed: int, beta: float = 0.3) -> Atoms:
+    atoms = build_prototype("AlFe-B2")
+    atoms.positions += np.random.default_rng(seed).uniform(-beta, beta, (2, 3))
+    return atoms
+
+
+def energy_forces(atoms: Atoms, calc) -> tuple[float, np.ndarray]:
+    atoms = atoms.copy()
+    atoms.calc = calc
+    return atoms.get_potential_energy(), atoms.get_forces()
+
+
+@pytest.mark.parametrize("make_atoms", [distorted_b2, random_alfe_16])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_lammps_agrees_with_matscipy(make_atoms, seed):
+    atoms = make_atoms(seed)
+    e_lmp, f_lmp = energy_forces(atoms, make_calculator("lammps"))
+    e_ms, f_ms = energy_forces(atoms, make_calculator("matscipy"))
+    assert abs(e_lmp - e_ms) < 1e-6
+    assert np.abs(f_lmp - f_ms).max() < 1e-5
+
+
+def test_instance_reused_for_same_structure_and_rebuilt_on_cell_change():
+    calc = LammpsEAMCalculator()
+    atoms = random_alfe_16(3)
+    energy_forces(atoms, calc)
+    handle = calc._lmp
+    moved = atoms.copy()
+    moved.positions += 0.05
+    _e1, _f1 = energy_forces(moved, calc)
+    assert calc._lmp is handle
+    strained = atoms.copy()
+    strained.set_cell(atoms.cell * 1.01, scale_atoms=True)
+    e2, f2 = energy_forces(strained, calc)
+    assert calc._lmp is not handle
+    e_fresh, f_fresh = energy_forces(strained, LammpsEAMCalculator())
+    assert e2 == pytest.approx(e_fresh, abs=1e-10)
+    np.testing.assert_allclose(f2, f_fresh, atol=1e-10)
+    assert calc.n_force_calls == 3
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1))
+def test_energy_invariant_forces_equivariant_under_rotation_translation_permutation_wrapping(seed):
+    rng = np.random.default_rng(seed)
+    atoms = random_alfe_16(seed % 1000)
+    calc = LammpsEAMCalculator()
+    energy, forces = energy_forces(atoms, calc)
+
+    rotation = Rotation.random(random_state=seed).as_matrix()
+    rotated = Atoms(atoms.numbers, positions=atoms.positions @ rotation.T, cell=atoms.cell @ rotation.T, pbc=True)
+    e_rot, f_rot = energy_forces(rotated, calc)
+    assert e_rot == pytest.approx(energy, abs=1e-8)
+    np.testing.assert_allclose(f_rot, forces @ rotation.T, atol=1e-8)
+
+    shifted = atoms.copy()
+    shifted.positions += rng.uniform(-5, 5, 3)
+    shifted.positions += rng.integers(-3, 4, (16, 1)) * atoms.cell[0]  # whole lattice vectors: same crystal
+    e_shift, f_shift = energy_forces(shifted, calc)
+    assert e_shift == pytest.approx(energy, abs=1e-8)
+    np.testing.assert_allclose(f_shift, forces, atol=1e-8)
+
+    order = rng.permutation(16)
+    e_perm, f_perm = energy_forces(atoms[order], calc)
+    assert e_perm == pytest.approx(energy, abs=1e-8)
+    np.testing.assert_allclose(f_perm, forces[order], atol=1e-8)
+
+
+def test_forces_are_minus_energy_gradient():
+    atoms = random_alfe_16(7)
+    calc = LammpsEAMCalculator()
+    _, forces = energy_forces(atoms, calc)
+    delta = 1e-4
+    for atom, axis in [(0, 0), (5, 1), (11, 2)]:
+        plus, minus = atoms.copy(), atoms.copy()
+        plus.positions[atom, axis] += delta
+        minus.positions[atom, axis] -= delta
+        numeric = -(energy_forces(plus, calc)[0] - energy_forces(minus, calc)[0]) / (2 * delta)
+        assert numeric == pytest.approx(forces[atom, axis], abs=1e-4)
+
+
+def test_pickled_calculator_rebuilds_lammps():
+    calc = LammpsEAMCalculator()
+    atoms = distorted_b2(0)
+    expected = energy_forces(atoms, calc)
+    clone = pickle.loads(pickle.dumps(calc))
+    assert clone._lmp is None
+    result = energy_forces(atoms, clone)
+    assert result[0] == pytest.approx(expected[0], abs=1e-12)
+
+
+def test_unsupported_element_names_it_and_the_potential():
+    atoms = bulk("Cu", "fcc", a=3.6).repeat((2, 1, 1))
+    with pytest.raises(UnsupportedElementsError, match=r"Cu.*AlFe_mm\.eam\.fs"):
+        energy_forces(atoms, LammpsEAMCalculator())
+
+
+def test_non_periodic_cell_is_refused():
+    atoms = distorted_b2(0)
+    atoms.pbc = (True, True, False)
+    with pytest.raises(ValueError, match="periodic"):
+        energy_forces(atoms, LammpsEAMCalculator())
+
+
+def test_make_calculator_specs():
+    assert isinstance(make_calculator(), LammpsEAMCalculator)
+    assert isinstance(make_calculator("lammps:AlFe_mm.eam.fs"), LammpsEAMCalculator)
+    assert calculator_elements(make_calculator("matscipy")) == ("Al", "Fe")
+    emt = make_calculator("ase.calculators.emt:EMT")
+    assert type(emt).__name__ == "EMT"
+    assert make_calculator(emt) is emt
+    assert type(make_calculator(lambda: emt)).__name__ == "EMT"
+    assert calculator_fingerprint(make_calculator("lammps")) == calculator_fingerprint(make_calculator("matscipy"))
+    assert calculator_fingerprint(emt) != calculator_fingerprint(make_calculator("lammps"))
+    with pytest.raises(ValueError, match="Unknown calculator 'vasp'"):
+        make_calculator("vasp")
+    with pytest.raises(PotentialNotFoundError, match=r"nothere\.eam\.fs"):
+        make_calculator("lammps:nothere.eam.fs")
+    with pytest.raises(TypeError, match="not an ASE calculator"):
+        make_calculator(lambda: 42)
