@@ -16,7 +16,7 @@ from gymnasium import spaces
 from sb3_crystal.calculators import CalculatorSpec, calculator_elements, check_elements, make_calculator
 from sb3_crystal.envs.rewards import check_reward, relaxation_reward
 from sb3_crystal.structures.dataset import StructureDataset, StructureSpec
-from sb3_crystal.structures.geometry import closest_pair, distort
+from sb3_crystal.structures.geometry import distort, has_pair_closer_than
 
 ACTION_SCALES = ("fixed", "force")
 
@@ -39,8 +39,9 @@ class CrystalRelaxEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
 
     **Contacts**: a move that would bring two atoms closer than ``min_distance`` is shortened (the whole action
     scaled by the largest fraction in [0, 1], found by bisection, that keeps every pair at least
-    ``min_distance`` apart); ``info["action_fraction"]`` reports the fraction. Starts closer than
-    ``min_distance`` are redrawn. So LAMMPS never sees overlapping atoms and forces stay finite.
+    ``min_distance`` apart); ``info["action_fraction"]`` reports the fraction. In a start, the atoms of a pair
+    closer than ``min_distance`` get their displacements redrawn. So LAMMPS never sees overlapping atoms and
+    forces stay finite.
 
     **Reward**: ``force`` = −max|f|, ``step`` = −1 until done and 0 at done, ``log_force`` = −log10 max|f|,
     ``hybrid`` = w1·force + w2·step + w3·log_force (forces after the move).
@@ -150,6 +151,7 @@ class CrystalRelaxEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
 
         self._atoms: Atoms | None = None
         self._forces = np.zeros((0, 3))
+        self._cell = np.zeros((3, 3))
         self._energy = math.nan
         self._fmax = math.nan
         self._structure_index = -1
@@ -201,6 +203,7 @@ class CrystalRelaxEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
             self._structure_index = int(index)
             start = distort(self.dataset[self._structure_index], self.beta, self.np_random, self.min_distance)
         self._atoms = start
+        self._cell = np.array(start.cell)
         self._episode_step = 0
         self._force_calls = 0
         self._evaluate()
@@ -271,16 +274,14 @@ class CrystalRelaxEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
 
     def _is_clear(self, shifts: np.ndarray) -> bool:
         assert self._atoms is not None
-        trial = self._atoms.copy()
-        trial.positions = trial.positions + shifts
-        return closest_pair(trial, self.min_distance)[2] >= self.min_distance
+        return not has_pair_closer_than(self._atoms.positions + shifts, self._cell, self.min_distance)
 
     def _evaluate(self) -> None:
         assert self._atoms is not None
         atoms = self._atoms
         compute = getattr(self.calculator, "compute", None)
         if callable(compute):
-            energy, forces = compute(atoms.numbers, np.asarray(atoms.cell), atoms.positions)
+            energy, forces = compute(atoms.numbers, self._cell, atoms.positions)
         else:
             atoms.calc = self.calculator
             energy, forces = atoms.get_potential_energy(), atoms.get_forces()
@@ -305,7 +306,7 @@ class CrystalRelaxEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         mask[:n] = 1.0
         return {
             "positions": positions,
-            "cell": np.array(self._atoms.cell, dtype=np.float32),
+            "cell": self._cell.astype(np.float32),
             "forces": forces,
             "species": species,
             "mask": mask,

@@ -25,14 +25,14 @@ class EmptyDatasetError(ValueError):
 
 def _parse_random_spec(spec: str) -> list[Atoms]:
     """``random:count=20,atoms=2-3,seed=0`` → :func:`sb3_crystal.structures.random.random_dataset`."""
-    from sb3_crystal.structures.random import random_dataset
-
     fields = dict(item.split("=", 1) for item in _RANDOM_SPEC.match(spec)["body"].split(",") if "=" in item)  # type: ignore[index]
     unknown = set(fields) - {"count", "atoms", "seed"}
     if unknown or "count" not in fields or "atoms" not in fields:
         raise ValueError(f"Random dataset spec '{spec}' must read 'random:count=<n>,atoms=<n or lo-hi>[,seed=<s>]'")
     low, _, high = fields["atoms"].partition("-")
     n_atoms: int | tuple[int, int] = (int(low), int(high)) if high else int(low)
+    from sb3_crystal.structures.random import random_dataset  # pyxtal is slow to import: only when asked
+
     return random_dataset(int(fields["count"]), n_atoms, seed=int(fields.get("seed", 0)))
 
 

@@ -25,6 +25,15 @@ def closest_pair(atoms: Atoms, search_radius: float = 3.0) -> tuple[int, int, fl
     return int(i[k]), int(j[k]), float(d[k])
 
 
+def has_pair_closer_than(positions: np.ndarray, cell: np.ndarray, distance: float) -> bool:
+    """Whether two atoms (or an atom and an image) of a periodic cell are closer than ``distance`` Å.
+
+    Works on plain arrays, without building an ``Atoms``: it runs in the environment's step.
+    """
+    i = neighbour_list("i", positions=positions, cell=cell, pbc=np.ones(3, bool), cutoff=float(distance))
+    return len(i) > 0
+
+
 def check_min_distance(atoms: Atoms, min_distance: float, where: str = "structure") -> None:
     """Raise :class:`AtomsTooCloseError` naming the pair when two atoms are closer than ``min_distance``.
 
@@ -59,20 +68,26 @@ def random_displacements(n_atoms: int, beta: float, rng: np.random.Generator) ->
 def distort(atoms: Atoms, beta: float, rng: np.random.Generator, min_distance: float = 0.0, max_tries: int = 1000) -> Atoms:
     """A copy of ``atoms`` distorted by :func:`random_displacements`.
 
-    Draws that bring two atoms closer than ``min_distance`` are rejected and redrawn, so the start follows
-    β·U(−1, 1) conditioned on no pair closer than ``min_distance``.
+    Atoms of a pair closer than ``min_distance`` get their displacements redrawn (only those atoms, so large
+    cells do not need a lucky draw for every pair at once) until no such pair is left.
 
     :param atoms: the (relaxed) structure.
     :param beta: distortion parameter in Å.
     :param rng: random generator.
     :param min_distance: smallest interatomic distance a start may have, in Å (0 disables the check).
-    :param max_tries: draws before giving up with a ``RuntimeError``.
+    :param max_tries: redraw rounds before giving up with a ``RuntimeError``.
     """
     start = atoms.copy()
+    displacements = random_displacements(len(atoms), beta, rng)
     for _ in range(max_tries):
-        start.positions = atoms.positions + random_displacements(len(atoms), beta, rng)
-        if min_distance <= 0 or closest_pair(start, min_distance)[2] >= min_distance:
+        start.positions = atoms.positions + displacements
+        if min_distance <= 0:
             return start
+        i, j = neighbour_list("ij", start, float(min_distance))
+        if len(i) == 0:
+            return start
+        crowded = np.unique(np.concatenate([i, j]))
+        displacements[crowded] = random_displacements(len(crowded), beta, rng)
     raise RuntimeError(
         f"No distortion with beta={beta} Å of {atoms.get_chemical_formula()} kept all atoms {min_distance} Å apart "
         f"in {max_tries} draws: lower beta or min_distance"
