@@ -73,10 +73,10 @@ class CrystalRelaxEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
     :param relax_fmax: force threshold of the pre-relaxation of the dataset, eV/Å.
     :param input_min_distance: input structures with atoms closer than this are rejected, Å.
     :param cache_dir: minima cache folder (``None`` default location, ``False`` no cache).
-    :param render_mode: unused (no rendering); accepted for gymnasium compatibility.
+    :param render_mode: ``"rgb_array"`` makes :meth:`render` return a picture of the structure.
     """
 
-    metadata = {"render_modes": []}  # noqa: RUF012 - gymnasium convention
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 4}  # noqa: RUF012 - gymnasium convention
 
     def __init__(
         self,
@@ -100,6 +100,7 @@ class CrystalRelaxEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
     ) -> None:
         super().__init__()
         self.render_mode = render_mode
+        self._init_kwargs = {key: value for key, value in locals().items() if key not in {"self", "__class__", "render_mode"}}
         self._check_positive("max_displacement", max_displacement)
         self._check_positive("force_cap", force_cap)
         if action_scale not in ACTION_SCALES:
@@ -175,6 +176,10 @@ class CrystalRelaxEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         current = getattr(self, "reward_weights", (1.0, 0.0, 0.5))
         self.reward, self.reward_weights = check_reward(reward, current if weights is None else weights)
 
+    def get_init_kwargs(self) -> dict[str, Any]:
+        """The constructor's arguments, so an evaluation environment can be built like this one."""
+        return dict(self._init_kwargs)
+
     def get_settings(self) -> dict[str, Any]:
         """The settings a curriculum may change, as plain data."""
         return {"epsilon": self.epsilon, "beta": self.beta, "reward": self.reward, "reward_weights": list(self.reward_weights)}
@@ -224,8 +229,24 @@ class CrystalRelaxEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         max_shift = float(np.sqrt((shifts**2).sum(axis=1)).max()) if len(shifts) else 0.0
         return self._observation(), float(reward), terminated, truncated, self._info(max_shift, fraction)
 
-    def render(self) -> None:
-        return None
+    def render(self) -> np.ndarray | None:
+        """With ``render_mode="rgb_array"``: an (H, W, 3) uint8 picture of the cell and its atoms."""
+        if self.render_mode != "rgb_array" or self._atoms is None:
+            return None
+        import matplotlib  # plotting only when asked
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        from ase.visualize.plot import plot_atoms
+
+        figure, axes = plt.subplots(figsize=(4, 4), dpi=80)
+        plot_atoms(self._atoms, axes, rotation="10x,20y,0z", radii=0.5)
+        axes.set_title(f"step {self._episode_step}, fmax {self._fmax:.3g} eV/Å")
+        axes.set_axis_off()
+        figure.canvas.draw()
+        image = np.asarray(figure.canvas.buffer_rgba())[..., :3].copy()
+        plt.close(figure)
+        return image
 
     def close(self) -> None:
         closer = getattr(self.calculator, "close", None)
