@@ -65,7 +65,7 @@ class ForceCallCounter(Calculator):
     :param memory: geometries remembered (least recently used ones are forgotten).
     """
 
-    implemented_properties = ("energy", "free_energy", "forces")  # noqa: RUF012 - ASE's own convention
+    implemented_properties = ("energy", "free_energy", "forces")
 
     def __init__(self, calculator: CalculatorSpec = "lammps", memory: int = 256) -> None:
         super().__init__()
@@ -218,9 +218,7 @@ class ASEOptimizerRelaxer(Relaxer):
     :param kwargs: optimizer arguments (``maxstep`` etc.).
     """
 
-    def __init__(
-        self, name: str, optimizer_class: type[Optimizer], fmax_independent: bool = False, **kwargs: Any
-    ) -> None:
+    def __init__(self, name: str, optimizer_class: type[Optimizer], fmax_independent: bool = False, **kwargs: Any) -> None:
         self.name = name
         self.optimizer_class = optimizer_class
         self.fmax_independent = fmax_independent
@@ -265,18 +263,23 @@ class ASEOptimizerRelaxer(Relaxer):
                 error=error,
             )
 
+        def checkpoint() -> None:
+            # The test of ASE's Optimizable.converged, at the points where the optimizer applies it.
+            current = max_force(work.get_forces())
+            while pending and current < pending[0]:
+                target = pending.pop(0)
+                results[target] = snapshot(target, True)
+
         error = ""
         try:
             if isinstance(optimizer, SciPyOptimizer):
-                # SciPy drives its own loop; it is never used for a read-off (pending holds one threshold).
+                # SciPy runs its own loop and tests convergence in ASE's per-iteration callback, which calls
+                # the observers just before; it never tests the start, where run() calls them too.
+                optimizer.attach(lambda: checkpoint() if optimizer.nsteps > 0 else None)
                 optimizer.run(fmax=pending[-1], steps=max_steps)
             else:
                 for _ in optimizer.irun(fmax=pending[-1], steps=max_steps):
-                    # The same test as ASE's Optimizable.converged, at the points where the optimizer checks it.
-                    current = max_force(work.get_forces())
-                    while pending and current < pending[0]:
-                        target = pending.pop(0)
-                        results[target] = snapshot(target, True)
+                    checkpoint()
         except RELAXATION_FAILURES as err:
             error = f"{type(err).__name__}: {err}".strip()
         for target in pending:

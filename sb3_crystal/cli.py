@@ -1,0 +1,280 @@
+"""The ``sb3-crystal`` command line: one function per subcommand (``benchmark``; others plug in the same way).
+
+User errors (an unknown prototype or optimizer, a missing file, a bad number) print one line on stderr and exit
+with status 2; ``--help`` works on every subcommand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+__all__ = ["UserError", "blas_threads", "build_parser", "main"]
+
+
+class UserError(Exception):
+    """A mistake in the command line or its inputs: reported in one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (``prog: error: message``) with exit status 2."""
+
+    #: names of the subcommands (filled in by :func:`build_parser`).
+    commands: tuple[str, ...] = ()
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+# -- argument types: each raises ArgumentTypeError, which the parser turns into one line -------------------------
+def _number(kind: Callable[[str], Any], check: Callable[[Any], bool], rule: str) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid {kind.__name__} value: '{text}'") from None
+        if not check(value):
+            raise argparse.ArgumentTypeError(f"{text} is not {rule}")
+        return value
+
+    return parse
+
+
+_non_negative_float = _number(float, lambda v: v >= 0, "≥ 0")
+_positive_float = _number(float, lambda v: v > 0, "> 0")
+_positive_int = _number(int, lambda v: v > 0, "a positive integer")
+_non_negative_int = _number(int, lambda v: v >= 0, "≥ 0")
+
+
+def _optimizer_name(text: str) -> str:
+    from sb3_crystal.benchmark.classical import make_relaxer
+
+    try:
+        return make_relaxer(text).name
+    except KeyError as err:
+        raise argparse.ArgumentTypeError(str(err.args[0])) from None
+
+
+# -- helpers ------------------------------------------------------------------------------------------------------
+_OPENBLAS_THREAD_CALLS = (
+    ("scipy_openblas_get_num_threads64_", "scipy_openblas_set_num_threads64_"),
+    ("scipy_openblas_get_num_threads", "scipy_openblas_set_num_threads"),
+    ("openblas_get_num_threads64_", "openblas_set_num_threads64_"),
+    ("openblas_get_num_threads", "openblas_set_num_threads"),
+)
+
+
+@contextlib.contextmanager
+def blas_threads(n_threads: int = 1) -> Iterator[int]:
+    """Run a block with the OpenBLAS libraries loaded in this process set to ``n_threads`` (best effort, Linux).
+
+    The benchmark's matrices are tiny (GPMin's surrogate model, BFGS's Hessian of a few atoms): extra BLAS
+    threads only spin, and make GPMin several times slower on a 2-core machine. ``OPENBLAS_NUM_THREADS`` would
+    have to be set before NumPy is imported, which importing this package already does. The previous thread
+    counts are restored on exit.
+
+    :param n_threads: threads per library.
+    :return: (as the ``with`` target) how many libraries were adjusted.
+    """
+    try:
+        with open("/proc/self/maps") as maps:
+            paths = {line.split()[-1] for line in maps if "openblas" in line.lower() and line.split()[-1].startswith("/")}
+    except OSError:
+        paths = set()
+    previous: list[tuple[Any, int]] = []
+    for path in sorted(paths):
+        try:
+            handle = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for get_name, set_name in _OPENBLAS_THREAD_CALLS:
+            getter, setter = getattr(handle, get_name, None), getattr(handle, set_name, None)
+            if getter is not None and setter is not None:
+                previous.append((setter, int(getter())))
+                setter(ctypes.c_int(int(n_threads)))
+                break
+    try:
+        yield len(previous)
+    finally:
+        for setter, count in previous:
+            setter(ctypes.c_int(count))
+
+
+def _load_structures(names: Sequence[str]) -> list[Any]:
+    """Prototype names or structure files → unrelaxed ``Atoms`` with ``info["source"]`` (1-atom cells made 2×1×1)."""
+    from sb3_crystal.structures.prototypes import PROTOTYPES, build_prototype
+
+    prototypes = {name.lower(): name for name in PROTOTYPES}
+    structures = []
+    for name in names:
+        if name.lower() in prototypes:
+            atoms = build_prototype(name)
+            atoms.info["source"] = prototypes[name.lower()]
+            found = [atoms]
+        elif os.path.isfile(name):
+            try:
+                from sb3_crystal.structures.io import read_structures  # file readers load lazily
+            except ImportError as err:
+                raise UserError(f"cannot read '{name}': structure files need sb3_crystal.structures.io ({err})") from err
+            try:
+                read = read_structures(name)
+            except (OSError, ValueError, KeyError) as err:
+                raise UserError(f"cannot read structures from '{name}': {err}") from err
+            found = list(read) if isinstance(read, (list, tuple)) else [read]
+            if not found:
+                raise UserError(f"no structure in '{name}'")
+            for k, atoms in enumerate(found):
+                atoms.info.setdefault("source", name if len(found) == 1 else f"{name}[{k}]")
+        else:
+            raise UserError(f"unknown structure '{name}': neither a prototype ({', '.join(PROTOTYPES)}) nor an existing file")
+        for atoms in found:
+            # One atom at fixed cell never feels a force: relax (and distort) its 2×1×1 supercell instead.
+            if len(atoms) == 1:
+                source = atoms.info["source"]
+                atoms = atoms.repeat((2, 1, 1))
+                atoms.info["source"] = source
+            structures.append(atoms)
+    return structures
+
+
+def _describe_minimum(report: Any) -> str:
+    kind = "minimum" if report.is_minimum else "SADDLE POINT (other minima are legitimate end points)"
+    return (
+        f"{report.source}: {report.formula}, {report.n_atoms} atoms, E = {report.energy:.6f} eV "
+        f"({report.energy / report.n_atoms:.6f} eV/atom), fmax {report.fmax:.1e} eV/Å, "
+        f"lowest Hessian eigenvalue {report.lowest_eigenvalue:.4g} eV/Å² → {kind}"
+    )
+
+
+# -- subcommands --------------------------------------------------------------------------------------------------
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    """``sb3-crystal benchmark``: classical optimizers on seeded distorted starts, force calls per threshold."""
+    with blas_threads(args.blas_threads) if args.blas_threads else contextlib.nullcontext():
+        return _benchmark(args)
+
+
+def _benchmark(args: argparse.Namespace) -> int:
+    from sb3_crystal.benchmark.harness import format_table, run_benchmark, summarize, write_results
+    from sb3_crystal.calculators import PotentialNotFoundError, UnsupportedElementsError, make_calculator
+    from sb3_crystal.structures.minima import RelaxationError, relaxed_minimum
+
+    t0 = time.perf_counter()
+    structures = _load_structures(args.structures)
+    try:
+        calculator = make_calculator(args.calculator)
+    except (ValueError, TypeError, ImportError, PotentialNotFoundError) as err:
+        raise UserError(f"calculator '{args.calculator}': {err}") from err
+    minima = []
+    for atoms in structures:
+        try:
+            minimum, report = relaxed_minimum(atoms, calculator)
+        except (UnsupportedElementsError, RelaxationError) as err:
+            raise UserError(f"{atoms.info['source']}: {err}") from err
+        minimum.info["source"] = atoms.info["source"]
+        print(_describe_minimum(report), flush=True)
+        minima.append(minimum)
+    rows = run_benchmark(
+        minima,
+        optimizers=list(dict.fromkeys(args.optimizers)),  # "BFGS bfgs" is one optimizer
+        beta=args.beta,
+        fmaxes=args.fmax,
+        n_starts=args.n_starts,
+        seed=args.seed,
+        calculator=calculator,
+        max_steps=args.max_steps,
+        min_distance=args.min_distance,
+        progress=False if args.no_progress else None,
+    )
+    title = f"β = {args.beta:g} Å, {args.n_starts} starts (seed {args.seed}), calculator {args.calculator}"
+    paths = write_results(rows, args.out, title=f"Force calls to reach ε: {title}")
+    print(f"\nForce calls to reach ε ({title}; statistics over converged runs):\n")
+    print(format_table(summarize(rows)))
+    print(f"\nWrote {', '.join(str(p) for p in paths.values())} in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def _add_benchmark(subparsers: Any) -> None:
+    from sb3_crystal.benchmark.classical import DEFAULT_OPTIMIZERS
+
+    parser = subparsers.add_parser(
+        "benchmark",
+        help="force calls of classical optimizers on distorted structures",
+        description=(
+            "Relax seeded distorted starts of each structure with each optimizer to each force threshold ε and "
+            "count force calls. Each structure is first relaxed (cached) and reported as minimum or saddle point. "
+            "Writes runs.csv, summary.csv, summary.md and force_calls.png into --out."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--structures", nargs="+", default=["AlFe-B2"], metavar="NAME_OR_FILE", help="prototype names or structure files"
+    )
+    parser.add_argument("--beta", type=_non_negative_float, default=0.5, help="distortion β in Å (coordinates += β·U(−1,1))")
+    parser.add_argument(
+        "--fmax", type=_positive_float, nargs="+", default=[0.1, 0.05, 0.01], metavar="EPS", help="force thresholds ε, eV/Å"
+    )
+    parser.add_argument("--n-starts", type=_positive_int, default=20, help="distorted starts per structure")
+    parser.add_argument("--seed", type=_non_negative_int, default=0, help="start k uses numpy default_rng(seed + k)")
+    parser.add_argument(
+        "--optimizers", type=_optimizer_name, nargs="+", default=list(DEFAULT_OPTIMIZERS), metavar="NAME", help="relaxers"
+    )
+    parser.add_argument("--calculator", default="lammps", help="calculator spec: lammps, matscipy, emt, module:Class")
+    parser.add_argument("--max-steps", type=_positive_int, default=1000, help="optimizer step cap per run")
+    parser.add_argument(
+        "--min-distance", type=_non_negative_float, default=0.0, help="redraw starts with atoms closer than this (Å)"
+    )
+    parser.add_argument("--out", type=Path, default=Path("results/benchmark"), help="output folder")
+    parser.add_argument(
+        "--blas-threads", type=_non_negative_int, default=1, help="OpenBLAS threads (tiny matrices: 1 is fastest; 0 leaves it)"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(func=cmd_benchmark)
+
+
+def build_parser() -> _Parser:
+    """The ``sb3-crystal`` parser; each subcommand sets ``func`` (its ``cmd_*`` function)."""
+    from sb3_crystal import __version__
+
+    parser = _Parser(prog="sb3-crystal", description="Deep-RL relaxation of crystal structures at fixed cell.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    _add_benchmark(subparsers)  # later: _add_train, _add_relax, _add_dataset (each with its cmd_* function)
+    parser.commands = tuple(subparsers.choices)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line.
+
+    :param argv: arguments without the program name; ``None`` reads ``sys.argv``.
+    :return: exit status (0 success, 2 user error).
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # --help, --version and parse errors
+        return int(exit_.code or 0) if not isinstance(exit_.code, str) else 2
+    if getattr(args, "func", None) is None:
+        print(
+            f"{parser.prog}: error: give a command ({', '.join(parser.commands)}); see {parser.prog} --help", file=sys.stderr
+        )
+        return 2
+    try:
+        return int(args.func(args))
+    except UserError as err:
+        print(f"{parser.prog} {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{parser.prog}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,167 @@
+"""The ``sb3-crystal`` command line."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sb3_crystal.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_small_benchmark_run_writes_results(tmp_path, capsys):
+    out = tmp_path / "bench"
+    args = ["benchmark", "--n-starts", "3", "--optimizers", "BFGS", "fire", "--fmax", "0.1", "0.02", "--out", str(out)]
+    assert main([*args, "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    assert "AlFe-B2: AlFe, 2 atoms" in captured.out and "→ minimum" in captured.out
+    assert "| AlFe-B2   | 2 | FIRE" in captured.out  # the summary table, optimizer names canonical
+    for name in ("runs.csv", "summary.csv", "summary.md", "force_calls.png"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0
+    with open(out / "runs.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 3 * 2 * 2
+    assert {r["optimizer"] for r in rows} == {"BFGS", "FIRE"} and {r["start_seed"] for r in rows} == {"0", "1", "2"}
+    assert all(r["converged"] == "True" for r in rows)
+
+
+def test_one_atom_cells_are_doubled(tmp_path, capsys):
+    assert (
+        main(["benchmark", "--structures", "al-fcc", "--n-starts", "1", "--optimizers", "LBFGS", "--out", str(tmp_path)]) == 0
+    )
+    assert "Al-fcc: Al2, 2 atoms" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--structures", "NoSuchPrototype"], "unknown structure 'NoSuchPrototype'"),
+        (["--structures", "/no/such/file.cif"], "unknown structure '/no/such/file.cif'"),
+        (["--beta", "-1"], "argument --beta: -1 is not ≥ 0"),
+        (["--beta", "abc"], "argument --beta: invalid float value: 'abc'"),
+        (["--fmax", "0.1", "0"], "argument --fmax: 0 is not > 0"),
+        (["--n-starts", "0"], "argument --n-starts: 0 is not a positive integer"),
+        (["--n-starts", "2.5"], "invalid int value"),
+        (["--optimizers", "BFGS", "Newton"], "Unknown optimizer 'Newton'"),
+        (["--calculator", "nosuch"], "calculator 'nosuch'"),
+        (["--calculator", "lammps:missing.eam.fs"], "missing.eam.fs"),
+        (["--frobnicate"], "unrecognized arguments: --frobnicate"),
+    ],
+)
+def test_user_errors_are_one_line_with_status_2(args, message, tmp_path, capsys):
+    argv = ["benchmark", *args, "--out", str(tmp_path)]
+    if "--n-starts" not in args:
+        argv += ["--n-starts", "1"]
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, captured.err
+    assert message in lines[0] and "error" in lines[0]
+    assert "Traceback" not in captured.err + captured.out
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+@pytest.mark.parametrize("argv", [[], ["train"]])
+def test_missing_or_unknown_command_is_a_user_error(argv, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["benchmark", "--help"], ["--version"]])
+def test_help_exits_0(argv, capsys):
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "sb3-crystal" in out
+    if "benchmark" in argv:
+        for option in ("--structures", "--beta", "--fmax", "--n-starts", "--seed", "--optimizers", "--calculator", "--out"):
+            assert option in out
+
+
+def test_python_dash_m_runs_the_cli():
+    result = subprocess.run(
+        [sys.executable, "-m", "sb3_crystal", "benchmark", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "--n-starts" in result.stdout
+
+
+@pytest.fixture
+def fake_reader(monkeypatch):
+    """Stand-in for ``sb3_crystal.structures.io`` (the CLI imports it lazily, only for files)."""
+    import types
+
+    from ase.build import bulk
+
+    module = types.ModuleType("sb3_crystal.structures.io")
+
+    def read_structures(path):
+        text = Path(path).read_text()
+        if "garbage" in text:
+            raise ValueError(f"{path}: not a structure file")
+        return [bulk("Cu" if "Cu" in text else "Fe", "bcc", a=2.8553, cubic=True)]
+
+    module.read_structures = read_structures
+    monkeypatch.setitem(sys.modules, "sb3_crystal.structures.io", module)
+    return module
+
+
+def test_structure_files_go_through_read_structures(fake_reader, tmp_path, capsys):
+    path = tmp_path / "fe.vasp"
+    path.write_text("Fe")
+    out = tmp_path / "out"
+    assert main(["benchmark", "--structures", str(path), "--n-starts", "1", "--optimizers", "BFGS", "--out", str(out)]) == 0
+    assert f"{path}: Fe2, 2 atoms" in capsys.readouterr().out
+    assert (out / "runs.csv").is_file()
+
+
+@pytest.mark.parametrize(("content", "message"), [("garbage", "cannot read structures from"), ("Cu", "element(s) Cu")])
+def test_bad_structure_files_are_user_errors(content, message, fake_reader, tmp_path, capsys):
+    path = tmp_path / "bad.cif"
+    path.write_text(content)
+    assert main(["benchmark", "--structures", str(path), "--n-starts", "1", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and message in err and "Traceback" not in err
+
+
+def test_a_real_poscar_file(tmp_path, capsys):
+    pytest.importorskip("sb3_crystal.structures.io")
+    from ase.build import bulk
+    from ase.io import write
+
+    path = tmp_path / "Fe.vasp"
+    write(path, bulk("Fe", "bcc", a=2.8553, cubic=True), format="vasp")
+    argv = ["benchmark", "--structures", str(path), "--n-starts", "2", "--optimizers", "LBFGS", "--out", str(tmp_path / "o")]
+    assert main(argv) == 0
+    assert "Fe2, 2 atoms" in capsys.readouterr().out
+
+
+def test_blas_threads_sets_and_restores_thread_counts():
+    import ctypes
+
+    from sb3_crystal.cli import blas_threads
+
+    with blas_threads(1) as adjusted:
+        pass
+    assert adjusted >= 0
+    maps = Path("/proc/self/maps").read_text().splitlines()
+    numpy_blas = [line.split()[-1] for line in maps if "numpy.libs" in line and "openblas" in line]
+    if not numpy_blas:
+        pytest.skip("NumPy without a bundled OpenBLAS")
+    get = getattr(ctypes.CDLL(numpy_blas[0]), "scipy_openblas_get_num_threads64_", None)
+    if get is None:
+        pytest.skip("unknown OpenBLAS build")
+    before = get()
+    with blas_threads(1):
+        assert get() == 1
+    assert get() == before
