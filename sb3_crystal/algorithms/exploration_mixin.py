@@ -32,6 +32,15 @@ class StateNoiseExplorationMixin:
             self.state_noise = StateNoise(level=0.0)
         self._episode_steps = np.zeros(0, dtype=np.int64)
 
+    def _record_env_kwargs(self) -> None:
+        """Keep the environment's constructor arguments (plain data) on the model, saved with it, so a relaxer
+        built from the model later moves atoms with the same action scale and contact rule."""
+        env = getattr(self, "env", None)
+        try:
+            self.crystal_env_kwargs = env.env_method("get_init_kwargs", indices=0)[0] if env is not None else None
+        except AttributeError:
+            self.crystal_env_kwargs = None
+
     def set_random_seed(self, seed: int | None = None) -> None:
         super().set_random_seed(seed)  # type: ignore[misc]
         if seed is not None and self.state_noise is not None and self.state_noise.seed is None:

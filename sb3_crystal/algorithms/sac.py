@@ -22,3 +22,4 @@ class CrystalSAC(StateNoiseExplorationMixin, SAC):
     def __init__(self, policy: Any, env: Any, *args: Any, state_noise: Any = None, greedy: Any = None, **kwargs: Any) -> None:
         self._setup_exploration(state_noise, greedy)
         super().__init__(policy, env, *args, **kwargs)
+        self._record_env_kwargs()

@@ -23,3 +23,4 @@ class CrystalTD3(StateNoiseExplorationMixin, TD3):
     def __init__(self, policy: Any, env: Any, *args: Any, state_noise: Any = None, greedy: Any = None, **kwargs: Any) -> None:
         self._setup_exploration(state_noise, greedy)
         super().__init__(policy, env, *args, **kwargs)
+        self._record_env_kwargs()
