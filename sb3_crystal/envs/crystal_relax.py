@@ -73,6 +73,8 @@ class CrystalRelaxEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
     :param relax_fmax: force threshold of the pre-relaxation of the dataset, eV/Å.
     :param input_min_distance: input structures with atoms closer than this are rejected, Å.
     :param cache_dir: minima cache folder (``None`` default location, ``False`` no cache).
+    :param saddles: dataset structures that relax to a saddle point: ``"keep"``, ``"escape"`` (relax into a
+        true minimum nearby) or ``"drop"``.
     :param render_mode: ``"rgb_array"`` makes :meth:`render` return a picture of the structure.
     """
 
@@ -96,6 +98,7 @@ class CrystalRelaxEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         relax_fmax: float = 1e-3,
         input_min_distance: float = 0.5,
         cache_dir: str | os.PathLike | bool | None = None,
+        saddles: str = "keep",
         render_mode: str | None = None,
     ) -> None:
         super().__init__()
@@ -120,7 +123,12 @@ class CrystalRelaxEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
 
         self.calculator: BaseCalculator = make_calculator(calculator)
         self.dataset = StructureDataset(
-            structures, self.calculator, relax_fmax=relax_fmax, min_distance=input_min_distance, cache_dir=cache_dir
+            structures,
+            self.calculator,
+            relax_fmax=relax_fmax,
+            min_distance=input_min_distance,
+            cache_dir=cache_dir,
+            saddles=saddles,
         )
         self.n_max = self.dataset.max_atoms if n_max is None else int(n_max)
         too_big = [i for i, atoms in enumerate(self.dataset) if len(atoms) > self.n_max]

@@ -5,16 +5,19 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 
 import numpy as np
 from ase import Atoms
 
 from sb3_crystal.calculators import CalculatorSpec, calculator_elements, check_elements, make_calculator
 from sb3_crystal.structures.geometry import check_min_distance, closest_pair
-from sb3_crystal.structures.minima import MinimumReport, relaxed_minimum
+from sb3_crystal.structures.minima import MinimumReport, escape_saddle, relaxed_minimum
 from sb3_crystal.structures.prototypes import PROTOTYPES, build_prototype
 
 StructureSpec = str | os.PathLike | Atoms | Sequence[str | os.PathLike | Atoms]
+
+SADDLE_POLICIES = ("keep", "escape", "drop")
 
 _RANDOM_SPEC = re.compile(r"^random:(?P<body>.*)$")
 
@@ -81,6 +84,9 @@ class StructureDataset(Sequence[Atoms]):
     :param min_distance: input structures with atoms closer than this (Å) are rejected.
     :param cache_dir: minima cache folder (``None`` default, ``False`` none).
     :param check_hessian: classify each relaxed structure as minimum or saddle point.
+    :param saddles: what to do with structures that relax to a saddle point of the potential: ``"keep"``
+        (default: distorted starts may then fall into other minima), ``"escape"`` (push off the saddle and relax
+        into a true minimum, reproducibly) or ``"drop"`` (leave them out).
     """
 
     def __init__(
@@ -91,7 +97,12 @@ class StructureDataset(Sequence[Atoms]):
         min_distance: float = 0.5,
         cache_dir: str | os.PathLike | bool | None = None,
         check_hessian: bool = True,
+        saddles: str = "keep",
     ) -> None:
+        if saddles not in SADDLE_POLICIES:
+            raise ValueError(f"saddles must be one of {SADDLE_POLICIES}, got {saddles!r}")
+        if saddles != "keep" and not check_hessian:
+            raise ValueError(f"saddles={saddles!r} needs check_hessian=True")
         raw = load_structures(structures)
         if not raw:
             raise EmptyDatasetError(f"The structure spec {structures!r} holds no structure")
@@ -108,8 +119,15 @@ class StructureDataset(Sequence[Atoms]):
                 atoms = atoms.repeat((2, 1, 1))
                 atoms.info["source"] = f"{where} (2x1x1)"
             minimum, report = relaxed_minimum(atoms, calc, fmax=relax_fmax, cache_dir=cache_dir, check_hessian=check_hessian)
+            if not report.is_minimum and saddles == "drop":
+                continue
+            if not report.is_minimum and saddles == "escape":
+                minimum, escaped = escape_saddle(minimum, calc, fmax=relax_fmax, cache_dir=cache_dir)
+                report = replace(escaped, source=f"{report.source} (escaped saddle)")
             self.minima.append(minimum)
             self.reports.append(report)
+        if not self.minima:
+            raise EmptyDatasetError(f"Every structure of {structures!r} relaxed to a saddle point and saddles='drop'")
 
     def __len__(self) -> int:
         return len(self.minima)

@@ -214,3 +214,38 @@ def _write_atomically(atoms: Atoms, report: MinimumReport, path: Path) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def escape_saddle(
+    saddle: Atoms,
+    calculator: CalculatorSpec = "lammps",
+    fmax: float = 1e-3,
+    cache_dir: str | os.PathLike | bool | None = None,
+    amplitude: float = 0.05,
+    max_tries: int = 5,
+) -> tuple[Atoms, MinimumReport]:
+    """Push a saddle point off its symmetry and relax again, until a true minimum is reached.
+
+    The push is random (U(−amplitude, amplitude) Å per coordinate) but seeded by the structure, so the same
+    saddle always leads to the same minimum (and the result is cached like any relaxation).
+
+    :param saddle: a relaxed structure whose Hessian has a negative eigenvalue.
+    :param calculator: calculator spec.
+    :param fmax: force threshold of the relaxations, eV/Å.
+    :param cache_dir: minima cache folder (see :func:`relaxed_minimum`).
+    :param amplitude: size of the push, Å.
+    :param max_tries: pushes before giving up with :class:`RelaxationError`.
+    """
+    calc = make_calculator(calculator)
+    seed = int(_cache_key(saddle, "escape", fmax)[:8], 16)
+    rng = np.random.default_rng(seed)
+    current = saddle
+    for _ in range(max_tries):
+        pushed = current.copy()
+        pushed.positions = current.positions + rng.uniform(-amplitude, amplitude, current.positions.shape)
+        current, report = relaxed_minimum(pushed, calc, fmax=fmax, cache_dir=cache_dir)
+        if report.is_minimum:
+            return current, report
+    raise RelaxationError(
+        f"{saddle.info.get('source', saddle.get_chemical_formula())}: still a saddle point after {max_tries} pushes"
+    )

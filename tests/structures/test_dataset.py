@@ -32,3 +32,18 @@ def test_empty_and_bad_specs():
 def test_nearest_neighbour_distances():
     dataset = StructureDataset(["AlFe-B2"])
     assert dataset.nearest_neighbour_distances() == pytest.approx([np.sqrt(3) / 2 * 2.8513], abs=1e-3)
+
+
+def test_saddle_policies():
+    specs = ["AlFe-B2", "AlFe-hex"]
+    assert len(StructureDataset(specs, saddles="drop")) == 1
+    escaped = StructureDataset(specs, saddles="escape")
+    assert len(escaped) == 2 and all(r.is_minimum for r in escaped.reports)
+    assert escaped.reports[1].source == "AlFe-hex (escaped saddle)"
+    assert escaped.reports[1].energy < StructureDataset(["AlFe-hex"]).reports[0].energy
+    again = StructureDataset(["AlFe-hex"], saddles="escape")  # reproducible: the same minimum
+    np.testing.assert_allclose(again[0].positions, escaped[1].positions, atol=1e-8)
+    with pytest.raises(EmptyDatasetError, match="saddle"):
+        StructureDataset(["AlFe-hex"], saddles="drop")
+    with pytest.raises(ValueError, match="saddles must be one of"):
+        StructureDataset(specs, saddles="ignore")
