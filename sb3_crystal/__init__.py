@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from sb3_crystal.envs import ENV_ID, CrystalRelaxEnv
+from sb3_crystal.policies import CrystalCGCNNPolicy, CrystalTFNPolicy, register_policy_aliases
 
 __version__ = (Path(__file__).parent / "version.txt").read_text().strip()
 
-__all__ = ["ENV_ID", "CrystalRelaxEnv", "__version__"]
+# TD3("CrystalTFNPolicy", env), SAC("CrystalTFNPolicy", env), TD3("CrystalCGCNNPolicy", env)
+register_policy_aliases()
+
+if "rl_zoo3" in sys.modules:
+    # Imported as an rl-zoo gym package: rl-zoo's td3/sac become CrystalTD3/CrystalSAC (the same unless
+    # state_noise or greedy are set), so one YAML file serves both training routes.
+    from sb3_crystal.training.zoo import register_with_zoo
+
+    register_with_zoo()
+
+__all__ = ["ENV_ID", "CrystalCGCNNPolicy", "CrystalRelaxEnv", "CrystalTFNPolicy", "__version__"]

@@ -1,4 +1,4 @@
-"""The ``sb3-crystal`` command line: one function per subcommand (``benchmark``; others plug in the same way).
+"""The ``sb3-crystal`` command line: one function per subcommand (``benchmark``, ``relax``; others plug in the same way).
 
 User errors (an unknown prototype or optimizer, a missing file, a bad number) print one line on stderr and exit
 with status 2; ``--help`` works on every subcommand.
@@ -238,6 +238,105 @@ def _add_benchmark(subparsers: Any) -> None:
     parser.set_defaults(func=cmd_benchmark)
 
 
+def _read_one_structure(name: str) -> Any:
+    """A structure file of one structure (or a prototype name) → ``Atoms``."""
+    from sb3_crystal.structures.prototypes import PROTOTYPES, build_prototype
+
+    prototypes = {key.lower(): key for key in PROTOTYPES}
+    if not os.path.isfile(name):
+        if name.lower() in prototypes:
+            return build_prototype(prototypes[name.lower()])
+        raise UserError(f"no structure file '{name}' (nor a prototype: {', '.join(PROTOTYPES)})")
+    from sb3_crystal.structures.io import read_structures
+
+    try:
+        found = list(read_structures(name))
+    except (OSError, ValueError, KeyError) as err:
+        raise UserError(f"cannot read structures from '{name}': {err}") from err
+    if len(found) != 1:
+        raise UserError(f"'{name}' holds {len(found)} structures; relax takes a file of one structure")
+    return found[0]
+
+
+def cmd_relax(args: argparse.Namespace) -> int:
+    """``sb3-crystal relax``: relax one structure at fixed cell with a trained agent (optionally + a classical optimizer)."""
+    from sb3_crystal.calculators import PotentialNotFoundError, make_calculator
+    from sb3_crystal.relax import AgentFormatError, HybridOptimizer, RLOptimizer, load_model
+    from sb3_crystal.structures.io import write_structure
+
+    atoms = _read_one_structure(args.structure)
+    try:
+        agent = load_model(args.model)
+    except (OSError, AgentFormatError) as err:
+        raise UserError(f"model '{args.model}': {err}") from err
+    try:
+        atoms.calc = make_calculator(args.calculator)
+    except (ValueError, TypeError, ImportError, PotentialNotFoundError) as err:
+        raise UserError(f"calculator '{args.calculator}': {err}") from err
+    logfile = None if args.quiet else "-"
+    trajectory = str(args.trajectory) if args.trajectory else None
+    try:
+        if args.hybrid:
+            optimizer: Any = HybridOptimizer(
+                atoms, agent, f_switch=args.switch_fmax, optimizer=args.optimizer, logfile=logfile, trajectory=trajectory
+            )
+        else:
+            optimizer = RLOptimizer(atoms, agent, logfile=logfile, trajectory=trajectory)
+    except (ValueError, TypeError) as err:  # unseen species, too many atoms for the agent, non-periodic cell
+        raise UserError(str(err)) from err
+    with optimizer:
+        converged = optimizer.run(fmax=args.fmax, steps=args.steps)
+    forces = atoms.get_forces()
+    fmax = float((forces**2).sum(axis=1).max() ** 0.5) if len(forces) else 0.0
+    try:
+        write_structure(atoms, args.out)
+    except (OSError, ValueError) as err:
+        raise UserError(f"cannot write '{args.out}': {err}") from err
+    print(f"converged: {'yes' if converged else 'no'} (fmax {fmax:.4g} eV/Å, target {args.fmax:g})")
+    print(f"force calls: {optimizer.force_calls}, steps: {optimizer.nsteps}, energy: {atoms.get_potential_energy():.6f} eV")
+    if args.hybrid:
+        handover = (
+            f"after {optimizer.agent_steps} agent steps ({optimizer.handover_reason})" if optimizer.handover_reason else "none"
+        )
+        print(f"handover to {optimizer.optimizer_class.__name__}: {handover}")
+    print(f"wrote {args.out}" + (f" and {args.trajectory}" if args.trajectory else ""))
+    return 0 if converged else 1
+
+
+def _add_relax(subparsers: Any) -> None:
+    # the names of sb3_crystal.relax.optimizer.CLASSICAL_OPTIMIZERS, spelled out: importing it (torch) slows --help
+    lookup = {name.lower(): name for name in ("BFGS", "LBFGS", "FIRE")}
+
+    def classical(text: str) -> str:
+        if text.lower() not in lookup:
+            raise argparse.ArgumentTypeError(f"unknown optimizer '{text}': choose from {', '.join(lookup.values())}")
+        return lookup[text.lower()]
+
+    parser = subparsers.add_parser(
+        "relax",
+        help="relax a structure at fixed cell with a trained agent",
+        description=(
+            "Relax one structure at fixed cell with a trained agent (an SB3 TD3/SAC .zip, which is unpickled: only "
+            "trusted files; or an agent folder with settings.json and weights.pt). With --hybrid the agent hands over "
+            "to a classical optimizer at --switch-fmax. Writes the relaxed structure (with energy and forces) and, "
+            "if asked, the trajectory. Exit status 0 when converged, 1 when not, 2 on user errors."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("structure", metavar="STRUCTURE_FILE", help="structure file of one structure (or a prototype name)")
+    parser.add_argument("--model", required=True, metavar="PATH", help="SB3 model .zip or agent folder")
+    parser.add_argument("--fmax", type=_positive_float, default=0.05, help="force threshold, eV/Å")
+    parser.add_argument("--steps", type=_positive_int, default=200, help="step cap")
+    parser.add_argument("--hybrid", action="store_true", help="agent first, then a classical optimizer")
+    parser.add_argument("--switch-fmax", type=_positive_float, default=0.1, help="hybrid handover threshold, eV/Å")
+    parser.add_argument("--optimizer", type=classical, default="BFGS", help="classical optimizer of the hybrid")
+    parser.add_argument("--calculator", default="lammps", help="calculator spec: lammps, matscipy, emt, module:Class")
+    parser.add_argument("--out", type=Path, default=Path("relaxed.extxyz"), help="relaxed structure file")
+    parser.add_argument("--trajectory", type=Path, default=None, help="ASE trajectory file of every step")
+    parser.add_argument("--quiet", action="store_true", help="no per-step log")
+    parser.set_defaults(func=cmd_relax)
+
+
 def build_parser() -> _Parser:
     """The ``sb3-crystal`` parser; each subcommand sets ``func`` (its ``cmd_*`` function)."""
     from sb3_crystal import __version__
@@ -245,7 +344,8 @@ def build_parser() -> _Parser:
     parser = _Parser(prog="sb3-crystal", description="Deep-RL relaxation of crystal structures at fixed cell.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    _add_benchmark(subparsers)  # later: _add_train, _add_relax, _add_dataset (each with its cmd_* function)
+    _add_benchmark(subparsers)  # later: _add_train, _add_dataset (each with its cmd_* function)
+    _add_relax(subparsers)
     parser.commands = tuple(subparsers.choices)
     return parser
 

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from sb3_crystal.cli import main
@@ -165,3 +166,78 @@ def test_blas_threads_sets_and_restores_thread_counts():
     with blas_threads(1):
         assert get() == 1
     assert get() == before
+
+
+# -- relax ----------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def relax_inputs(tmp_path_factory):
+    """A distorted B2 start (extxyz), a Cu structure, an SB3 zip and an agent folder of a tiny untrained agent."""
+    pytest.importorskip("sb3_crystal.structures.io")
+    from ase.build import bulk
+    from ase.io import write
+
+    from sb3_crystal.algorithms import CrystalTD3
+    from sb3_crystal.envs.crystal_relax import CrystalRelaxEnv
+    from sb3_crystal.relax import save_agent
+    from sb3_crystal.structures.geometry import distort
+
+    folder = tmp_path_factory.mktemp("relax_inputs")
+    env = CrystalRelaxEnv(max_steps=10)
+    model = CrystalTD3("MultiInputPolicy", env, policy_kwargs={"net_arch": [8]}, seed=0)
+    start = distort(env.dataset[0], 0.3, np.random.default_rng(0), min_distance=1.6)
+    start.info.clear()
+    write(folder / "start.extxyz", start)
+    write(folder / "cu.extxyz", bulk("Cu", "fcc", a=3.6, cubic=True))
+    model.save(folder / "model.zip")
+    save_agent(model, folder / "agent")
+    env.close()
+    return folder
+
+
+def test_relax_hybrid_writes_structure_and_trajectory(relax_inputs, tmp_path, capsys):
+    from ase.io import read
+
+    out, traj = tmp_path / "relaxed.extxyz", tmp_path / "relax.traj"
+    argv = ["relax", str(relax_inputs / "start.extxyz"), "--model", str(relax_inputs / "model.zip"), "--hybrid"]
+    assert main([*argv, "--fmax", "0.02", "--optimizer", "fire", "--out", str(out), "--trajectory", str(traj)]) == 0
+    printed = capsys.readouterr().out
+    assert "converged: yes" in printed and "force calls: " in printed and "handover to FIRE: after" in printed
+    relaxed = read(out)
+    assert np.sqrt((relaxed.get_forces() ** 2).sum(axis=1)).max() < 0.02
+    steps = int(printed.split("steps: ")[1].split(",")[0])
+    assert len(read(traj, index=":")) == steps + 1
+
+
+def test_relax_agent_folder_alone(relax_inputs, tmp_path, capsys):
+    argv = ["relax", str(relax_inputs / "start.extxyz"), "--model", str(relax_inputs / "agent"), "--steps", "5", "--quiet"]
+    status = main([*argv, "--fmax", "1e-6", "--out", str(tmp_path / "r.extxyz")])
+    assert status == 1  # not converged in 5 steps
+    printed = capsys.readouterr().out
+    assert "converged: no" in printed and "steps: 5" in printed and "RLOptimizer:" not in printed
+    assert (tmp_path / "r.extxyz").is_file()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["{inputs}/start.extxyz", "--model", "{inputs}/missing.zip"], "No model at"),
+        (["{inputs}/nofile.extxyz", "--model", "{inputs}/model.zip"], "no structure file"),
+        (["{inputs}/cu.extxyz", "--model", "{inputs}/agent"], "Cu not seen in training"),
+        (["{inputs}/start.extxyz", "--model", "{inputs}/agent", "--optimizer", "Newton"], "unknown optimizer 'Newton'"),
+        (["{inputs}/start.extxyz", "--model", "{inputs}/agent", "--fmax", "0"], "argument --fmax: 0 is not > 0"),
+        (["{inputs}/start.extxyz"], "the following arguments are required: --model"),
+    ],
+)
+def test_relax_user_errors_are_one_line(relax_inputs, args, message, tmp_path, capsys):
+    argv = ["relax", *(a.format(inputs=relax_inputs) for a in args), "--out", str(tmp_path / "r.extxyz")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and message in err and "Traceback" not in err
+    assert not list(tmp_path.iterdir())
+
+
+def test_relax_help(capsys):
+    assert main(["relax", "--help"]) == 0
+    out = capsys.readouterr().out
+    for option in ("STRUCTURE_FILE", "--model", "--fmax", "--steps", "--hybrid", "--switch-fmax", "--optimizer", "--out"):
+        assert option in out

@@ -41,6 +41,13 @@ class StateNoiseExplorationMixin:
         except AttributeError:
             self.crystal_env_kwargs = None
 
+    def _setup_model(self) -> None:
+        # ``load()`` writes saved and overriding attributes straight into ``__dict__``: plain data (from a YAML
+        # file) is turned into exploration objects here, before the seed reaches them.
+        self.state_noise = StateNoise.from_config(self.state_noise)
+        self.greedy = GreedyExploration.from_config(self.greedy)
+        super()._setup_model()  # type: ignore[misc]
+
     def set_random_seed(self, seed: int | None = None) -> None:
         super().set_random_seed(seed)  # type: ignore[misc]
         if seed is not None and self.state_noise is not None and self.state_noise.seed is None:

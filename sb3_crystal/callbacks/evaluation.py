@@ -12,6 +12,7 @@ import numpy as np
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, EventCallback
 
+from sb3_crystal.callbacks.curriculum import RewardCurriculum
 from sb3_crystal.envs import CrystalRelaxEnv
 
 
@@ -135,6 +136,8 @@ class RelaxationEvalCallback(EventCallback):
     :param validation: name → constructor-argument overrides (e.g. ``{"N4": {"structures": "n4.csv"}}``).
     :param best_model_save_path: folder where the best model at each ε is saved
         (``best_model_eps<ε>.zip``, best = highest success rate, then fewest steps).
+    :param curriculum: stages of a :class:`~sb3_crystal.callbacks.RewardCurriculum` (plain data, for YAML
+        configs), advanced after each evaluation; or pass a callback as ``callback_after_eval``.
     :param callback_after_eval: called after each evaluation (e.g. a :class:`RewardCurriculum`).
     :param verbose: 1 prints a line per evaluation.
     """
@@ -149,9 +152,15 @@ class RelaxationEvalCallback(EventCallback):
         env_kwargs: dict[str, Any] | None = None,
         validation: dict[str, dict[str, Any]] | None = None,
         best_model_save_path: str | os.PathLike | None = None,
+        curriculum: Sequence[dict[str, Any]] | None = None,
         callback_after_eval: BaseCallback | None = None,
         verbose: int = 0,
     ) -> None:
+        if curriculum is not None:
+            if callback_after_eval is not None:
+                raise ValueError("Give either curriculum stages or callback_after_eval, not both")
+
+            callback_after_eval = RewardCurriculum(curriculum, verbose=verbose)
         super().__init__(callback_after_eval, verbose=verbose)
         if eval_freq < 1 or n_episodes < 1 or max_steps < 1:
             raise ValueError("eval_freq, n_episodes and max_steps must be ≥ 1")

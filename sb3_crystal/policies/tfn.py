@@ -6,8 +6,9 @@ edges and are masked by the heads.
 
 Two presets (see :data:`TFN_PRESETS`):
 
-* ``"small"`` (default): depthwise ``"uvu"`` tensor products (as NequIP/MACE), ``lmax=1``, multiplicity 8, 2 layers,
-  8 radial functions. Cheap on CPU.
+* ``"small"`` (default): depthwise ``"uvu"`` tensor products (as NequIP/MACE), ``lmax=1``, multiplicity 8, one gated
+  layer + the output convolution (2 message passings), 8 radial functions, ``r_max=4`` Å (B2 AlFe: the first two
+  shells, 14 neighbours instead of 58 at 5 Å). Cost scales with the number of edges; this is what makes it cheap.
 * ``"paper"``: the reference TFN sizes (2 gated layers, multiplicity 20, ``lmax=2``, both parities, 10 gaussian
   radial functions, ``r_max=5``, radial MLP of 100 neurons) with fully connected (``"uvw"``) tensor products.
   ``tp_mode="uvu"`` with the same sizes is the reference's exact e3nn ``gate_points_2101`` message tensor product.
@@ -27,7 +28,7 @@ from sb3_crystal.policies.graph import PeriodicGraph, periodic_radius_graph, sca
 
 #: Ready-made TFN hyperparameters (plain data, usable as ``policy_kwargs``).
 TFN_PRESETS: dict[str, dict[str, Any]] = {
-    "small": dict(n_layers=2, mul=8, lmax=1, full_parity=False, num_basis=8, r_max=5.0, radial_neurons=16, tp_mode="uvu"),
+    "small": dict(n_layers=1, mul=8, lmax=1, full_parity=False, num_basis=8, r_max=4.0, radial_neurons=16, tp_mode="uvu"),
     "paper": dict(n_layers=2, mul=20, lmax=2, full_parity=True, num_basis=10, r_max=5.0, radial_neurons=100, tp_mode="uvw"),
 }
 
@@ -259,8 +260,10 @@ class EquivariantConvolution(nn.Module):
 
     def forward(self, x: th.Tensor, edges: EdgeFeatures) -> th.Tensor:
         graph = edges.graph
-        weight = self.radial_mlp(edges.edge_radial)
-        messages = self.tp(self.lin1(x)[graph.edge_src], edges.edge_sh, weight) * graph.edge_cutoff.unsqueeze(-1)
+        # the TP is linear in its weights: applying the smooth cutoff there is cheaper than on the messages
+        weight = self.radial_mlp(edges.edge_radial) * graph.edge_cutoff.unsqueeze(-1)
+        # index_select (backward = index_add_) is much faster on CPU than advanced indexing (backward = index_put_)
+        messages = self.tp(th.index_select(self.lin1(x), 0, graph.edge_src), edges.edge_sh, weight)
         aggregated = scatter_sum(messages, graph.edge_dst, x.shape[0]) / math.sqrt(self.avg_num_neighbors)
         return self.self_connection(x) + self.lin2(aggregated)
 

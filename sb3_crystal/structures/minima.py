@@ -12,7 +12,7 @@ import json
 import os
 import tempfile
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +39,7 @@ class MinimumReport:
     :param n_atoms: atoms in the cell.
     :param energy: energy at the stationary point, eV.
     :param fmax: largest atomic force there, eV/Å.
-    :param n_steps: optimizer steps taken (0 when read from the cache).
+    :param n_steps: optimizer steps the relaxation took (also when the result is read from the cache).
     :param lowest_eigenvalue: lowest fixed-cell Hessian eigenvalue with rigid translations removed, eV/Å²
         (``inf`` for a 1-atom cell, which has no internal degree of freedom).
     :param is_minimum: ``lowest_eigenvalue`` ≥ :data:`SADDLE_TOLERANCE`.
@@ -170,7 +170,8 @@ def relaxed_minimum(
     if path is not None and path.is_file():
         try:
             cached = read(path)
-            report = MinimumReport(**json.loads(cached.info["minimum_report"]))
+            # the same structure may come from another source (a file, a prototype name) than when cached
+            report = replace(MinimumReport(**json.loads(cached.info["minimum_report"])), source=source)
             if report.lowest_eigenvalue == report.lowest_eigenvalue or not check_hessian:  # not NaN
                 return _finish(cached, atoms, report)
         except Exception as err:  # a corrupt entry is recomputed, not fatal

@@ -1,0 +1,71 @@
+"""Trained agents as benchmark relaxers: :class:`AgentRelaxer` (the agent alone) and :class:`HybridRelaxer`
+(agent to ``f_switch``, then a classical optimizer).
+
+Both drive the ASE optimizers of :mod:`sb3_crystal.relax` through the loop of
+:class:`~sb3_crystal.benchmark.classical.ASEOptimizerRelaxer`, so they see the same starts and pay force calls by
+the same :class:`~sb3_crystal.benchmark.classical.ForceCallCounter` rule as the classical relaxers::
+
+    run_benchmark(minima, optimizers=["BFGS", "FIRE", AgentRelaxer(model), HybridRelaxer(model, 0.1, "BFGS")])
+
+A deterministic agent's path does not depend on the threshold ε (ε only decides when to stop), and neither does
+the hybrid's (its handover rules use ``f_switch``, energies and step counts): one run to the smallest ε answers
+every ε exactly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ase.optimize.optimize import Optimizer
+
+from sb3_crystal.benchmark.classical import ASEOptimizerRelaxer
+from sb3_crystal.relax.agent_io import CrystalAgent, as_agent, load_default_agent
+from sb3_crystal.relax.optimizer import CLASSICAL_OPTIMIZERS, HybridOptimizer, RLOptimizer
+
+__all__ = ["AgentRelaxer", "HybridRelaxer"]
+
+
+def _agent(model: Any) -> CrystalAgent:
+    return load_default_agent() if model is None else as_agent(model)
+
+
+class AgentRelaxer(ASEOptimizerRelaxer):
+    """A trained agent alone (:class:`~sb3_crystal.relax.RLOptimizer`) as a relaxer.
+
+    :param model: TD3/SAC model, :class:`~sb3_crystal.relax.CrystalAgent`, or ``None`` for the shipped agent.
+    :param name: name in tables.
+    :param move_settings: ``max_displacement``, ``action_scale``, ``force_cap``, ``min_distance`` overrides.
+    """
+
+    def __init__(self, model: Any = None, name: str = "RL", **move_settings: Any) -> None:
+        self.agent = _agent(model)
+        super().__init__(name, RLOptimizer, fmax_independent=True, model=self.agent, **move_settings)
+
+
+class HybridRelaxer(ASEOptimizerRelaxer):
+    """Agent until fmax ≤ ``f_switch``, then a classical optimizer (:class:`~sb3_crystal.relax.HybridOptimizer`).
+
+    :param model: TD3/SAC model, :class:`~sb3_crystal.relax.CrystalAgent`, or ``None`` for the shipped agent.
+    :param f_switch: handover threshold, eV/Å.
+    :param optimizer: ``"BFGS"``, ``"LBFGS"``, ``"FIRE"`` or an ASE Optimizer class.
+    :param name: name in tables (default ``"RL+BFGS@0.1"``).
+    :param kwargs: further :class:`~sb3_crystal.relax.HybridOptimizer` arguments (``patience``, ``max_energy_rise``,
+        ``optimizer_kwargs``, move settings).
+    """
+
+    def __init__(
+        self,
+        model: Any = None,
+        f_switch: float = 0.1,
+        optimizer: str | type[Optimizer] = "BFGS",
+        name: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.agent = _agent(model)
+        cls = HybridOptimizer.classical_optimizer(optimizer)
+        # Only optimizers known to ignore fmax in their steps keep the one-run read-off exact.
+        exact = cls in CLASSICAL_OPTIMIZERS.values()
+        name = name or f"RL+{cls.__name__}@{f_switch:g}"
+        super().__init__(
+            name, HybridOptimizer, fmax_independent=exact, model=self.agent, f_switch=f_switch, optimizer=cls, **kwargs
+        )

@@ -1,0 +1,226 @@
+"""Equivariant stochastic TFN actor for SAC.
+
+Per atom, an isotropic Gaussian around the equivariant mean ``mu_i`` (``1x1o``) with an invariant scale
+``sigma_i = exp(log_std_i)`` (``1x0e``) is sampled and squashed radially, ``y = v tanh|v| / |v|``. Both the sampling
+density (isotropic) and the squash commute with rotations, so the action *distribution* is equivariant.
+
+Log-probability (per real atom, 3D change of variables with ``r = |v|``)::
+
+    log p(y) = log N(v; mu, sigma^2 I) - log(1 - tanh(r)^2) - 2 log(tanh(r) / r)
+
+(radial stretch ``tanh'(r)``, two tangential stretches ``tanh(r) / r``). Padded atoms are ignored.
+
+Target entropy: the returned log-prob is the sum over real atoms rescaled by ``N_max / n_real``, i.e. ``N_max`` times
+the mean log-density per real atom. SB3's ``target_entropy="auto"`` (``-dim(A) = -3 N_max``) then asks for -1 nat per
+*real* degree of freedom (-3 per atom) for every structure, independently of its padding. For a data set of a
+single size this is SB3's usual heuristic, with the temperature rescaled by the constant ``N_max / n_real``.
+"""
+
+import math
+from typing import Any
+
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
+from stable_baselines3.sac.policies import LOG_STD_MAX, LOG_STD_MIN, SACPolicy
+from torch import nn
+from torch.nn import functional as F
+
+from sb3_crystal.policies.td3 import (
+    CrystalGraphMixin,
+    PassThroughExtractor,
+    TFNCritic,
+    check_crystal_spaces,
+    resolve_tfn_kwargs,
+)
+from sb3_crystal.policies.tfn import CrystalNodeEncoder, GraphCache, radial_squash, safe_norm
+
+
+def radial_squash_log_det(v: th.Tensor) -> th.Tensor:
+    """``log |det d squash(v) / dv|`` per 3-vector, numerically stable at 0 and for large ``|v|``.
+
+    :param v: (..., 3)
+    :return: (...)
+    """
+    r = safe_norm(v).squeeze(-1)
+    log_dtanh = 2.0 * (math.log(2.0) - r - F.softplus(-2.0 * r))  # log(1 - tanh(r)^2)
+    return log_dtanh + 2.0 * th.log(th.tanh(r) / r)
+
+
+class TFNSACActor(CrystalGraphMixin, BasePolicy):
+    """Stochastic equivariant actor: per atom ``mu`` (``1x1o``) and ``log_std`` (``1x0e``) from one TFN.
+
+    :param observation_space: crystal Dict observation space
+    :param action_space: ``Box(-1, 1, (3 * N_max,))``
+    :param features_extractor: a :class:`~sb3_crystal.policies.td3.PassThroughExtractor`
+    :param features_dim: ignored
+    :param normalize_images: must stay False
+    :param log_std_init: initial value of the learned ``log_std`` offset
+    :param graph_cache: graph cache shared with the other networks of the policy
+    :param tfn_kwargs: TFN hyperparameters
+    :param use_sde: must be False (gSDE is not equivariant here)
+    :param kwargs: other ``SACPolicy.actor_kwargs`` (``net_arch``, ``activation_fn``, ``use_expln``, ``clip_mean``),
+        ignored
+    """
+
+    def __init__(
+        self,
+        observation_space: spaces.Dict,
+        action_space: spaces.Box,
+        features_extractor: BaseFeaturesExtractor,
+        features_dim: int = 1,
+        normalize_images: bool = False,
+        log_std_init: float = -1.0,
+        graph_cache: GraphCache | None = None,
+        tfn_kwargs: dict[str, Any] | None = None,
+        use_sde: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            observation_space,
+            action_space,
+            features_extractor=features_extractor,
+            normalize_images=normalize_images,
+            squash_output=True,
+        )
+        if use_sde:
+            raise ValueError("gSDE is not supported by the equivariant SAC actor")
+        self.n_max = check_crystal_spaces(observation_space, action_space)
+        self.features_dim = features_dim
+        self.log_std_init = log_std_init
+        self.use_sde = False
+        self.tfn_kwargs = resolve_tfn_kwargs(**(tfn_kwargs or {}))
+        self.graph_cache = graph_cache if graph_cache is not None else GraphCache()
+        self.encoder = CrystalNodeEncoder(self.tfn_kwargs["species_dim"], self.tfn_kwargs["force_basis"])
+        self.tfn = self._make_tfn(self.encoder.irreps_node_input, "1x0e+1x1o")
+        self.log_std_offset = nn.Parameter(th.tensor(float(log_std_init)))
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()
+        data.update(
+            features_dim=self.features_dim,
+            features_extractor=self.features_extractor,
+            log_std_init=self.log_std_init,
+            tfn_kwargs=self.tfn_kwargs,
+        )
+        return data
+
+    def get_action_dist_params(self, obs: PyTorchObs) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
+        """:return: mean (B, N, 3), log_std (B, N, 1), mask (B, N)"""
+        features = self.extract_features(obs, self.features_extractor)
+        out = self.tfn(self.encoder(features), self._edges(features))
+        n_structures = features["mask"].shape[0]
+        log_std = (out[:, :1] + self.log_std_offset).clamp(LOG_STD_MIN, LOG_STD_MAX)
+        return out[:, 1:].reshape(n_structures, self.n_max, 3), log_std.reshape(n_structures, self.n_max, 1), features["mask"]
+
+    def _sample(self, obs: PyTorchObs, deterministic: bool) -> tuple[th.Tensor, th.Tensor, th.Tensor, th.Tensor]:
+        mean, log_std, mask = self.get_action_dist_params(obs)
+        noise = th.zeros_like(mean) if deterministic else th.randn_like(mean)
+        pre_squash = mean + log_std.exp() * noise
+        actions = radial_squash(pre_squash) * mask.unsqueeze(-1)
+        return actions.reshape(actions.shape[0], -1), pre_squash, noise, log_std
+
+    def forward(self, obs: PyTorchObs, deterministic: bool = False) -> th.Tensor:
+        return self._sample(obs, deterministic)[0]
+
+    def action_log_prob(self, obs: PyTorchObs) -> tuple[th.Tensor, th.Tensor]:
+        """Sample actions and their log-probability (masked, rescaled to ``N_max`` atoms, see module docstring).
+
+        :return: actions (B, 3 * N_max), log_prob (B,)
+        """
+        features = self.extract_features(obs, self.features_extractor)
+        actions, pre_squash, noise, log_std = self._sample(features, deterministic=False)
+        mask = features["mask"]
+        gaussian = -0.5 * (noise**2).sum(-1) - 3.0 * log_std.squeeze(-1) - 1.5 * math.log(2 * math.pi)
+        per_atom = (gaussian - radial_squash_log_det(pre_squash)) * mask
+        n_real = mask.sum(dim=1).clamp_min(1.0)
+        return actions, per_atom.sum(dim=1) * (self.n_max / n_real)
+
+    def _predict(self, observation: PyTorchObs, deterministic: bool = False) -> th.Tensor:
+        return self(observation, deterministic)
+
+
+class CrystalTFNSACPolicy(SACPolicy):
+    """SAC policy with an equivariant stochastic TFN actor and invariant twin TFN critics.
+
+    Registered as ``"CrystalTFNPolicy"`` for SAC. TFN hyperparameters as in
+    :class:`~sb3_crystal.policies.td3.CrystalTFNPolicy`.
+
+    :param observation_space: crystal Dict observation space
+    :param action_space: ``Box(-1, 1, (3 * N_max,))``
+    :param lr_schedule: learning rate schedule
+    :param net_arch: ignored
+    :param activation_fn: ignored
+    :param use_sde: must be False
+    :param log_std_init: initial per-atom ``log_std`` offset
+    :param use_expln: ignored
+    :param clip_mean: ignored (the radial squash bounds the mean)
+    :param features_extractor_class: defaults to :class:`~sb3_crystal.policies.td3.PassThroughExtractor`
+    :param features_extractor_kwargs: its kwargs
+    :param normalize_images: must stay False
+    :param optimizer_class: optimizer
+    :param optimizer_kwargs: optimizer kwargs
+    :param n_critics: number of critics
+    :param share_features_extractor: as in SB3
+    :param tfn_preset: ``"small"`` (default) or ``"paper"``
+    :param tfn_overrides: explicit TFN hyperparameters
+    """
+
+    def __init__(
+        self,
+        observation_space: spaces.Dict,
+        action_space: spaces.Box,
+        lr_schedule: Schedule,
+        net_arch: list[int] | dict[str, list[int]] | None = None,
+        activation_fn: type[nn.Module] = nn.ReLU,
+        use_sde: bool = False,
+        log_std_init: float = -1.0,
+        use_expln: bool = False,
+        clip_mean: float = 2.0,
+        features_extractor_class: type[BaseFeaturesExtractor] = PassThroughExtractor,
+        features_extractor_kwargs: dict[str, Any] | None = None,
+        normalize_images: bool = False,
+        optimizer_class: type[th.optim.Optimizer] = th.optim.Adam,
+        optimizer_kwargs: dict[str, Any] | None = None,
+        n_critics: int = 2,
+        share_features_extractor: bool = False,
+        tfn_preset: str = "small",
+        **tfn_overrides: Any,
+    ) -> None:
+        # needed by make_actor/make_critic, which SACPolicy.__init__ calls through _build
+        self.tfn_preset = tfn_preset
+        self.tfn_kwargs = resolve_tfn_kwargs(tfn_preset, **tfn_overrides)
+        self.graph_cache = GraphCache()
+        super().__init__(
+            observation_space,
+            action_space,
+            lr_schedule,
+            net_arch=net_arch,
+            activation_fn=activation_fn,
+            use_sde=use_sde,
+            log_std_init=log_std_init,
+            use_expln=use_expln,
+            clip_mean=clip_mean,
+            features_extractor_class=features_extractor_class,
+            features_extractor_kwargs=features_extractor_kwargs,
+            normalize_images=normalize_images,
+            optimizer_class=optimizer_class,
+            optimizer_kwargs=optimizer_kwargs,
+            n_critics=n_critics,
+            share_features_extractor=share_features_extractor,
+        )
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()
+        data.update(tfn_preset=self.tfn_preset, **self.tfn_kwargs)
+        return data
+
+    def make_actor(self, features_extractor: BaseFeaturesExtractor | None = None) -> TFNSACActor:
+        actor_kwargs = self._update_features_extractor(self.actor_kwargs, features_extractor)
+        return TFNSACActor(**actor_kwargs, graph_cache=self.graph_cache, tfn_kwargs=self.tfn_kwargs).to(self.device)
+
+    def make_critic(self, features_extractor: BaseFeaturesExtractor | None = None) -> TFNCritic:
+        critic_kwargs = self._update_features_extractor(self.critic_kwargs, features_extractor)
+        return TFNCritic(**critic_kwargs, graph_cache=self.graph_cache, tfn_kwargs=self.tfn_kwargs).to(self.device)

@@ -1,0 +1,329 @@
+"""E(3)-equivariant TFN actor/critic for TD3 on padded crystal observations.
+
+The actor maps the observation to one ``1x1o`` vector per atom (a displacement direction and size), radially squashed
+into the unit ball, zero on padding and flattened to the ``(B, 3 * N_max)`` action SB3 expects. The twin critic
+embeds the per-atom action as ``1x1o`` plus a norm embedding, and pools per-atom ``0e`` outputs by a masked mean.
+Both nets build the periodic graph from the observation; a :class:`~sb3_crystal.policies.tfn.GraphCache` shared
+by the policy's networks lets an update build one graph per observation batch.
+"""
+
+from typing import Any
+
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.policies import BaseModel, BasePolicy
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
+from stable_baselines3.td3.policies import TD3Policy
+from torch import nn
+
+from sb3_crystal.policies.graph import masked_mean
+from sb3_crystal.policies.tfn import (
+    TFN_PRESETS,
+    CrystalNodeEncoder,
+    EdgeFeatures,
+    GraphCache,
+    TensorFieldNetwork,
+    radial_squash,
+)
+
+OBS_KEYS = ("positions", "cell", "forces", "species", "mask")
+
+#: Defaults of every TFN hyperparameter a crystal policy accepts (the "small" preset plus input embeddings).
+TFN_DEFAULTS: dict[str, Any] = {
+    **TFN_PRESETS["small"],
+    "avg_num_neighbors": 30.0,
+    "irreps_node_hidden": None,
+    "max_neighbors": None,
+    "species_dim": 8,
+    "force_basis": 8,
+    "action_basis": 8,
+}
+
+
+def resolve_tfn_kwargs(tfn_preset: str = "small", **overrides: Any) -> dict[str, Any]:
+    """Full TFN hyperparameters: ``TFN_DEFAULTS``, updated by the preset, updated by explicit overrides.
+
+    :param tfn_preset: a key of :data:`~sb3_crystal.policies.tfn.TFN_PRESETS` (``"small"`` or ``"paper"``)
+    :param overrides: explicit hyperparameters (``mul=16``, ``lmax=2``, ``tp_mode="uvw"``, ...)
+    :return: plain-data dict
+    """
+    if tfn_preset not in TFN_PRESETS:
+        raise ValueError(f"Unknown tfn_preset {tfn_preset!r}, choose from {sorted(TFN_PRESETS)}")
+    unknown = set(overrides) - set(TFN_DEFAULTS)
+    if unknown:
+        raise TypeError(f"Unknown TFN hyperparameters {sorted(unknown)}; known: {sorted(TFN_DEFAULTS)}")
+    return {**TFN_DEFAULTS, **TFN_PRESETS[tfn_preset], **overrides}
+
+
+def check_crystal_spaces(observation_space: spaces.Space, action_space: spaces.Space) -> int:
+    """Validate the env contract and return ``N_max``.
+
+    :param observation_space: Dict with ``positions, cell, forces, species, mask``
+    :param action_space: ``Box(-1, 1, (3 * N_max,))``
+    :return: N_max
+    """
+    assert isinstance(observation_space, spaces.Dict), "crystal policies need a Dict observation space"
+    missing = [key for key in OBS_KEYS if key not in observation_space.spaces]
+    assert not missing, f"observation space lacks keys {missing}"
+    n_max = observation_space["positions"].shape[0]
+    assert isinstance(action_space, spaces.Box) and action_space.shape == (3 * n_max,), (
+        f"action space must be Box(-1, 1, ({3 * n_max},)), got {action_space}"
+    )
+    return n_max
+
+
+class PassThroughExtractor(BaseFeaturesExtractor):
+    """Returns the (preprocessed) observation dict unchanged: the graph network lives in the actor/critic.
+
+    It keeps SB3's ``features_extractor`` plumbing (``extract_features``, ``share_features_extractor``) working.
+
+    :param observation_space: the Dict observation space
+    """
+
+    def __init__(self, observation_space: spaces.Dict) -> None:
+        super().__init__(observation_space, features_dim=1)
+
+    def forward(self, observations: dict[str, th.Tensor]) -> dict[str, th.Tensor]:  # type: ignore[override]
+        return observations
+
+
+class CrystalGraphMixin:
+    """Shared graph/edge-feature construction for crystal networks (needs ``self.tfn_kwargs``, ``self.graph_cache``)."""
+
+    tfn_kwargs: dict[str, Any]
+    graph_cache: GraphCache
+
+    def _edges(self, obs: dict[str, th.Tensor]) -> EdgeFeatures:
+        kw = self.tfn_kwargs
+        return self.graph_cache.get(
+            obs["positions"], obs["cell"], obs["mask"], kw["r_max"], kw["lmax"], kw["num_basis"], kw["max_neighbors"]
+        )
+
+    def _make_tfn(self, irreps_node_input: Any, irreps_node_output: str) -> TensorFieldNetwork:
+        kw = self.tfn_kwargs
+        keys = ("n_layers", "mul", "lmax", "full_parity", "num_basis", "radial_neurons", "tp_mode", "avg_num_neighbors")
+        return TensorFieldNetwork(
+            irreps_node_input,
+            irreps_node_output,
+            irreps_node_hidden=kw["irreps_node_hidden"],
+            **{k: kw[k] for k in keys},
+        )
+
+
+class TFNActor(CrystalGraphMixin, BasePolicy):
+    """Deterministic equivariant actor: one ``1x1o`` vector per atom, ``v * tanh|v| / |v|``, zero on padding.
+
+    :param observation_space: crystal Dict observation space
+    :param action_space: ``Box(-1, 1, (3 * N_max,))``
+    :param features_extractor: a :class:`PassThroughExtractor`
+    :param features_dim: ignored (kept for SB3's ``_update_features_extractor``)
+    :param normalize_images: must stay False
+    :param graph_cache: graph cache shared with the other networks of the policy
+    :param tfn_kwargs: TFN hyperparameters (see :func:`resolve_tfn_kwargs`)
+    :param net_arch: ignored (passed by ``TD3Policy``)
+    :param activation_fn: ignored (passed by ``TD3Policy``)
+    """
+
+    def __init__(
+        self,
+        observation_space: spaces.Dict,
+        action_space: spaces.Box,
+        features_extractor: BaseFeaturesExtractor,
+        features_dim: int = 1,
+        normalize_images: bool = False,
+        graph_cache: GraphCache | None = None,
+        tfn_kwargs: dict[str, Any] | None = None,
+        net_arch: Any = None,
+        activation_fn: Any = None,
+    ) -> None:
+        super().__init__(
+            observation_space,
+            action_space,
+            features_extractor=features_extractor,
+            normalize_images=normalize_images,
+            squash_output=True,
+        )
+        self.n_max = check_crystal_spaces(observation_space, action_space)
+        self.features_dim = features_dim
+        self.tfn_kwargs = resolve_tfn_kwargs(**(tfn_kwargs or {}))
+        self.graph_cache = graph_cache if graph_cache is not None else GraphCache()
+        self.encoder = CrystalNodeEncoder(self.tfn_kwargs["species_dim"], self.tfn_kwargs["force_basis"])
+        self.tfn = self._make_tfn(self.encoder.irreps_node_input, "1x1o")
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()
+        data.update(features_dim=self.features_dim, features_extractor=self.features_extractor, tfn_kwargs=self.tfn_kwargs)
+        return data
+
+    def displacement(self, obs: dict[str, th.Tensor]) -> th.Tensor:
+        """Unsquashed per-atom ``1x1o`` output, shape (B, N_max, 3)."""
+        n_structures = obs["positions"].shape[0]
+        vectors = self.tfn(self.encoder(obs), self._edges(obs))
+        return vectors.reshape(n_structures, self.n_max, 3)
+
+    def forward(self, obs: PyTorchObs) -> th.Tensor:
+        obs = self.extract_features(obs, self.features_extractor)
+        actions = radial_squash(self.displacement(obs)) * obs["mask"].unsqueeze(-1)
+        return actions.reshape(actions.shape[0], -1)
+
+    def _predict(self, observation: PyTorchObs, deterministic: bool = False) -> th.Tensor:
+        return self(observation)
+
+
+class TFNCritic(CrystalGraphMixin, BaseModel):
+    """Twin (``n_critics``) invariant Q networks: per-atom action as ``1x1o`` + norm embedding, masked-mean pooling.
+
+    The graph and its edge features are built once and shared by all Q networks. Padded action slots (random during
+    warm-up, noisy in TD3 target smoothing) are zeroed before use, so they cannot affect Q.
+
+    :param observation_space: crystal Dict observation space
+    :param action_space: ``Box(-1, 1, (3 * N_max,))``
+    :param features_extractor: a :class:`PassThroughExtractor`
+    :param features_dim: ignored
+    :param normalize_images: must stay False
+    :param n_critics: number of Q networks
+    :param share_features_extractor: as in SB3 (irrelevant for the parameter-free pass-through)
+    :param graph_cache: graph cache shared with the other networks of the policy
+    :param tfn_kwargs: TFN hyperparameters (see :func:`resolve_tfn_kwargs`)
+    :param net_arch: ignored (passed by ``TD3Policy``)
+    :param activation_fn: ignored (passed by ``TD3Policy``)
+    """
+
+    def __init__(
+        self,
+        observation_space: spaces.Dict,
+        action_space: spaces.Box,
+        features_extractor: BaseFeaturesExtractor,
+        features_dim: int = 1,
+        normalize_images: bool = False,
+        n_critics: int = 2,
+        share_features_extractor: bool = False,
+        graph_cache: GraphCache | None = None,
+        tfn_kwargs: dict[str, Any] | None = None,
+        net_arch: Any = None,
+        activation_fn: Any = None,
+    ) -> None:
+        super().__init__(
+            observation_space, action_space, features_extractor=features_extractor, normalize_images=normalize_images
+        )
+        self.n_max = check_crystal_spaces(observation_space, action_space)
+        self.features_dim = features_dim
+        self.share_features_extractor = share_features_extractor
+        self.n_critics = n_critics
+        self.tfn_kwargs = resolve_tfn_kwargs(**(tfn_kwargs or {}))
+        self.graph_cache = graph_cache if graph_cache is not None else GraphCache()
+        kw = self.tfn_kwargs
+        self.q_encoders = nn.ModuleList(
+            CrystalNodeEncoder(kw["species_dim"], kw["force_basis"], action_basis=kw["action_basis"]) for _ in range(n_critics)
+        )
+        self.q_networks = nn.ModuleList(self._make_tfn(enc.irreps_node_input, "1x0e") for enc in self.q_encoders)
+        # invariant offset per critic: returns are far from 0 and the per-atom outputs have no bias
+        self.q_biases = nn.Parameter(th.zeros(n_critics))
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()
+        data.update(
+            features_dim=self.features_dim,
+            features_extractor=self.features_extractor,
+            n_critics=self.n_critics,
+            share_features_extractor=self.share_features_extractor,
+            tfn_kwargs=self.tfn_kwargs,
+        )
+        return data
+
+    def _q_values(self, obs: PyTorchObs, actions: th.Tensor, n_q: int) -> tuple[th.Tensor, ...]:
+        # same idiom as ContinuousCritic: no gradient into a features extractor shared with the actor
+        with th.set_grad_enabled(not self.share_features_extractor):
+            features = self.extract_features(obs, self.features_extractor)
+        edges = self._edges(features)
+        mask = features["mask"]
+        per_atom_actions = actions.reshape(mask.shape[0], self.n_max, 3) * mask.unsqueeze(-1)
+        q_values = []
+        for k in range(n_q):
+            x = self.q_encoders[k](features, per_atom_actions)
+            q_atoms = self.q_networks[k](x, edges).reshape(mask.shape[0], self.n_max, 1)
+            q_values.append(masked_mean(q_atoms, mask) + self.q_biases[k])
+        return tuple(q_values)
+
+    def forward(self, obs: PyTorchObs, actions: th.Tensor) -> tuple[th.Tensor, ...]:
+        """:return: ``n_critics`` tensors of shape (B, 1)"""
+        return self._q_values(obs, actions, self.n_critics)
+
+    def q1_forward(self, obs: PyTorchObs, actions: th.Tensor) -> th.Tensor:
+        """Only the first Q network (TD3 actor loss)."""
+        return self._q_values(obs, actions, 1)[0]
+
+
+class CrystalTFNPolicy(TD3Policy):
+    """TD3 policy with an E(3)-equivariant TFN actor and invariant twin TFN critics for crystal relaxation.
+
+    All TFN hyperparameters are plain data (YAML-friendly ``policy_kwargs``); start from a preset and override:
+    ``policy_kwargs=dict(tfn_preset="paper")`` or ``dict(mul=16, lmax=2)``.
+
+    :param observation_space: crystal Dict observation space (``positions, cell, forces, species, mask``)
+    :param action_space: ``Box(-1, 1, (3 * N_max,))``
+    :param lr_schedule: learning rate schedule
+    :param net_arch: ignored (TD3Policy signature)
+    :param activation_fn: ignored (TD3Policy signature)
+    :param features_extractor_class: defaults to :class:`PassThroughExtractor`
+    :param features_extractor_kwargs: its kwargs
+    :param normalize_images: must stay False
+    :param optimizer_class: optimizer
+    :param optimizer_kwargs: optimizer kwargs
+    :param n_critics: number of critics
+    :param share_features_extractor: as in SB3
+    :param tfn_preset: ``"small"`` (default, cheap on CPU) or ``"paper"``
+    :param tfn_overrides: explicit TFN hyperparameters, see :data:`TFN_DEFAULTS` (``r_max``, ``n_layers``, ``mul``,
+        ``lmax``, ``full_parity``, ``num_basis``, ``radial_neurons``, ``tp_mode``, ``avg_num_neighbors``,
+        ``irreps_node_hidden``, ``max_neighbors``, ``species_dim``, ``force_basis``, ``action_basis``)
+    """
+
+    def __init__(
+        self,
+        observation_space: spaces.Dict,
+        action_space: spaces.Box,
+        lr_schedule: Schedule,
+        net_arch: list[int] | dict[str, list[int]] | None = None,
+        activation_fn: type[nn.Module] = nn.ReLU,
+        features_extractor_class: type[BaseFeaturesExtractor] = PassThroughExtractor,
+        features_extractor_kwargs: dict[str, Any] | None = None,
+        normalize_images: bool = False,
+        optimizer_class: type[th.optim.Optimizer] = th.optim.Adam,
+        optimizer_kwargs: dict[str, Any] | None = None,
+        n_critics: int = 2,
+        share_features_extractor: bool = False,
+        tfn_preset: str = "small",
+        **tfn_overrides: Any,
+    ) -> None:
+        # needed by make_actor/make_critic, which TD3Policy.__init__ calls through _build
+        self.tfn_preset = tfn_preset
+        self.tfn_kwargs = resolve_tfn_kwargs(tfn_preset, **tfn_overrides)
+        self.graph_cache = GraphCache()
+        super().__init__(
+            observation_space,
+            action_space,
+            lr_schedule,
+            net_arch=net_arch,
+            activation_fn=activation_fn,
+            features_extractor_class=features_extractor_class,
+            features_extractor_kwargs=features_extractor_kwargs,
+            normalize_images=normalize_images,
+            optimizer_class=optimizer_class,
+            optimizer_kwargs=optimizer_kwargs,
+            n_critics=n_critics,
+            share_features_extractor=share_features_extractor,
+        )
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()
+        data.update(tfn_preset=self.tfn_preset, **self.tfn_kwargs)
+        return data
+
+    def make_actor(self, features_extractor: BaseFeaturesExtractor | None = None) -> TFNActor:
+        actor_kwargs = self._update_features_extractor(self.actor_kwargs, features_extractor)
+        return TFNActor(**actor_kwargs, graph_cache=self.graph_cache, tfn_kwargs=self.tfn_kwargs).to(self.device)
+
+    def make_critic(self, features_extractor: BaseFeaturesExtractor | None = None) -> TFNCritic:
+        critic_kwargs = self._update_features_extractor(self.critic_kwargs, features_extractor)
+        return TFNCritic(**critic_kwargs, graph_cache=self.graph_cache, tfn_kwargs=self.tfn_kwargs).to(self.device)

@@ -1,0 +1,33 @@
+"""Relaxing structures with trained agents: ASE optimizers (:class:`RLOptimizer`, :class:`HybridOptimizer`) and
+agent files (:func:`save_agent`, :func:`load_agent`, :func:`load_model`, :func:`load_default_agent`)."""
+
+from __future__ import annotations
+
+from sb3_crystal.relax.agent_io import (
+    AgentFormatError,
+    CrystalAgent,
+    NoDefaultAgentError,
+    as_agent,
+    load_agent,
+    load_default_agent,
+    load_model,
+    save_agent,
+    trained_species,
+)
+from sb3_crystal.relax.optimizer import CLASSICAL_OPTIMIZERS, HybridOptimizer, RLOptimizer, check_agent_can_relax
+
+__all__ = [
+    "CLASSICAL_OPTIMIZERS",
+    "AgentFormatError",
+    "CrystalAgent",
+    "HybridOptimizer",
+    "NoDefaultAgentError",
+    "RLOptimizer",
+    "as_agent",
+    "check_agent_can_relax",
+    "load_agent",
+    "load_default_agent",
+    "load_model",
+    "save_agent",
+    "trained_species",
+]

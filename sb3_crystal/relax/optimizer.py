@@ -1,0 +1,475 @@
+"""ASE optimizers driven by a trained agent: :class:`RLOptimizer` and the agent-then-classical :class:`HybridOptimizer`.
+
+Both follow ``ase.optimize``::
+
+    atoms.calc = LammpsEAMCalculator()
+    opt = RLOptimizer(atoms, model=CrystalTD3.load("agent.zip"), trajectory="relax.traj")
+    converged = opt.run(fmax=0.05, steps=200)
+    opt.force_calls  # energy+forces evaluations at distinct geometries, the start included
+
+**Force calls.** During :meth:`run` / :meth:`irun` the atoms' calculator is wrapped in a
+:class:`~sb3_crystal.benchmark.classical.ForceCallCounter` (or, when it already is one, e.g. in the benchmark, used
+as it is), so counting follows the benchmark's rule: one evaluation at a geometry not seen before is one call;
+going back to a geometry seen before is free. Afterwards the calculator is put back, holding the last results.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import IO, Any
+
+import numpy as np
+import torch as th
+from ase import Atoms
+from ase.calculators.calculator import Calculator
+from ase.optimize import BFGS, FIRE, LBFGS
+from ase.optimize.optimize import DEFAULT_MAX_STEPS, Optimizer
+
+from sb3_crystal.benchmark.classical import ForceCallCounter
+from sb3_crystal.calculators import UnsupportedElementsError, calculator_elements, check_elements
+from sb3_crystal.envs.crystal_relax import ACTION_SCALES, CrystalRelaxEnv
+from sb3_crystal.relax.agent_io import CrystalAgent, as_agent, load_default_agent
+from sb3_crystal.structures.geometry import closest_pair
+
+__all__ = ["CLASSICAL_OPTIMIZERS", "HybridOptimizer", "RLOptimizer", "check_agent_can_relax"]
+
+#: Classical optimizers the hybrid hands over to, by name (each evaluates forces once per step).
+CLASSICAL_OPTIMIZERS: dict[str, type[Optimizer]] = {"BFGS": BFGS, "LBFGS": LBFGS, "FIRE": FIRE}
+
+#: Relative fmax decrease that counts as progress of the agent (smaller changes are numerical noise).
+_IMPROVEMENT = 1e-6
+
+#: Geometries the force-call counter remembers (a handover back to the lowest-energy geometry is then free).
+_COUNTER_MEMORY = 4096
+
+
+class _EnvMoves:
+    """The environment's move rule, run on a structure outside an environment.
+
+    The methods are :class:`~sb3_crystal.envs.CrystalRelaxEnv`'s own functions (not copies), bound to this
+    object, which carries the attributes they read: the action scale, the contact rule and the current structure.
+    """
+
+    _shifts = CrystalRelaxEnv._shifts
+    _contact_limited_fraction = CrystalRelaxEnv._contact_limited_fraction
+    _is_clear = CrystalRelaxEnv._is_clear
+
+    def __init__(self, max_displacement: float, action_scale: str, force_cap: float, min_distance: float) -> None:
+        self.max_displacement = float(max_displacement)
+        self.action_scale = action_scale
+        self.force_cap = float(force_cap)
+        self.min_distance = float(min_distance)
+        self.n_max = 0
+        self._atoms: Atoms | None = None
+        self._forces = np.zeros((0, 3))
+        self._cell = np.zeros((3, 3))
+
+    def displacements(self, atoms: Atoms, forces: np.ndarray, action: np.ndarray, n_slots: int) -> tuple[np.ndarray, float]:
+        """The shifts (Å, one row per atom) the environment would apply for ``action``, and the contact fraction.
+
+        :param atoms: current structure (not modified).
+        :param forces: its forces, eV/Å.
+        :param action: ``3 * n_slots`` numbers in [−1, 1].
+        :param n_slots: atom slots of the action (padded slots are ignored).
+        """
+        self._atoms, self._forces, self._cell, self.n_max = atoms, np.asarray(forces, float), np.array(atoms.cell), n_slots
+        try:
+            shifts = self._shifts(action)
+            fraction = self._contact_limited_fraction(shifts)
+        finally:
+            self._atoms = None
+        return shifts * fraction, fraction
+
+
+def _check_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    for name in ("max_displacement", "force_cap"):
+        if not (isinstance(settings[name], (int, float)) and np.isfinite(settings[name]) and settings[name] > 0):
+            raise ValueError(f"{name} must be a finite number > 0, got {settings[name]!r}")
+    if settings["action_scale"] not in ACTION_SCALES:
+        raise ValueError(f"action_scale must be one of {ACTION_SCALES}, got {settings['action_scale']!r}")
+    if not settings["min_distance"] >= 0:
+        raise ValueError(f"min_distance must be ≥ 0 Å, got {settings['min_distance']}")
+    return settings
+
+
+def check_agent_can_relax(agent: CrystalAgent, atoms: Atoms) -> None:
+    """Raise when ``agent`` cannot relax ``atoms``: unseen species, too many atoms for a fixed-size network,
+    elements outside the calculator's potential, or a cell that is not fully periodic.
+
+    :raises UnsupportedElementsError: species the agent was not trained on (named) or the potential lacks.
+    :raises ValueError: more atoms than a fixed-size agent has slots, or a non-periodic cell.
+    """
+    if not isinstance(atoms, Atoms):
+        raise TypeError(f"The agent relaxes an ase.Atoms, not {type(atoms).__name__}")
+    if not np.all(atoms.pbc):
+        raise ValueError(f"{atoms.get_chemical_formula()}: the agent relaxes fully periodic cells (pbc={atoms.pbc.tolist()})")
+    if agent.species is not None:
+        present = {atoms.get_chemical_symbols()[i] for i in range(len(atoms))}
+        unseen = sorted(present - set(agent.species))
+        if unseen:
+            raise UnsupportedElementsError(
+                f"{atoms.get_chemical_formula()}: element(s) {', '.join(unseen)} not seen in training "
+                f"(the agent was trained on {', '.join(agent.species)})"
+            )
+    if len(atoms) > agent.n_max and not agent.size_agnostic:
+        raise ValueError(
+            f"{atoms.get_chemical_formula()} has {len(atoms)} atoms, more than the {agent.n_max} slots of this "
+            f"{type(agent.policy).__name__} agent, whose network has a fixed input size: use a graph (TFN) agent "
+            f"or one trained with n_max ≥ {len(atoms)}"
+        )
+    calc = atoms.calc.calculator if isinstance(atoms.calc, ForceCallCounter) else atoms.calc
+    elements = calculator_elements(calc) if calc is not None else None
+    if elements is not None:
+        check_elements(atoms.numbers, elements, getattr(calc, "potential", "the calculator"))
+
+
+@contextmanager
+def _actor_slots(actor: Any, n_slots: int) -> Iterator[None]:
+    """Let a graph actor that reshapes its per-atom output by ``self.n_max`` take ``n_slots`` atoms for one call."""
+    previous = getattr(actor, "n_max", None)
+    if previous is not None:
+        actor.n_max = n_slots
+    try:
+        yield
+    finally:
+        if previous is not None:
+            actor.n_max = previous
+
+
+class _CountedOptimizer(Optimizer):
+    """An ASE optimizer whose :meth:`run` / :meth:`irun` count force calls (see the module docstring)."""
+
+    def __init__(self, atoms: Atoms, logfile: IO | str | None, trajectory: Any, append_trajectory: bool) -> None:
+        if atoms.calc is None:
+            raise ValueError(f"{atoms.get_chemical_formula()}: attach a calculator (atoms.calc) before relaxing")
+        self._counter: ForceCallCounter | None = None
+        self._counted_before = 0  # calls of counters replaced since (the user swapped calculators)
+        self._counter_base = 0
+        super().__init__(atoms, logfile=logfile, trajectory=trajectory, append_trajectory=append_trajectory)
+
+    @property
+    def force_calls(self) -> int:
+        """Energy+forces evaluations at distinct geometries in :meth:`run` / :meth:`irun`, the start included."""
+        counted = self._counter.n_calls - self._counter_base if self._counter is not None else 0
+        return self._counted_before + counted
+
+    def _use_counter(self, counter: ForceCallCounter) -> None:
+        if counter is not self._counter:
+            self._counted_before = self.force_calls
+            self._counter, self._counter_base = counter, counter.n_calls
+
+    @contextmanager
+    def _counting(self) -> Iterator[None]:
+        calc = self.atoms.calc
+        if calc is None:
+            raise ValueError("The atoms lost their calculator")
+        if isinstance(calc, ForceCallCounter):  # the benchmark's counter, or ours in a nested call: counts already
+            self._use_counter(calc)
+            yield
+            return
+        if self._counter is None or self._counter.calculator is not calc:
+            self._use_counter(ForceCallCounter(calc, memory=_COUNTER_MEMORY))
+        assert self._counter is not None
+        self.atoms.calc = self._counter
+        try:
+            yield
+        finally:
+            self.atoms.calc = calc
+            self._hand_back_results(calc)
+
+    def _hand_back_results(self, calc: Any) -> None:
+        """Give the user's calculator the results at the final geometry, so ``atoms.get_forces()`` costs nothing."""
+        counter = self._counter
+        if not (isinstance(calc, Calculator) and counter is not None and counter.atoms is not None and counter.results):
+            return
+        if not counter.check_state(self.atoms) and (calc.atoms is None or calc.check_state(self.atoms)):
+            calc.atoms = self.atoms.copy()
+            calc.results = dict(counter.results)
+
+    def _before_run(self) -> None:
+        """Hook before the first step of a run."""
+
+    def irun(self, fmax: float = 0.05, steps: int = DEFAULT_MAX_STEPS) -> Iterator[bool]:
+        with self._counting():
+            self._before_run()
+            yield from super().irun(fmax=fmax, steps=steps)
+
+    def run(self, fmax: float = 0.05, steps: int = DEFAULT_MAX_STEPS) -> bool:
+        with self._counting():
+            self._before_run()
+            return bool(super().run(fmax=fmax, steps=steps))
+
+    def _current(self) -> tuple[float, np.ndarray]:
+        """Energy and forces at the current geometry (a counted call the first time a geometry is seen)."""
+        return float(self.atoms.get_potential_energy()), np.asarray(self.atoms.get_forces(), dtype=np.float64)
+
+
+class RLOptimizer(_CountedOptimizer):
+    """Relax atoms at fixed cell with a trained TD3/SAC agent: each step moves the atoms by the agent's
+    deterministic action, exactly as :class:`~sb3_crystal.envs.CrystalRelaxEnv` would (same action scale, same
+    contact limiting), then evaluates energy and forces once.
+
+    Any number of atoms works: up to the agent's ``n_max`` the observation is padded to ``n_max``; beyond it a
+    graph (TFN/CGCNN) actor is called on the observation padded to the structure's own size, while a
+    fixed-size (MLP) agent raises ``ValueError``. Species outside those seen in training are refused.
+
+    :param atoms: the structure (an ``Atoms`` with a calculator, fully periodic); relaxed in place.
+    :param model: a trained TD3/SAC model (``CrystalTD3``, ``CrystalSAC``, ``TD3``, ``SAC``), a
+        :class:`~sb3_crystal.relax.agent_io.CrystalAgent`, or ``None`` for the package's shipped agent.
+    :param logfile: as in ASE (``"-"`` stdout, a path, a file, or ``None``).
+    :param trajectory: as in ASE (a path or an open ``Trajectory``): one frame per step, the start included.
+    :param append_trajectory: append to an existing trajectory file.
+    :param max_displacement: shift for an action of 1, Å (default: the training environment's, else the env default).
+    :param action_scale: ``"fixed"`` or ``"force"`` (default as above).
+    :param force_cap: force cap of the ``"force"`` scale, eV/Å (default as above).
+    :param min_distance: closest approach the contact rule allows, Å (default as above).
+    """
+
+    def __init__(
+        self,
+        atoms: Atoms,
+        model: Any = None,
+        logfile: IO | str | None = "-",
+        trajectory: Any = None,
+        append_trajectory: bool = False,
+        max_displacement: float | None = None,
+        action_scale: str | None = None,
+        force_cap: float | None = None,
+        min_distance: float | None = None,
+    ) -> None:
+        self.agent = load_default_agent() if model is None else as_agent(model)
+        self.settings = _check_settings(
+            self.agent.move_settings(
+                max_displacement=max_displacement, action_scale=action_scale, force_cap=force_cap, min_distance=min_distance
+            )
+        )
+        check_agent_can_relax(self.agent, atoms)
+        self._moves = _EnvMoves(**self.settings)
+        #: fraction of the agent's last move kept by the contact rule, and the largest atomic shift (Å) of that move.
+        self.last_fraction = 1.0
+        self.last_max_shift = float("nan")
+        super().__init__(atoms, logfile=logfile, trajectory=trajectory, append_trajectory=append_trajectory)
+
+    def todict(self) -> dict[str, Any]:
+        description = super().todict()
+        description.update(self.settings, n_max=self.agent.n_max, policy=type(self.agent.policy).__name__)
+        return description
+
+    def _before_run(self) -> None:
+        distance = self.settings["min_distance"]
+        if distance > 0:
+            i, j, d = closest_pair(self.atoms, search_radius=distance)
+            if d < distance:
+                warnings.warn(
+                    f"Atoms {i} and {j} are {d:.3f} Å apart, closer than the agent's min_distance {distance} Å: the "
+                    "contact rule blocks every move (use HybridOptimizer, or a smaller min_distance)",
+                    stacklevel=3,
+                )
+
+    def observation(self, forces: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """The environment's observation of the current structure, padded to ``max(n_max, len(atoms))`` slots.
+
+        :param forces: forces of the current structure (default: asked of the calculator).
+        """
+        atoms = self.atoms
+        if forces is None:
+            forces = atoms.get_forces()
+        n = len(atoms)
+        slots = max(n, self.agent.n_max)
+        observation = {
+            "positions": np.zeros((slots, 3), np.float32),
+            "cell": np.array(atoms.cell, dtype=np.float32),
+            "forces": np.zeros((slots, 3), np.float32),
+            "species": np.zeros(slots, np.float32),
+            "mask": np.zeros(slots, np.float32),
+        }
+        observation["positions"][:n] = atoms.positions
+        observation["forces"][:n] = forces
+        observation["species"][:n] = atoms.numbers
+        observation["mask"][:n] = 1.0
+        return observation
+
+    def action(self, observation: dict[str, np.ndarray]) -> np.ndarray:
+        """The agent's deterministic action for an observation of :meth:`observation`, ``3 * slots`` numbers."""
+        policy = self.agent.policy
+        slots = observation["mask"].shape[0]
+        if slots == self.agent.n_max:
+            action, _ = policy.predict(observation, deterministic=True)
+            return np.asarray(action, dtype=np.float64).reshape(-1)
+        # More atoms than the observation space has slots: SB3's predict checks shapes, so call the graph actor
+        # directly. Its action space is Box(−1, 1), where SB3's unscaling is the identity.
+        policy.set_training_mode(False)
+        tensors = {key: th.as_tensor(value[None], device=policy.device) for key, value in observation.items()}
+        with th.no_grad(), _actor_slots(policy.actor, slots):
+            action = policy._predict(tensors, deterministic=True)
+        return np.clip(action.cpu().numpy().astype(np.float64).reshape(-1), -1.0, 1.0)
+
+    def step(self) -> None:
+        forces = np.asarray(self.atoms.get_forces(), dtype=np.float64)
+        observation = self.observation(forces)
+        action = self.action(observation)
+        shifts, fraction = self._moves.displacements(self.atoms, forces, action, observation["mask"].shape[0])
+        self.last_fraction = float(fraction)
+        self.last_max_shift = float(np.sqrt((shifts**2).sum(axis=1)).max()) if len(shifts) else 0.0
+        if self.last_max_shift > 0:  # a fully blocked move leaves the geometry (and the calculator's cache) alone
+            self.optimizable.set_x((self.atoms.positions + shifts).ravel())
+
+
+class HybridOptimizer(_CountedOptimizer):
+    """The agent relaxes until the largest force is at most ``f_switch``, then a classical optimizer finishes.
+
+    The agent also hands over early, and the classical optimizer then restarts from the **lowest-energy geometry
+    seen** (one step of this optimizer, free of force calls: that geometry was evaluated before), when
+
+    - it stalls: ``patience`` agent steps without lowering the smallest fmax seen (by more than a relative 1e-6),
+      or a move fully blocked by the contact rule (a deterministic agent would repeat it forever);
+    - it raises the energy more than ``max_energy_rise`` eV/atom above the lowest seen;
+    - it has taken ``max_agent_steps`` steps.
+
+    After the handover the path is the classical optimizer's from that geometry, so the hybrid converges whenever
+    the classical optimizer does from there, even with an untrained agent. Force calls cover both phases, each
+    geometry once (the handover geometry is not counted again).
+
+    :param atoms: the structure (with a calculator, fully periodic); relaxed in place.
+    :param model: as for :class:`RLOptimizer`.
+    :param f_switch: hand over at fmax ≤ this, eV/Å.
+    :param optimizer: classical optimizer: ``"BFGS"``, ``"LBFGS"``, ``"FIRE"`` (any case) or an ASE Optimizer class.
+    :param optimizer_kwargs: its arguments (``maxstep`` ...).
+    :param patience: agent steps without fmax improvement before a stall handover.
+    :param max_energy_rise: energy rise over the lowest seen that triggers a handover, eV per atom.
+    :param max_agent_steps: most agent steps (``None``: no limit).
+    :param logfile: as in ASE.
+    :param trajectory: as in ASE: one frame per step of either phase, the start included.
+    :param append_trajectory: append to an existing trajectory file.
+    :param move_settings: ``max_displacement``, ``action_scale``, ``force_cap``, ``min_distance`` (see :class:`RLOptimizer`).
+    """
+
+    def __init__(
+        self,
+        atoms: Atoms,
+        model: Any = None,
+        f_switch: float = 0.1,
+        optimizer: str | type[Optimizer] = "BFGS",
+        optimizer_kwargs: dict[str, Any] | None = None,
+        patience: int = 10,
+        max_energy_rise: float = 0.05,
+        max_agent_steps: int | None = None,
+        logfile: IO | str | None = "-",
+        trajectory: Any = None,
+        append_trajectory: bool = False,
+        **move_settings: Any,
+    ) -> None:
+        if not f_switch > 0:
+            raise ValueError(f"f_switch must be > 0 eV/Å, got {f_switch}")
+        if not (isinstance(patience, int) and patience >= 1):
+            raise ValueError(f"patience must be a positive integer, got {patience!r}")
+        if not max_energy_rise >= 0:
+            raise ValueError(f"max_energy_rise must be ≥ 0 eV/atom, got {max_energy_rise}")
+        if max_agent_steps is not None and max_agent_steps < 0:
+            raise ValueError(f"max_agent_steps must be ≥ 0 or None, got {max_agent_steps}")
+        self.optimizer_class = self.classical_optimizer(optimizer)
+        self.optimizer_kwargs = dict(optimizer_kwargs or {})
+        self.f_switch = float(f_switch)
+        self.patience = patience
+        self.max_energy_rise = float(max_energy_rise)
+        self.max_agent_steps = max_agent_steps
+        #: the agent's optimizer (steps only: this optimizer logs, writes the trajectory and counts).
+        self.agent_optimizer = RLOptimizer(atoms, model, logfile=None, **move_settings)
+        self.agent = self.agent_optimizer.agent
+        #: the classical optimizer, from the handover on.
+        self.classical: Optimizer | None = None
+        #: ``"agent"`` or ``"classical"``.
+        self.phase = "agent"
+        #: why the agent handed over (``"f_switch"``, ``"stall"``, ``"blocked"``, ``"energy"``, ``"agent_steps"``) or None.
+        self.handover_reason: str | None = None
+        #: step count and force calls at the handover (``None`` before).
+        self.handover_step: int | None = None
+        self.handover_force_calls: int | None = None
+        self.agent_steps = 0
+        self.classical_steps = 0
+        self._best_energy = np.inf
+        self._best_positions: np.ndarray | None = None
+        self._best_fmax = np.inf
+        self._since_improvement = 0
+        super().__init__(atoms, logfile=logfile, trajectory=trajectory, append_trajectory=append_trajectory)
+
+    @staticmethod
+    def classical_optimizer(optimizer: str | type[Optimizer]) -> type[Optimizer]:
+        """An optimizer class by name (``BFGS``, ``LBFGS``, ``FIRE``, any case), or the class itself."""
+        if isinstance(optimizer, type) and issubclass(optimizer, Optimizer):
+            return optimizer
+        lookup = {name.lower(): cls for name, cls in CLASSICAL_OPTIMIZERS.items()}
+        if not isinstance(optimizer, str) or optimizer.lower() not in lookup:
+            raise ValueError(f"Unknown classical optimizer {optimizer!r}: choose from {', '.join(CLASSICAL_OPTIMIZERS)}")
+        return lookup[optimizer.lower()]
+
+    def todict(self) -> dict[str, Any]:
+        description = super().todict()
+        description.update(
+            self.agent_optimizer.settings,
+            f_switch=self.f_switch,
+            classical=self.optimizer_class.__name__,
+            patience=self.patience,
+            max_energy_rise=self.max_energy_rise,
+        )
+        return description
+
+    def step(self) -> None:
+        if self.phase == "agent":
+            reason = self._handover_reason()
+            if reason is None:
+                self.agent_optimizer.step()
+                self.agent_optimizer.nsteps += 1
+                self.agent_steps += 1
+                return
+            if self._hand_over(reason):
+                return  # going back to the lowest-energy geometry is this step
+        assert self.classical is not None
+        self.classical.step()
+        self.classical.nsteps += 1
+        self.classical_steps += 1
+
+    def _handover_reason(self) -> str | None:
+        """Update the records with the current geometry and say whether (and why) the agent hands over now."""
+        energy, forces = self._current()
+        fmax = float(np.sqrt((forces**2).sum(axis=1)).max()) if len(forces) else 0.0
+        if energy < self._best_energy:
+            self._best_energy, self._best_positions = energy, self.atoms.positions.copy()
+        if fmax < self._best_fmax * (1.0 - _IMPROVEMENT):
+            self._best_fmax, self._since_improvement = fmax, 0
+        elif self.agent_steps > 0:
+            self._since_improvement += 1
+        if fmax <= self.f_switch:
+            return "f_switch"
+        if energy - self._best_energy > self.max_energy_rise * len(self.atoms):
+            return "energy"
+        if self.agent_steps > 0 and self.agent_optimizer.last_max_shift == 0:
+            return "blocked"
+        if self._since_improvement >= self.patience:
+            return "stall"
+        if self.max_agent_steps is not None and self.agent_steps >= self.max_agent_steps:
+            return "agent_steps"
+        return None
+
+    def _hand_over(self, reason: str) -> bool:
+        """Switch to the classical optimizer; :return: whether the atoms went back to the lowest-energy geometry."""
+        self.phase, self.handover_reason = "classical", reason
+        self.handover_step, self.handover_force_calls = self.nsteps, self.force_calls
+        restart = (
+            reason != "f_switch"
+            and self._best_positions is not None
+            and not np.array_equal(self._best_positions, self.atoms.positions)
+        )
+        if restart:
+            assert self._best_positions is not None
+            self.optimizable.set_x(self._best_positions.ravel())
+        self.classical = self.optimizer_class(self.atoms, logfile=None, **self.optimizer_kwargs)
+        self.classical.fmax = self.fmax
+        where = "the lowest-energy geometry" if restart else "here"
+        self.logfile.write(
+            f"{type(self).__name__}: agent hands over to {self.optimizer_class.__name__} after {self.agent_steps} "
+            f"steps ({reason}), from {where}\n"
+        )
+        return restart

@@ -1,0 +1,326 @@
+"""RLOptimizer and HybridOptimizer: the environment's moves, force calls, sizes, species and the handover rules."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from ase.calculators.calculator import Calculator, all_changes
+from ase.io import read
+from ase.optimize import BFGS
+
+from sb3_crystal.algorithms import CrystalTD3
+from sb3_crystal.calculators import LammpsEAMCalculator, UnsupportedElementsError
+from sb3_crystal.envs.crystal_relax import CrystalRelaxEnv
+from sb3_crystal.relax import CrystalAgent, HybridOptimizer, NoDefaultAgentError, RLOptimizer, agent_io, save_agent
+from sb3_crystal.structures.geometry import distort
+
+TINY_TFN = dict(n_layers=1, mul=4, lmax=1, num_basis=4, radial_neurons=8, species_dim=4, force_basis=4, action_basis=4)
+
+
+class CountingEAM(Calculator):
+    """The LAMMPS EAM, counting the evaluations ASE asks of it (it asks again only when the geometry changed)."""
+
+    implemented_properties = ("energy", "free_energy", "forces")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = LammpsEAMCalculator()
+        self.potential = self.inner.potential
+        self.count = 0
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes) -> None:
+        super().calculate(atoms, properties, system_changes)
+        energy, forces = self.inner.compute(self.atoms.numbers, np.asarray(self.atoms.cell), self.atoms.positions)
+        self.count += 1
+        self.results = {"energy": energy, "free_energy": energy, "forces": forces}
+
+
+class ScriptedPolicy:
+    """A stand-in policy: the same action (per atom, padded slots zero) whatever it sees."""
+
+    def __init__(self, per_atom: np.ndarray, n_max: int) -> None:
+        self.action = np.zeros((n_max, 3), np.float32)
+        self.action[: len(per_atom)] = per_atom
+        self.calls = 0
+
+    def predict(self, observation, deterministic=False):
+        assert deterministic
+        self.calls += 1
+        return self.action.reshape(-1).copy(), None
+
+
+class ForcePolicy:
+    """A steepest-descent stand-in: the action is ``gain`` times the observed forces."""
+
+    def __init__(self, gain: float) -> None:
+        self.gain = gain
+
+    def predict(self, observation, deterministic=False):
+        return np.clip(self.gain * observation["forces"].reshape(-1), -1.0, 1.0), None
+
+    @classmethod
+    def agent(cls, gain: float) -> CrystalAgent:
+        settings = {"max_displacement": 0.3, "min_distance": 1.5}
+        return CrystalAgent(cls(gain), n_max=2, env_settings=settings, species=("Al", "Fe"))
+
+
+def scripted(per_atom, **settings) -> CrystalAgent:
+    settings = {"max_displacement": 0.3, "min_distance": 1.5, **settings}
+    return CrystalAgent(ScriptedPolicy(np.asarray(per_atom), 2), n_max=2, env_settings=settings, species=("Al", "Fe"))
+
+
+@pytest.fixture(scope="module")
+def env():
+    environment = CrystalRelaxEnv(max_steps=10)
+    yield environment
+    environment.close()
+
+
+@pytest.fixture(scope="module")
+def env4():
+    environment = CrystalRelaxEnv(n_max=4, max_steps=10)
+    yield environment
+    environment.close()
+
+
+@pytest.fixture(scope="module")
+def mlp(env):
+    return CrystalTD3("MultiInputPolicy", env, policy_kwargs={"net_arch": [8]}, seed=0)
+
+
+@pytest.fixture(scope="module")
+def tfn_pair(env, env4):
+    """Two TFN models with the same weights, built for n_max = 2 and n_max = 4."""
+    policies = pytest.importorskip("sb3_crystal.policies")
+    small = CrystalTD3(policies.CrystalTFNPolicy, env, policy_kwargs=TINY_TFN, seed=0)
+    large = CrystalTD3(policies.CrystalTFNPolicy, env4, policy_kwargs=TINY_TFN, seed=1)
+    large.policy.load_state_dict(small.policy.state_dict())
+    return small, large
+
+
+@pytest.fixture(scope="module")
+def minimum(env):
+    return env.dataset[0].copy()
+
+
+def start(minimum, seed=0, beta=0.3, repeat=(1, 1, 1)):
+    atoms = distort(minimum.repeat(repeat), beta, np.random.default_rng(seed), min_distance=1.6)
+    atoms.info.clear()
+    atoms.calc = CountingEAM()
+    return atoms
+
+
+def frames(path):
+    return read(path, index=":")
+
+
+def distinct(images) -> int:
+    return len({image.positions.tobytes() for image in images})
+
+
+# -- the agent alone ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("action_scale", ["fixed", "force"])
+def test_moves_are_the_environments(env, mlp, action_scale, minimum):
+    """Step for step, the optimizer puts the atoms where the environment puts them (action scale, contact rule)."""
+    env.action_scale = action_scale  # the settings the env would have been built with
+    try:
+        observation, _ = env.reset(options={"atoms": start(minimum, seed=3)})
+        expected, fractions = [], []
+        for _ in range(4):
+            action, _ = mlp.predict(observation, deterministic=True)
+            observation, _, _, _, info = env.step(action)
+            expected.append(env.atoms.positions)
+            fractions.append(info["action_fraction"])
+    finally:
+        env.action_scale = "fixed"
+    atoms = start(minimum, seed=3)
+    optimizer = RLOptimizer(atoms, model=mlp, logfile=None, action_scale=action_scale)
+    assert optimizer.settings["action_scale"] == action_scale
+    for k, positions in enumerate(expected):
+        optimizer.run(fmax=1e-9, steps=1)
+        np.testing.assert_array_equal(atoms.positions, positions)
+        assert optimizer.last_fraction == fractions[k]
+
+
+def test_settings_travel_with_the_model(minimum):
+    environment = CrystalRelaxEnv(max_steps=5, max_displacement=0.2, action_scale="force", force_cap=2.0, min_distance=1.2)
+    model = CrystalTD3("MultiInputPolicy", environment, policy_kwargs={"net_arch": [8]}, seed=0)
+    optimizer = RLOptimizer(start(minimum), model=model, logfile=None)
+    assert optimizer.settings == {"max_displacement": 0.2, "action_scale": "force", "force_cap": 2.0, "min_distance": 1.2}
+    overridden = RLOptimizer(start(minimum), model=model, logfile=None, max_displacement=0.1)
+    assert overridden.settings["max_displacement"] == 0.1 and overridden.settings["force_cap"] == 2.0
+    with pytest.raises(ValueError, match="action_scale"):
+        RLOptimizer(start(minimum), model=model, logfile=None, action_scale="huge")
+
+
+def test_force_calls_are_distinct_geometries_and_the_trajectory_holds_every_step(mlp, minimum, tmp_path):
+    atoms = start(minimum, seed=1)
+    calc = atoms.calc
+    path = tmp_path / "rl.traj"
+    optimizer = RLOptimizer(atoms, model=mlp, logfile=None, trajectory=str(path), max_displacement=0.05, min_distance=0.5)
+    converged = optimizer.run(fmax=1e-6, steps=12)
+    assert converged is False and optimizer.nsteps == 12
+    images = frames(path)
+    assert len(images) == optimizer.nsteps + 1  # the start and every step
+    assert optimizer.force_calls == calc.count == distinct(images) > 1
+    assert atoms.calc is calc  # the user's calculator is back, holding the final results
+    np.testing.assert_array_equal(images[-1].positions, atoms.positions)
+    atoms.get_forces(), atoms.get_potential_energy()
+    assert calc.count == optimizer.force_calls
+
+
+def test_blocked_moves_cost_no_force_call(minimum):
+    agent = scripted([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], min_distance=2.6)  # above the 2.47 Å Al–Fe bond
+    atoms = start(minimum, beta=0.05)
+    before = atoms.positions.copy()
+    optimizer = RLOptimizer(atoms, model=agent, logfile=None)
+    with pytest.warns(UserWarning, match="closer than the agent's min_distance 2.6 Å"):
+        optimizer.run(fmax=1e-9, steps=5)
+    assert optimizer.nsteps == 5 and optimizer.last_fraction == 0.0 and optimizer.last_max_shift == 0.0
+    assert optimizer.force_calls == atoms.calc.count == 1
+    np.testing.assert_array_equal(atoms.positions, before)
+
+
+def test_size_agnostic_agent_relaxes_a_supercell_beyond_n_max(tfn_pair, minimum):
+    small, large = tfn_pair
+    assert small.observation_space["positions"].shape[0] == 2
+    moved = []
+    for model in (small, large):
+        atoms = start(minimum, seed=2, repeat=(2, 1, 1))  # 4 atoms
+        RLOptimizer(atoms, model=model, logfile=None).run(fmax=1e-9, steps=3)
+        moved.append(atoms.positions)
+    np.testing.assert_allclose(moved[0], moved[1], atol=1e-6)  # beyond n_max = the same net on a larger padding
+    assert np.abs(moved[0] - start(minimum, seed=2, repeat=(2, 1, 1)).positions).max() > 1e-3
+    assert small.policy.actor.n_max == 2  # restored after the call
+
+
+def test_padding_invariance(tfn_pair, minimum):
+    """A 2-atom cell moves the same whether the TFN agent has 2 or 4 slots."""
+    moved = []
+    for model in tfn_pair:
+        atoms = start(minimum, seed=4)
+        RLOptimizer(atoms, model=model, logfile=None).run(fmax=1e-9, steps=3)
+        moved.append(atoms.positions)
+    np.testing.assert_allclose(moved[0], moved[1], atol=1e-6)
+
+
+def test_fixed_size_agent_refuses_a_larger_cell(mlp, minimum):
+    with pytest.raises(ValueError, match=r"4 atoms, more than the 2 slots .* fixed input size"):
+        RLOptimizer(start(minimum, repeat=(2, 1, 1)), model=mlp, logfile=None)
+
+
+def test_unseen_species_are_refused_by_name(mlp, minimum):
+    atoms = start(minimum)
+    atoms.symbols[0] = "Ni"
+    with pytest.raises(UnsupportedElementsError, match=r"Ni not seen in training \(the agent was trained on Al, Fe\)"):
+        RLOptimizer(atoms, model=mlp, logfile=None)
+    # species unknown: the calculator's elements decide
+    anonymous = CrystalAgent(mlp.policy, n_max=2, species=None)
+    with pytest.raises(UnsupportedElementsError, match=r"element\(s\) Ni not covered by potential"):
+        RLOptimizer(atoms, model=anonymous, logfile=None)
+    RLOptimizer(start(minimum), model=anonymous, logfile=None)  # Al and Fe are fine
+
+
+def test_no_default_agent_installed(minimum, mlp, monkeypatch, tmp_path):
+    monkeypatch.setattr(agent_io, "DEFAULT_AGENT_DIR", tmp_path / "default_agent")
+    with pytest.raises(NoDefaultAgentError, match="No default agent is installed"):
+        RLOptimizer(start(minimum))
+    save_agent(mlp, tmp_path / "default_agent")  # the hook loads whatever is installed there
+    assert RLOptimizer(start(minimum), logfile=None).agent.n_max == 2
+
+
+def test_needs_a_calculator_and_periodic_cell(mlp, minimum):
+    atoms = start(minimum)
+    atoms.calc = None
+    with pytest.raises(ValueError, match="attach a calculator"):
+        RLOptimizer(atoms, model=mlp, logfile=None)
+    atoms = start(minimum)
+    atoms.pbc = [True, True, False]
+    with pytest.raises(ValueError, match="fully periodic"):
+        RLOptimizer(atoms, model=mlp, logfile=None)
+
+
+# -- hybrid ------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("optimizer", ["BFGS", "lbfgs", "FIRE"])
+def test_hybrid_converges_from_an_untrained_agent(mlp, minimum, optimizer, tmp_path):
+    atoms = start(minimum, seed=5, beta=0.4)
+    path = tmp_path / "hybrid.traj"
+    hybrid = HybridOptimizer(atoms, model=mlp, optimizer=optimizer, logfile=None, trajectory=str(path))
+    assert hybrid.run(fmax=0.01, steps=300) is True
+    assert hybrid.phase == "classical" and hybrid.handover_reason is not None
+    assert hybrid.nsteps == hybrid.agent_steps + hybrid.classical_steps + (hybrid.handover_reason != "f_switch")
+    images = frames(path)
+    assert len(images) == hybrid.nsteps + 1
+    assert hybrid.force_calls == atoms.calc.count == distinct(images)
+    assert np.sqrt((atoms.get_forces() ** 2).sum(axis=1)).max() < 0.01
+
+
+def test_hybrid_handing_over_at_once_is_the_classical_optimizer(mlp, minimum):
+    """f_switch above the start's fmax: the hybrid is BFGS, force calls included (the start counted once)."""
+    atoms = start(minimum, seed=6)
+    hybrid = HybridOptimizer(atoms, model=mlp, f_switch=1e3, logfile=None)
+    assert hybrid.run(fmax=0.01, steps=200)
+    reference = start(minimum, seed=6)
+    bfgs = BFGS(reference, logfile=None)
+    bfgs.run(fmax=0.01, steps=200)
+    assert hybrid.handover_reason == "f_switch" and hybrid.agent_steps == 0 and hybrid.handover_force_calls == 1
+    assert hybrid.nsteps == bfgs.nsteps and hybrid.force_calls == reference.calc.count
+    np.testing.assert_array_equal(atoms.positions, reference.positions)
+
+
+def test_hybrid_hands_over_at_f_switch_without_double_counting(minimum):
+    atoms = start(minimum, seed=7, beta=0.2)
+    hybrid = HybridOptimizer(atoms, ForcePolicy.agent(gain=0.03), f_switch=0.5, patience=50, logfile=None)
+    assert hybrid.run(fmax=0.01, steps=100)
+    assert hybrid.handover_reason == "f_switch" and hybrid.agent_steps >= 2
+    # every agent step is a new geometry; the handover geometry is the classical start, counted once
+    assert hybrid.handover_force_calls == hybrid.agent_steps + 1
+    assert hybrid.force_calls == hybrid.handover_force_calls + hybrid.classical_steps == atoms.calc.count
+
+
+def test_hybrid_hands_over_on_an_energy_rise_and_restarts_from_the_lowest_energy(minimum, tmp_path):
+    atoms = start(minimum, seed=8, beta=0.05)
+    first = atoms.positions.copy()
+    push = np.array([[1.0, 1.0, 1.0], [-1.0, -1.0, -1.0]])  # atoms 0 and 1 straight at each other
+    path = tmp_path / "energy.traj"
+    hybrid = HybridOptimizer(
+        atoms, scripted(push), f_switch=1e-4, max_energy_rise=1e-3, patience=50, logfile=None, trajectory=str(path)
+    )
+    assert hybrid.run(fmax=0.01, steps=100)
+    assert hybrid.handover_reason == "energy" and hybrid.agent_steps == 1
+    images = frames(path)
+    assert images[1].get_potential_energy() > images[0].get_potential_energy() + 2e-3
+    np.testing.assert_array_equal(images[2].positions, first)  # back to the lowest-energy geometry, the start
+    assert hybrid.handover_force_calls == 2  # start + the agent's step; going back is free
+    assert hybrid.force_calls == 2 + hybrid.classical_steps == atoms.calc.count
+
+
+def test_hybrid_hands_over_when_the_agent_stalls(minimum):
+    atoms = start(minimum, seed=9, beta=0.2)
+    translate = np.array([[0.1, 0.0, 0.0], [0.1, 0.0, 0.0]])  # a rigid translation: forces never improve
+    hybrid = HybridOptimizer(atoms, scripted(translate), f_switch=1e-4, patience=3, logfile=None)
+    assert hybrid.run(fmax=0.01, steps=100)
+    assert hybrid.handover_reason == "stall" and hybrid.agent_steps == 3
+    assert hybrid.force_calls == atoms.calc.count
+
+
+def test_hybrid_hands_over_when_every_move_is_blocked(minimum):
+    hybrid = HybridOptimizer(start(minimum, seed=10), scripted(np.zeros((2, 3))), f_switch=1e-4, logfile=None)
+    assert hybrid.run(fmax=0.01, steps=100)
+    assert hybrid.handover_reason == "blocked" and hybrid.agent_steps == 1
+
+
+def test_hybrid_hands_over_after_max_agent_steps(minimum):
+    translate = np.array([[0.1, 0.0, 0.0], [0.1, 0.0, 0.0]])
+    hybrid = HybridOptimizer(
+        start(minimum, seed=11), scripted(translate), f_switch=1e-4, patience=50, max_agent_steps=2, logfile=None
+    )
+    assert hybrid.run(fmax=0.01, steps=100)
+    assert hybrid.handover_reason == "agent_steps" and hybrid.agent_steps == 2
+
+
+def test_hybrid_rejects_bad_settings(mlp, minimum):
+    with pytest.raises(ValueError, match="Unknown classical optimizer 'Newton'"):
+        HybridOptimizer(start(minimum), mlp, optimizer="Newton", logfile=None)
+    with pytest.raises(ValueError, match="f_switch"):
+        HybridOptimizer(start(minimum), mlp, f_switch=0, logfile=None)
