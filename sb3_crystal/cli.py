@@ -1,4 +1,4 @@
-"""The ``sb3-crystal`` command line: one function per subcommand (``benchmark``, ``relax``; others plug in the same way).
+"""The ``sb3-crystal`` command line: one function per subcommand (``benchmark``, ``relax``, ``train``, ``dataset``).
 
 User errors (an unknown prototype or optimizer, a missing file, a bad number) print one line on stderr and exit
 with status 2; ``--help`` works on every subcommand.
@@ -337,6 +337,108 @@ def _add_relax(subparsers: Any) -> None:
     parser.set_defaults(func=cmd_relax)
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    """``sb3-crystal train``: rl-zoo style training (the same as ``python train.py``)."""
+    try:
+        from sb3_crystal.training import train
+    except ImportError as err:
+        raise UserError(f"training needs rl-zoo3 (pip install 'sb3-crystal[zoo]'): {err}") from err
+    try:
+        train(args.zoo_args)
+    except SystemExit as exit_:  # rl-zoo's own argument errors and --help
+        return int(exit_.code or 0) if not isinstance(exit_.code, str) else 2
+    except (ValueError, FileNotFoundError, AssertionError) as err:
+        raise UserError(str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__) from err
+    return 0
+
+
+def _add_train(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        add_help=False,
+        help="train an agent (rl-zoo flags; see sb3-crystal train --help)",
+        description="rl-zoo style training: the flags are rl-zoo's train.py flags plus --n-envs.",
+    )
+    parser.add_argument("zoo_args", nargs=argparse.REMAINDER, help="rl-zoo arguments, e.g. --algo td3 --env CrystalRelax-v0")
+    parser.set_defaults(func=cmd_train)
+
+
+def cmd_dataset(args: argparse.Namespace) -> int:
+    """``sb3-crystal dataset``: build prototype sets, generate random Al–Fe sets, pre-relax and inspect structures."""
+    from sb3_crystal.structures.io import write_structure
+
+    if args.action == "random":
+        from sb3_crystal.structures.random import random_dataset
+
+        low, _, high = args.atoms.partition("-")
+        if not (low.isdigit() and (high.isdigit() or not high)):
+            raise UserError(f"--atoms must be N or LO-HI (e.g. 2-3), got '{args.atoms}'")
+        try:
+            n_atoms: int | tuple[int, int] = (int(low), int(high)) if high else int(low)
+            structures = random_dataset(args.count, n_atoms, seed=args.seed)
+        except ValueError as err:
+            raise UserError(str(err)) from err
+    else:
+        structures = _load_structures(args.structures)
+    if args.action in ("relax", "inspect"):
+        from sb3_crystal.structures.geometry import closest_pair
+        from sb3_crystal.structures.minima import relaxed_minimum
+
+        relaxed = []
+        iterator = _progress(structures, "relaxing", args.quiet)
+        for atoms in iterator:
+            try:
+                minimum, report = relaxed_minimum(atoms, args.calculator, fmax=args.relax_fmax)
+            except (ValueError, RuntimeError) as err:
+                raise UserError(f"{atoms.info.get('source')}: {err}") from err
+            print(f"{_describe_minimum(report)}; closest pair {closest_pair(minimum, 6.0)[2]:.3f} Å")
+            minimum.info.pop("minimum", None)  # the report object: its fields go in as plain values
+            minimum.info["source"] = report.source
+            minimum.info["is_minimum"] = report.is_minimum
+            minimum.info["lowest_hessian_eigenvalue"] = report.lowest_eigenvalue
+            relaxed.append(minimum)
+        structures = relaxed
+    if args.out is not None:
+        try:
+            write_structure(structures, args.out)
+        except (OSError, ValueError) as err:
+            raise UserError(f"cannot write {args.out}: {err}") from err
+        print(f"wrote {len(structures)} structure(s) to {args.out}")
+    elif args.action in ("build", "random"):
+        for atoms in structures:
+            print(f"{atoms.info.get('source')}: {atoms.get_chemical_formula()}, {len(atoms)} atoms")
+    return 0
+
+
+def _progress(items: Sequence[Any], label: str, quiet: bool) -> Any:
+    if quiet or len(items) < 3:
+        return items
+    from tqdm import tqdm
+
+    return tqdm(items, desc=label, file=sys.stderr)
+
+
+def _add_dataset(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "dataset",
+        help="build, generate, pre-relax or inspect structure sets",
+        description=(
+            "build: prototypes or files into one extxyz file; random: random symmetric Al–Fe crystals (pyxtal); "
+            "relax: fixed-cell pre-relaxation (cached) with a minimum/saddle report; inspect: the same report only."
+        ),
+    )
+    parser.add_argument("action", choices=["build", "random", "relax", "inspect"])
+    parser.add_argument("structures", nargs="*", default=[], help="prototype names or structure files (build/relax/inspect)")
+    parser.add_argument("--count", type=_positive_int, default=20, help="random: number of structures (default 20)")
+    parser.add_argument("--atoms", default="2-3", help="random: atoms per cell, N or LO-HI (default 2-3)")
+    parser.add_argument("--seed", type=_non_negative_int, default=0, help="random: seed (default 0)")
+    parser.add_argument("--calculator", default="lammps", help="relax/inspect: calculator spec (default lammps)")
+    parser.add_argument("--relax-fmax", type=_positive_float, default=1e-3, help="relax/inspect: threshold, eV/Å")
+    parser.add_argument("--out", type=Path, default=None, help="write the structures here (extxyz, CIF, POSCAR)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(func=cmd_dataset)
+
+
 def build_parser() -> _Parser:
     """The ``sb3-crystal`` parser; each subcommand sets ``func`` (its ``cmd_*`` function)."""
     from sb3_crystal import __version__
@@ -344,8 +446,10 @@ def build_parser() -> _Parser:
     parser = _Parser(prog="sb3-crystal", description="Deep-RL relaxation of crystal structures at fixed cell.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    _add_benchmark(subparsers)  # later: _add_train, _add_dataset (each with its cmd_* function)
+    _add_benchmark(subparsers)
     _add_relax(subparsers)
+    _add_train(subparsers)
+    _add_dataset(subparsers)
     parser.commands = tuple(subparsers.choices)
     return parser
 
@@ -357,8 +461,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     :return: exit status (0 success, 2 user error).
     """
     parser = build_parser()
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["train"]:  # everything after "train" is rl-zoo's, --help included
+        args = argparse.Namespace(command="train", func=cmd_train, zoo_args=arguments[1:])
+        return _run(parser, args)
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(arguments)
     except SystemExit as exit_:  # --help, --version and parse errors
         return int(exit_.code or 0) if not isinstance(exit_.code, str) else 2
     if getattr(args, "func", None) is None:
@@ -366,6 +474,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{parser.prog}: error: give a command ({', '.join(parser.commands)}); see {parser.prog} --help", file=sys.stderr
         )
         return 2
+    return _run(parser, args)
+
+
+def _run(parser: _Parser, args: argparse.Namespace) -> int:
     try:
         return int(args.func(args))
     except UserError as err:

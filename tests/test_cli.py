@@ -241,3 +241,39 @@ def test_relax_help(capsys):
     out = capsys.readouterr().out
     for option in ("STRUCTURE_FILE", "--model", "--fmax", "--steps", "--hybrid", "--switch-fmax", "--optimizer", "--out"):
         assert option in out
+
+
+# -- dataset and train subcommands -------------------------------------------------------------------------------
+def test_dataset_random_relax_and_inspect(tmp_path, capsys):
+    out = tmp_path / "random.extxyz"
+    assert main(["dataset", "random", "--count", "3", "--atoms", "2-3", "--seed", "4", "--out", str(out)]) == 0
+    from ase.io import read
+
+    frames = read(out, ":")
+    assert len(frames) == 3 and all(2 <= len(a) <= 3 for a in frames)
+    relaxed = tmp_path / "relaxed.extxyz"
+    assert main(["dataset", "relax", str(out), "--out", str(relaxed), "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert text.count("lowest Hessian eigenvalue") == 3
+    assert all("is_minimum" in atoms.info for atoms in read(relaxed, ":"))
+    assert main(["dataset", "inspect", "AlFe-hex"]) == 0
+    assert "SADDLE POINT" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["dataset", "random", "--atoms", "x"], "--atoms must be N or LO-HI"),
+        (["dataset", "inspect", "NoSuchPrototype"], "unknown structure 'NoSuchPrototype'"),
+        (["train", "--algo", "td3", "--env", "Nope-v0"], "Nope-v0 not found in gym registry"),
+    ],
+)
+def test_dataset_and_train_user_errors(args, message, capsys):
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_train_help_is_rl_zoo_help(capsys):
+    assert main(["train", "--help"]) == 0
+    assert "--trained-agent" in capsys.readouterr().out

@@ -14,11 +14,10 @@ from ase.calculators.calculator import BaseCalculator
 from gymnasium import spaces
 
 from sb3_crystal.calculators import CalculatorSpec, calculator_elements, check_elements, make_calculator
+from sb3_crystal.envs.moves import MoveRule
 from sb3_crystal.envs.rewards import check_reward, relaxation_reward
 from sb3_crystal.structures.dataset import StructureDataset, StructureSpec
-from sb3_crystal.structures.geometry import distort, has_pair_closer_than
-
-ACTION_SCALES = ("fixed", "force")
+from sb3_crystal.structures.geometry import distort
 
 
 class CrystalRelaxEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
@@ -104,22 +103,13 @@ class CrystalRelaxEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         super().__init__()
         self.render_mode = render_mode
         self._init_kwargs = {key: value for key, value in locals().items() if key not in {"self", "__class__", "render_mode"}}
-        self._check_positive("max_displacement", max_displacement)
-        self._check_positive("force_cap", force_cap)
-        if action_scale not in ACTION_SCALES:
-            raise ValueError(f"action_scale must be one of {ACTION_SCALES}, got {action_scale!r}")
+        self.moves = MoveRule(max_displacement, action_scale, force_cap, min_distance)
         if not (isinstance(max_steps, int) and max_steps >= 1):
             raise ValueError(f"max_steps must be a positive integer, got {max_steps!r}")
-        if not min_distance >= 0:
-            raise ValueError(f"min_distance must be ≥ 0 Å, got {min_distance}")
         self.set_epsilon(epsilon)
         self.set_beta(beta)
         self.set_reward(reward, reward_weights)
-        self.max_displacement = float(max_displacement)
-        self.action_scale = action_scale
-        self.force_cap = float(force_cap)
         self.max_steps = max_steps
-        self.min_distance = float(min_distance)
 
         self.calculator: BaseCalculator = make_calculator(calculator)
         self.dataset = StructureDataset(
@@ -225,9 +215,7 @@ class CrystalRelaxEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
     def step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
         if self._atoms is None:
             raise RuntimeError("Call reset() before step()")
-        shifts = self._shifts(action)
-        fraction = self._contact_limited_fraction(shifts)
-        shifts *= fraction
+        shifts, fraction = self.moves.move(self._atoms.positions, self._cell, self._forces, action, self.n_max)
         self._atoms.positions = self._atoms.positions + shifts
         self._episode_step += 1
         self._evaluate()
@@ -263,6 +251,26 @@ class CrystalRelaxEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
 
     # -- helpers ------------------------------------------------------------------------------------------------
     @property
+    def max_displacement(self) -> float:
+        """Shift per Cartesian component for an action of 1, Å (see :class:`~sb3_crystal.envs.moves.MoveRule`)."""
+        return self.moves.max_displacement
+
+    @property
+    def action_scale(self) -> str:
+        """``"fixed"`` or ``"force"``."""
+        return self.moves.action_scale
+
+    @property
+    def force_cap(self) -> float:
+        """c_max of the force-adaptive action scale, eV/Å."""
+        return self.moves.force_cap
+
+    @property
+    def min_distance(self) -> float:
+        """Closest approach a move may create, Å."""
+        return self.moves.min_distance
+
+    @property
     def atoms(self) -> Atoms:
         """A copy of the current structure (no calculator attached)."""
         if self._atoms is None:
@@ -273,37 +281,6 @@ class CrystalRelaxEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
     def forces(self) -> np.ndarray:
         """Forces of the current structure (float64, eV/Å)."""
         return self._forces.copy()
-
-    def _shifts(self, action: np.ndarray) -> np.ndarray:
-        assert self._atoms is not None
-        action = np.asarray(action, dtype=np.float64)
-        if action.size != 3 * self.n_max:
-            raise ValueError(f"action must hold 3*n_max = {3 * self.n_max} numbers, got shape {action.shape}")
-        per_atom = action.reshape(self.n_max, 3)[: len(self._atoms)]
-        bad = ~np.isfinite(per_atom)
-        if bad.any():
-            atom = int(np.argwhere(bad)[0, 0])
-            raise ValueError(f"action holds NaN or inf for atom {atom}: {per_atom[atom].tolist()}")
-        scale = np.full((len(per_atom), 1), self.max_displacement)
-        if self.action_scale == "force":
-            norms = np.sqrt((self._forces**2).sum(axis=1, keepdims=True))
-            scale *= np.minimum(norms, self.force_cap) / self.force_cap
-        return np.clip(per_atom, -1.0, 1.0) * scale
-
-    def _contact_limited_fraction(self, shifts: np.ndarray, iterations: int = 12) -> float:
-        """Largest fraction of ``shifts`` (bisection) that keeps every pair at least ``min_distance`` apart."""
-        assert self._atoms is not None
-        if self.min_distance <= 0 or self._is_clear(shifts):
-            return 1.0
-        low, high = 0.0, 1.0
-        for _ in range(iterations):
-            mid = 0.5 * (low + high)
-            low, high = (mid, high) if self._is_clear(mid * shifts) else (low, mid)
-        return low
-
-    def _is_clear(self, shifts: np.ndarray) -> bool:
-        assert self._atoms is not None
-        return not has_pair_closer_than(self._atoms.positions + shifts, self._cell, self.min_distance)
 
     def _evaluate(self) -> None:
         assert self._atoms is not None

@@ -19,14 +19,8 @@ Transition = tuple[dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray, flo
 
 
 def displacement_to_action(env: CrystalRelaxEnv, displacement: np.ndarray) -> np.ndarray:
-    """The action (flat, padded, clipped to [−1, 1]) whose shift is ``displacement`` (n_atoms, 3) in Å."""
-    scale = np.full((len(displacement), 1), env.max_displacement)
-    if env.action_scale == "force":
-        norms = np.sqrt((env.forces**2).sum(axis=1, keepdims=True))
-        scale *= np.maximum(np.minimum(norms, env.force_cap) / env.force_cap, 1e-12)
-    action = np.zeros((env.n_max, 3), np.float32)
-    action[: len(displacement)] = np.clip(displacement / scale, -1.0, 1.0)
-    return action.ravel()
+    """The action (flat, padded, clipped to [−1, 1]) whose shift in ``env`` is ``displacement`` (n_atoms, 3) in Å."""
+    return env.moves.action_for(displacement, env.forces, env.n_max)
 
 
 def expert_transitions(env: CrystalRelaxEnv, n_episodes: int, seed: int = 0, max_steps: int = 200) -> list[Transition]:

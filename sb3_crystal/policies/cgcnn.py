@@ -202,10 +202,10 @@ class CGCNNCritic(_CGCNNMixin, BaseModel):
             features = self.extract_features(obs, self.features_extractor)
         graph = self._graph(features)
         mask = features["mask"]
-        per_atom_actions = actions.reshape(mask.shape[0], self.n_max, 3) * mask.unsqueeze(-1)
+        per_atom_actions = actions.reshape(mask.shape[0], -1, 3) * mask.unsqueeze(-1)
         q_values = []
         for k in range(n_q):
-            nodes = self.q_trunks[k](features, graph, per_atom_actions).reshape(mask.shape[0], self.n_max, -1)
+            nodes = self.q_trunks[k](features, graph, per_atom_actions).reshape(mask.shape[0], mask.shape[1], -1)
             q_values.append(self.q_heads[k](masked_mean(nodes, mask)))
         return tuple(q_values)
 

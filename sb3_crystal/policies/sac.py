@@ -113,7 +113,7 @@ class TFNSACActor(CrystalGraphMixin, BasePolicy):
         out = self.tfn(self.encoder(features), self._edges(features))
         n_structures = features["mask"].shape[0]
         log_std = (out[:, :1] + self.log_std_offset).clamp(LOG_STD_MIN, LOG_STD_MAX)
-        return out[:, 1:].reshape(n_structures, self.n_max, 3), log_std.reshape(n_structures, self.n_max, 1), features["mask"]
+        return out[:, 1:].reshape(n_structures, -1, 3), log_std.reshape(n_structures, -1, 1), features["mask"]
 
     def _sample(self, obs: PyTorchObs, deterministic: bool) -> tuple[th.Tensor, th.Tensor, th.Tensor, th.Tensor]:
         mean, log_std, mask = self.get_action_dist_params(obs)
@@ -136,7 +136,7 @@ class TFNSACActor(CrystalGraphMixin, BasePolicy):
         gaussian = -0.5 * (noise**2).sum(-1) - 3.0 * log_std.squeeze(-1) - 1.5 * math.log(2 * math.pi)
         per_atom = (gaussian - radial_squash_log_det(pre_squash)) * mask
         n_real = mask.sum(dim=1).clamp_min(1.0)
-        return actions, per_atom.sum(dim=1) * (self.n_max / n_real)
+        return actions, per_atom.sum(dim=1) * (per_atom.shape[1] / n_real)
 
     def _predict(self, observation: PyTorchObs, deterministic: bool = False) -> th.Tensor:
         return self(observation, deterministic)

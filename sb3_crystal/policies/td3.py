@@ -160,7 +160,7 @@ class TFNActor(CrystalGraphMixin, BasePolicy):
         """Unsquashed per-atom ``1x1o`` output, shape (B, N_max, 3)."""
         n_structures = obs["positions"].shape[0]
         vectors = self.tfn(self.encoder(obs), self._edges(obs))
-        return vectors.reshape(n_structures, self.n_max, 3)
+        return vectors.reshape(n_structures, -1, 3)  # slots from the observation: any padded size works
 
     def forward(self, obs: PyTorchObs) -> th.Tensor:
         obs = self.extract_features(obs, self.features_extractor)
@@ -238,11 +238,11 @@ class TFNCritic(CrystalGraphMixin, BaseModel):
             features = self.extract_features(obs, self.features_extractor)
         edges = self._edges(features)
         mask = features["mask"]
-        per_atom_actions = actions.reshape(mask.shape[0], self.n_max, 3) * mask.unsqueeze(-1)
+        per_atom_actions = actions.reshape(mask.shape[0], -1, 3) * mask.unsqueeze(-1)
         q_values = []
         for k in range(n_q):
             x = self.q_encoders[k](features, per_atom_actions)
-            q_atoms = self.q_networks[k](x, edges).reshape(mask.shape[0], self.n_max, 1)
+            q_atoms = self.q_networks[k](x, edges).reshape(mask.shape[0], -1, 1)
             q_values.append(masked_mean(q_atoms, mask) + self.q_biases[k])
         return tuple(q_values)
 

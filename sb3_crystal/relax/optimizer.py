@@ -29,7 +29,7 @@ from ase.optimize.optimize import DEFAULT_MAX_STEPS, Optimizer
 
 from sb3_crystal.benchmark.classical import ForceCallCounter
 from sb3_crystal.calculators import UnsupportedElementsError, calculator_elements, check_elements
-from sb3_crystal.envs.crystal_relax import ACTION_SCALES, CrystalRelaxEnv
+from sb3_crystal.envs.moves import MoveRule
 from sb3_crystal.relax.agent_io import CrystalAgent, as_agent, load_default_agent
 from sb3_crystal.structures.geometry import closest_pair
 
@@ -43,55 +43,6 @@ _IMPROVEMENT = 1e-6
 
 #: Geometries the force-call counter remembers (a handover back to the lowest-energy geometry is then free).
 _COUNTER_MEMORY = 4096
-
-
-class _EnvMoves:
-    """The environment's move rule, run on a structure outside an environment.
-
-    The methods are :class:`~sb3_crystal.envs.CrystalRelaxEnv`'s own functions (not copies), bound to this
-    object, which carries the attributes they read: the action scale, the contact rule and the current structure.
-    """
-
-    _shifts = CrystalRelaxEnv._shifts
-    _contact_limited_fraction = CrystalRelaxEnv._contact_limited_fraction
-    _is_clear = CrystalRelaxEnv._is_clear
-
-    def __init__(self, max_displacement: float, action_scale: str, force_cap: float, min_distance: float) -> None:
-        self.max_displacement = float(max_displacement)
-        self.action_scale = action_scale
-        self.force_cap = float(force_cap)
-        self.min_distance = float(min_distance)
-        self.n_max = 0
-        self._atoms: Atoms | None = None
-        self._forces = np.zeros((0, 3))
-        self._cell = np.zeros((3, 3))
-
-    def displacements(self, atoms: Atoms, forces: np.ndarray, action: np.ndarray, n_slots: int) -> tuple[np.ndarray, float]:
-        """The shifts (Å, one row per atom) the environment would apply for ``action``, and the contact fraction.
-
-        :param atoms: current structure (not modified).
-        :param forces: its forces, eV/Å.
-        :param action: ``3 * n_slots`` numbers in [−1, 1].
-        :param n_slots: atom slots of the action (padded slots are ignored).
-        """
-        self._atoms, self._forces, self._cell, self.n_max = atoms, np.asarray(forces, float), np.array(atoms.cell), n_slots
-        try:
-            shifts = self._shifts(action)
-            fraction = self._contact_limited_fraction(shifts)
-        finally:
-            self._atoms = None
-        return shifts * fraction, fraction
-
-
-def _check_settings(settings: dict[str, Any]) -> dict[str, Any]:
-    for name in ("max_displacement", "force_cap"):
-        if not (isinstance(settings[name], (int, float)) and np.isfinite(settings[name]) and settings[name] > 0):
-            raise ValueError(f"{name} must be a finite number > 0, got {settings[name]!r}")
-    if settings["action_scale"] not in ACTION_SCALES:
-        raise ValueError(f"action_scale must be one of {ACTION_SCALES}, got {settings['action_scale']!r}")
-    if not settings["min_distance"] >= 0:
-        raise ValueError(f"min_distance must be ≥ 0 Å, got {settings['min_distance']}")
-    return settings
 
 
 def check_agent_can_relax(agent: CrystalAgent, atoms: Atoms) -> None:
@@ -123,19 +74,6 @@ def check_agent_can_relax(agent: CrystalAgent, atoms: Atoms) -> None:
     elements = calculator_elements(calc) if calc is not None else None
     if elements is not None:
         check_elements(atoms.numbers, elements, getattr(calc, "potential", "the calculator"))
-
-
-@contextmanager
-def _actor_slots(actor: Any, n_slots: int) -> Iterator[None]:
-    """Let a graph actor that reshapes its per-atom output by ``self.n_max`` take ``n_slots`` atoms for one call."""
-    previous = getattr(actor, "n_max", None)
-    if previous is not None:
-        actor.n_max = n_slots
-    try:
-        yield
-    finally:
-        if previous is not None:
-            actor.n_max = previous
 
 
 class _CountedOptimizer(Optimizer):
@@ -240,13 +178,11 @@ class RLOptimizer(_CountedOptimizer):
         min_distance: float | None = None,
     ) -> None:
         self.agent = load_default_agent() if model is None else as_agent(model)
-        self.settings = _check_settings(
-            self.agent.move_settings(
-                max_displacement=max_displacement, action_scale=action_scale, force_cap=force_cap, min_distance=min_distance
-            )
+        self.settings = self.agent.move_settings(
+            max_displacement=max_displacement, action_scale=action_scale, force_cap=force_cap, min_distance=min_distance
         )
+        self._moves = MoveRule(**self.settings)  # the environment's own rule; validates the settings
         check_agent_can_relax(self.agent, atoms)
-        self._moves = _EnvMoves(**self.settings)
         #: fraction of the agent's last move kept by the contact rule, and the largest atomic shift (Å) of that move.
         self.last_fraction = 1.0
         self.last_max_shift = float("nan")
@@ -302,7 +238,7 @@ class RLOptimizer(_CountedOptimizer):
         # directly. Its action space is Box(−1, 1), where SB3's unscaling is the identity.
         policy.set_training_mode(False)
         tensors = {key: th.as_tensor(value[None], device=policy.device) for key, value in observation.items()}
-        with th.no_grad(), _actor_slots(policy.actor, slots):
+        with th.no_grad():  # a graph actor takes any number of atom slots
             action = policy._predict(tensors, deterministic=True)
         return np.clip(action.cpu().numpy().astype(np.float64).reshape(-1), -1.0, 1.0)
 
@@ -310,7 +246,8 @@ class RLOptimizer(_CountedOptimizer):
         forces = np.asarray(self.atoms.get_forces(), dtype=np.float64)
         observation = self.observation(forces)
         action = self.action(observation)
-        shifts, fraction = self._moves.displacements(self.atoms, forces, action, observation["mask"].shape[0])
+        positions, cell = self.atoms.positions, np.array(self.atoms.cell)
+        shifts, fraction = self._moves.move(positions, cell, forces, action, observation["mask"].shape[0])
         self.last_fraction = float(fraction)
         self.last_max_shift = float(np.sqrt((shifts**2).sum(axis=1)).max()) if len(shifts) else 0.0
         if self.last_max_shift > 0:  # a fully blocked move leaves the geometry (and the calculator's cache) alone
@@ -323,8 +260,9 @@ class HybridOptimizer(_CountedOptimizer):
     The agent also hands over early, and the classical optimizer then restarts from the **lowest-energy geometry
     seen** (one step of this optimizer, free of force calls: that geometry was evaluated before), when
 
-    - it stalls: ``patience`` agent steps without lowering the smallest fmax seen (by more than a relative 1e-6),
-      or a move fully blocked by the contact rule (a deterministic agent would repeat it forever);
+    - it stalls: ``patience`` agent steps without lowering the smallest fmax seen by at least the fraction
+      ``min_improvement`` (an agent that only crawls costs more force calls than the classical optimizer), or a
+      move fully blocked by the contact rule (a deterministic agent would repeat it forever);
     - it raises the energy more than ``max_energy_rise`` eV/atom above the lowest seen;
     - it has taken ``max_agent_steps`` steps.
 
@@ -337,7 +275,8 @@ class HybridOptimizer(_CountedOptimizer):
     :param f_switch: hand over at fmax ≤ this, eV/Å.
     :param optimizer: classical optimizer: ``"BFGS"``, ``"LBFGS"``, ``"FIRE"`` (any case) or an ASE Optimizer class.
     :param optimizer_kwargs: its arguments (``maxstep`` ...).
-    :param patience: agent steps without fmax improvement before a stall handover.
+    :param patience: agent steps without enough fmax improvement before a stall handover.
+    :param min_improvement: relative drop of the smallest fmax seen that counts as progress (0.1 = 10 %).
     :param max_energy_rise: energy rise over the lowest seen that triggers a handover, eV per atom.
     :param max_agent_steps: most agent steps (``None``: no limit).
     :param logfile: as in ASE.
@@ -353,7 +292,8 @@ class HybridOptimizer(_CountedOptimizer):
         f_switch: float = 0.1,
         optimizer: str | type[Optimizer] = "BFGS",
         optimizer_kwargs: dict[str, Any] | None = None,
-        patience: int = 10,
+        patience: int = 5,
+        min_improvement: float = 0.1,
         max_energy_rise: float = 0.05,
         max_agent_steps: int | None = None,
         logfile: IO | str | None = "-",
@@ -373,6 +313,9 @@ class HybridOptimizer(_CountedOptimizer):
         self.optimizer_kwargs = dict(optimizer_kwargs or {})
         self.f_switch = float(f_switch)
         self.patience = patience
+        if not 0 <= min_improvement < 1:
+            raise ValueError(f"min_improvement must be in [0, 1), got {min_improvement}")
+        self.min_improvement = float(min_improvement)
         self.max_energy_rise = float(max_energy_rise)
         self.max_agent_steps = max_agent_steps
         #: the agent's optimizer (steps only: this optimizer logs, writes the trajectory and counts).
@@ -437,7 +380,7 @@ class HybridOptimizer(_CountedOptimizer):
         fmax = float(np.sqrt((forces**2).sum(axis=1)).max()) if len(forces) else 0.0
         if energy < self._best_energy:
             self._best_energy, self._best_positions = energy, self.atoms.positions.copy()
-        if fmax < self._best_fmax * (1.0 - _IMPROVEMENT):
+        if fmax < self._best_fmax * (1.0 - max(self.min_improvement, _IMPROVEMENT)):
             self._best_fmax, self._since_improvement = fmax, 0
         elif self.agent_steps > 0:
             self._since_improvement += 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from ase.calculators.calculator import Calculator, all_changes
@@ -122,7 +124,8 @@ def distinct(images) -> int:
 @pytest.mark.parametrize("action_scale", ["fixed", "force"])
 def test_moves_are_the_environments(env, mlp, action_scale, minimum):
     """Step for step, the optimizer puts the atoms where the environment puts them (action scale, contact rule)."""
-    env.action_scale = action_scale  # the settings the env would have been built with
+    rule = env.moves
+    env.moves = dataclasses.replace(rule, action_scale=action_scale)  # as if the env had been built with it
     try:
         observation, _ = env.reset(options={"atoms": start(minimum, seed=3)})
         expected, fractions = [], []
@@ -132,7 +135,7 @@ def test_moves_are_the_environments(env, mlp, action_scale, minimum):
             expected.append(env.atoms.positions)
             fractions.append(info["action_fraction"])
     finally:
-        env.action_scale = "fixed"
+        env.moves = rule
     atoms = start(minimum, seed=3)
     optimizer = RLOptimizer(atoms, model=mlp, logfile=None, action_scale=action_scale)
     assert optimizer.settings["action_scale"] == action_scale

@@ -1,0 +1,146 @@
+"""Issue-4 evidence: TD3 + CrystalTFNPolicy on B2 AlFe with and without state noise, and with the curriculum.
+
+Run by hand, one variant per process (two fit the 2-core machine side by side):
+
+    python benchmarks/train_b2.py --variant state_noise --steps 25000 --seed 0 --out results/train_b2
+    python benchmarks/train_b2.py --variant action_noise --steps 25000 --seed 0 --out results/train_b2
+    python benchmarks/train_b2.py --variant curriculum --steps 25000 --seed 0 --out results/train_b2
+    python benchmarks/train_b2.py --plot results/train_b2     # learning curves + comparison with BFGS
+
+Each run logs its evaluations (20 fixed starts, β = 0.5 Å, ≤ 100 steps) to ``<out>/<variant>_s<seed>.csv``
+and saves the final model; ``--plot`` draws the curves and relaxes the same 50 fresh starts with the final
+agents and with BFGS at the final ε.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch as th
+from stable_baselines3.common.noise import NormalActionNoise
+
+from sb3_crystal import CrystalRelaxEnv
+from sb3_crystal.algorithms import CrystalTD3
+from sb3_crystal.callbacks import RelaxationEvalCallback
+from sb3_crystal.exploration.expert import add_expert_transitions
+
+ENV = {"structures": "AlFe-B2", "beta": 0.5, "max_steps": 100}
+FINAL_EPSILON = 0.05
+CURRICULUM = [
+    {"reward": "hybrid", "reward_weights": [1.0, 0.0, 0.5], "epsilon": 0.1, "target_steps": 12, "min_success": 0.9},
+    {"reward": "step", "epsilon": 0.1, "target_steps": 8, "min_success": 0.9},
+    {"reward": "step", "epsilon": FINAL_EPSILON},
+]
+TD3_SETTINGS = {
+    "learning_rate": 3e-4,
+    "gamma": 0.99,
+    "batch_size": 100,
+    "buffer_size": 100_000,
+    "learning_starts": 1000,
+    "tau": 0.005,
+    "policy_delay": 2,
+    "target_policy_noise": 0.05,
+    "target_noise_clip": 0.1,
+}
+
+
+def train(variant: str, steps: int, seed: int, out: Path, action_scale: str = "force", expert_episodes: int = 0) -> None:
+    th.set_num_threads(1)
+    reward = {"reward": "hybrid", "reward_weights": (1.0, 0.0, 0.5), "epsilon": FINAL_EPSILON}
+    env = CrystalRelaxEnv(**ENV, **reward, action_scale=action_scale)
+    n_actions = env.action_space.shape[0]
+    exploration = {
+        "state_noise": {"state_noise": {"level": 0.2}},
+        "action_noise": {"action_noise": NormalActionNoise(np.zeros(n_actions), 0.1 * np.ones(n_actions))},
+        "curriculum": {"state_noise": {"level": 0.2}},
+    }[variant]
+    model = CrystalTD3("CrystalTFNPolicy", env, seed=seed, **TD3_SETTINGS, **exploration)
+    evaluation = RelaxationEvalCallback(
+        eval_freq=1000, n_episodes=20, max_steps=100, seed=10_000, curriculum=CURRICULUM if variant == "curriculum" else None
+    )
+    if expert_episodes:
+        add_expert_transitions(model, env, expert_episodes, seed=20_000)
+    start = time.time()
+    model.learn(steps, callback=evaluation)
+    out.mkdir(parents=True, exist_ok=True)
+    name = f"{variant}_{action_scale}{f'_expert{expert_episodes}' if expert_episodes else ''}_s{seed}"
+    model.save(out / f"{name}.zip")
+    with open(out / f"{name}.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(evaluation.history[0]))
+        writer.writeheader()
+        writer.writerows(evaluation.history)
+    (out / f"{name}.json").write_text(
+        json.dumps({"variant": variant, "steps": steps, "seed": seed, "wall_s": time.time() - start})
+    )
+    print(f"{name}: {steps} steps in {time.time() - start:.0f} s")
+
+
+def plot(folder: Path, n_starts: int = 50) -> None:
+    """Learning curves of every run in ``folder`` and force calls of the final agents next to BFGS and FIRE."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from sb3_crystal.benchmark.agents import AgentRelaxer, HybridRelaxer
+    from sb3_crystal.benchmark.harness import format_table, run_benchmark, summarize, write_results
+    from sb3_crystal.structures import StructureDataset
+
+    runs = sorted(folder.glob("*.csv"))
+    runs = [r for r in runs if not r.name.startswith(("runs", "summary"))]
+    figure, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    for run in runs:
+        with open(run) as handle:
+            rows = [r for r in csv.DictReader(handle) if r["set"] == "eval"]
+        t = [int(r["timesteps"]) for r in rows]
+        for axis, key in zip(axes, ("success_rate", "relaxation_steps", "final_fmax"), strict=True):
+            axis.plot(t, [float(r[key]) for r in rows], marker="o", ms=3, label=run.stem)
+    for axis, label in zip(axes, ("success rate", "⟨L⟩ (steps, cap 100)", "⟨fmax⟩ at the last step (eV/Å)"), strict=True):
+        axis.set_xlabel("environment steps")
+        axis.set_ylabel(label)
+    axes[2].set_yscale("log")
+    axes[0].legend(fontsize=7)
+    figure.suptitle(
+        f"TD3 + CrystalTFNPolicy on B2 AlFe (β = 0.5 Å, 20 fixed test starts, ε = {FINAL_EPSILON} eV/Å at the end)"
+    )
+    figure.tight_layout()
+    figure.savefig(folder / "learning_curves.png", dpi=120)
+    print(f"wrote {folder / 'learning_curves.png'}")
+
+    minimum = StructureDataset("AlFe-B2").minima
+    relaxers: list = ["BFGS", "FIRE"]
+    for run in runs:
+        model = CrystalTD3.load(folder / f"{run.stem}.zip")
+        relaxers += [AgentRelaxer(model, name=f"RL {run.stem}"), HybridRelaxer(model, name=f"RL+BFGS {run.stem}")]
+    rows = run_benchmark(
+        minimum, relaxers, beta=0.5, fmaxes=(0.1, FINAL_EPSILON), n_starts=n_starts, seed=100, min_distance=1.5
+    )
+    write_results(
+        rows, folder / "comparison", title="B2 AlFe, β = 0.5 Å, fresh starts (seeds 100–149, no pair closer than 1.5 Å)"
+    )
+    print(format_table(summarize(rows)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--variant", choices=["state_noise", "action_noise", "curriculum"])
+    parser.add_argument("--plot", type=Path, default=None, help="plot and compare the runs in this folder")
+    parser.add_argument("--steps", type=int, default=25_000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=Path("results/train_b2"))
+    parser.add_argument("--action-scale", choices=["fixed", "force"], default="force")
+    parser.add_argument("--expert-episodes", type=int, default=0, help="BFGS episodes seeded into the replay buffer")
+    args = parser.parse_args()
+    if args.plot is not None:
+        plot(args.plot)
+        return
+    train(args.variant, args.steps, args.seed, args.out, args.action_scale, args.expert_episodes)
+
+
+if __name__ == "__main__":
+    main()

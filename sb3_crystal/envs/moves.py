@@ -1,0 +1,97 @@
+"""How an action becomes atomic shifts: the action scale and the contact rule.
+
+One :class:`MoveRule` serves the environment, the trained-agent optimizers and the expert transitions, so an agent
+moves atoms the same way everywhere.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from sb3_crystal.structures.geometry import has_pair_closer_than
+
+ACTION_SCALES = ("fixed", "force")
+
+
+@dataclass(frozen=True)
+class MoveRule:
+    """Scale of an action and the contact limit of a move.
+
+    :param max_displacement: shift per Cartesian component for an action of 1, Å.
+    :param action_scale: ``"fixed"`` (shift = a·max_displacement) or ``"force"`` (MACS-like: shift =
+        a·max_displacement·min(|f_i|, force_cap)/force_cap, so steps shrink with the force near the minimum).
+    :param force_cap: c_max of the force scale, eV/Å.
+    :param min_distance: closest approach a move may create between two atoms (or an atom and an image), Å.
+    """
+
+    max_displacement: float = 0.5
+    action_scale: str = "fixed"
+    force_cap: float = 1.0
+    min_distance: float = 1.5
+
+    def __post_init__(self) -> None:
+        for name in ("max_displacement", "force_cap"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+        if self.action_scale not in ACTION_SCALES:
+            raise ValueError(f"action_scale must be one of {ACTION_SCALES}, got {self.action_scale!r}")
+        if not (isinstance(self.min_distance, (int, float)) and self.min_distance >= 0):
+            raise ValueError(f"min_distance must be ≥ 0 Å, got {self.min_distance!r}")
+
+    def scale(self, forces: np.ndarray) -> np.ndarray:
+        """Shift in Å per unit action for each atom, shape (n_atoms, 1)."""
+        scale = np.full((len(forces), 1), float(self.max_displacement))
+        if self.action_scale == "force":
+            norms = np.sqrt((np.asarray(forces, dtype=np.float64) ** 2).sum(axis=1, keepdims=True))
+            scale *= np.minimum(norms, self.force_cap) / self.force_cap
+        return scale
+
+    def shifts(self, action: np.ndarray, forces: np.ndarray, n_slots: int) -> np.ndarray:
+        """Shifts (Å, one row per atom) for a flat action of ``3·n_slots`` numbers; padded slots are ignored.
+
+        :raises ValueError: an action of the wrong size, or NaN/inf for a real atom (named).
+        """
+        action = np.asarray(action, dtype=np.float64)
+        if action.size != 3 * n_slots:
+            raise ValueError(f"action must hold 3*n_max = {3 * n_slots} numbers, got shape {action.shape}")
+        per_atom = action.reshape(n_slots, 3)[: len(forces)]
+        bad = ~np.isfinite(per_atom)
+        if bad.any():
+            atom = int(np.argwhere(bad)[0, 0])
+            raise ValueError(f"action holds NaN or inf for atom {atom}: {per_atom[atom].tolist()}")
+        return np.clip(per_atom, -1.0, 1.0) * self.scale(forces)
+
+    def action_for(self, displacement: np.ndarray, forces: np.ndarray, n_slots: int) -> np.ndarray:
+        """The flat, padded action (clipped to [−1, 1]) whose shifts are ``displacement`` (n_atoms, 3), Å."""
+        action = np.zeros((n_slots, 3), np.float32)
+        scale = np.maximum(self.scale(forces), 1e-12)
+        action[: len(displacement)] = np.clip(np.asarray(displacement) / scale, -1.0, 1.0)
+        return action.ravel()
+
+    def contact_fraction(self, positions: np.ndarray, cell: np.ndarray, shifts: np.ndarray, iterations: int = 12) -> float:
+        """Largest fraction of ``shifts`` (bisection) that keeps every pair at least ``min_distance`` apart."""
+        if self.min_distance <= 0:
+            return 1.0
+
+        def clear(fraction: float) -> bool:
+            return not has_pair_closer_than(positions + fraction * shifts, cell, self.min_distance)
+
+        if clear(1.0):
+            return 1.0
+        low, high = 0.0, 1.0
+        for _ in range(iterations):
+            mid = 0.5 * (low + high)
+            low, high = (mid, high) if clear(mid) else (low, mid)
+        return low
+
+    def move(
+        self, positions: np.ndarray, cell: np.ndarray, forces: np.ndarray, action: np.ndarray, n_slots: int
+    ) -> tuple[np.ndarray, float]:
+        """The shifts an action makes after the contact limit, and the fraction of the action kept."""
+        shifts = self.shifts(action, forces, n_slots)
+        fraction = self.contact_fraction(np.asarray(positions, dtype=np.float64), cell, shifts)
+        return shifts * fraction, fraction
