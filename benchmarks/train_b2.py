@@ -60,15 +60,20 @@ def train(variant: str, steps: int, seed: int, out: Path, action_scale: str = "f
         "curriculum": {"state_noise": {"level": 0.2}},
     }[variant]
     model = CrystalTD3("CrystalTFNPolicy", env, seed=seed, **TD3_SETTINGS, **exploration)
+    name = f"{variant}_{action_scale}{f'_expert{expert_episodes}' if expert_episodes else ''}_s{seed}"
     evaluation = RelaxationEvalCallback(
-        eval_freq=1000, n_episodes=20, max_steps=100, seed=10_000, curriculum=CURRICULUM if variant == "curriculum" else None
+        eval_freq=1000,
+        n_episodes=20,
+        max_steps=100,
+        seed=10_000,
+        curriculum=CURRICULUM if variant == "curriculum" else None,
+        best_model_save_path=out / f"{name}_best",  # TD3 can collapse late: keep the best evaluation's model
     )
     if expert_episodes:
         add_expert_transitions(model, env, expert_episodes, seed=20_000)
     start = time.time()
     model.learn(steps, callback=evaluation)
     out.mkdir(parents=True, exist_ok=True)
-    name = f"{variant}_{action_scale}{f'_expert{expert_episodes}' if expert_episodes else ''}_s{seed}"
     model.save(out / f"{name}.zip")
     with open(out / f"{name}.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(evaluation.history[0]))

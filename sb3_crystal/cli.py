@@ -180,9 +180,11 @@ def _benchmark(args: argparse.Namespace) -> int:
         minimum.info["source"] = atoms.info["source"]
         print(_describe_minimum(report), flush=True)
         minima.append(minimum)
+    relaxers: list[Any] = list(dict.fromkeys(args.optimizers))  # "BFGS bfgs" is one optimizer
+    relaxers += _agent_relaxers(args)
     rows = run_benchmark(
         minima,
-        optimizers=list(dict.fromkeys(args.optimizers)),  # "BFGS bfgs" is one optimizer
+        optimizers=relaxers,
         beta=args.beta,
         fmaxes=args.fmax,
         n_starts=args.n_starts,
@@ -198,6 +200,26 @@ def _benchmark(args: argparse.Namespace) -> int:
     print(format_table(summarize(rows)))
     print(f"\nWrote {', '.join(str(p) for p in paths.values())} in {time.perf_counter() - t0:.1f} s")
     return 0
+
+
+def _agent_relaxers(args: argparse.Namespace) -> list[Any]:
+    """The agent alone and the hybrid, for ``--model`` (``default``: the shipped agent when installed)."""
+    if args.model == "none":
+        return []
+    from sb3_crystal.benchmark.agents import AgentRelaxer, HybridRelaxer
+    from sb3_crystal.relax.agent_io import AgentFormatError, NoDefaultAgentError, load_default_agent, load_model
+
+    try:
+        agent = load_default_agent() if args.model == "default" else load_model(args.model)
+    except NoDefaultAgentError:
+        print("No trained agent is installed: classical optimizers only (give one with --model PATH).", flush=True)
+        return []
+    except (AgentFormatError, OSError, ValueError) as err:
+        raise UserError(f"cannot load the agent '{args.model}': {err}") from err
+    return [
+        AgentRelaxer(agent, name="RL"),
+        HybridRelaxer(agent, f_switch=args.switch_fmax, name=f"RL+BFGS@{args.switch_fmax:g}"),
+    ]
 
 
 def _add_benchmark(subparsers: Any) -> None:
@@ -225,10 +247,20 @@ def _add_benchmark(subparsers: Any) -> None:
     parser.add_argument(
         "--optimizers", type=_optimizer_name, nargs="+", default=list(DEFAULT_OPTIMIZERS), metavar="NAME", help="relaxers"
     )
+    parser.add_argument(
+        "--model",
+        default="default",
+        help="trained agent (folder or SB3 zip) run alone (RL) and as a hybrid with BFGS; 'default' = the shipped "
+        "agent if installed, 'none' = classical optimizers only",
+    )
+    parser.add_argument("--switch-fmax", type=_positive_float, default=0.1, help="hybrid: agent until fmax ≤ this, eV/Å")
     parser.add_argument("--calculator", default="lammps", help="calculator spec: lammps, matscipy, emt, module:Class")
     parser.add_argument("--max-steps", type=_positive_int, default=1000, help="optimizer step cap per run")
     parser.add_argument(
-        "--min-distance", type=_non_negative_float, default=0.0, help="redraw starts with atoms closer than this (Å)"
+        "--min-distance",
+        type=_non_negative_float,
+        default=1.5,
+        help="redraw the displacements of atoms closer than this in a start (Å; the environment's rule; 0 = none)",
     )
     parser.add_argument("--out", type=Path, default=Path("results/benchmark"), help="output folder")
     parser.add_argument(

@@ -277,3 +277,19 @@ def test_dataset_and_train_user_errors(args, message, capsys):
 def test_train_help_is_rl_zoo_help(capsys):
     assert main(["train", "--help"]) == 0
     assert "--trained-agent" in capsys.readouterr().out
+
+
+def test_benchmark_with_a_trained_model_adds_the_agent_and_the_hybrid(tmp_path, capsys):
+    from sb3_crystal import CrystalRelaxEnv
+    from sb3_crystal.algorithms import CrystalTD3
+
+    model = CrystalTD3("MultiInputPolicy", CrystalRelaxEnv(n_max=2), policy_kwargs={"net_arch": [8]}, seed=0)
+    model.save(tmp_path / "agent.zip")
+    argv = ["benchmark", "--n-starts", "2", "--optimizers", "BFGS", "--fmax", "0.05", "--out", str(tmp_path / "out")]
+    assert main([*argv, "--model", str(tmp_path / "agent.zip"), "--no-progress"]) == 0
+    table = capsys.readouterr().out
+    assert "| RL " in table and "RL+BFGS@0.1" in table
+    assert main([*argv, "--model", "none", "--no-progress"]) == 0
+    assert "RL" not in capsys.readouterr().out.split("Force calls to reach")[-1]
+    assert main([*argv, "--model", str(tmp_path / "missing.zip")]) == 2
+    assert "cannot load the agent" in capsys.readouterr().err
