@@ -7,6 +7,7 @@ Prints a markdown table; ``--write-docs`` replaces the "Environment speed" secti
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import time
@@ -69,10 +70,11 @@ def main() -> None:
     header = (
         "## Environment speed\n\n"
         f"`python benchmarks/bench_env.py --seconds {args.seconds:g}` on {platform.processor() or platform.machine()}, "
-        f"{len(__import__('os').sched_getaffinity(0))} cores, {time.strftime('%Y-%m-%d')}. B2 AlFe and its supercells "
+        f"{len(os.sched_getaffinity(0))} cores, {time.strftime('%Y-%m-%d')}. B2 AlFe and its supercells "
         "(2×2×2, 5×5×10), β = 0.5 Å, default LAMMPS calculator, uniform random actions in the Box, median of 5 blocks. "
         "Random actions of 0.5 Å per component push atoms into contact often in large cells, where the contact "
-        "bisection adds neighbour searches; 0.1 Å is closer to a trained agent's steps.\n\n"
+        "bisection adds neighbour searches; 0.1 Å is closer to a trained agent's steps. "
+        f"Load average at the end: {os.getloadavg()[0]:.1f} (other jobs slow these absolute figures).\n\n"
     )
     print(table)
     if args.write_docs:

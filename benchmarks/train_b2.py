@@ -85,12 +85,13 @@ def train(variant: str, steps: int, seed: int, out: Path, action_scale: str = "f
     print(f"{name}: {steps} steps in {time.time() - start:.0f} s")
 
 
-def plot(folder: Path, n_starts: int = 50) -> None:
+def plot(folder: Path, n_starts: int = 50, compare: bool = True) -> None:
     """Learning curves of every run in ``folder`` and force calls of the final agents next to BFGS and FIRE."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     from sb3_crystal.benchmark.agents import AgentRelaxer, HybridRelaxer
     from sb3_crystal.benchmark.harness import format_table, run_benchmark, summarize, write_results
@@ -108,6 +109,7 @@ def plot(folder: Path, n_starts: int = 50) -> None:
     for axis, label in zip(axes, ("success rate", "⟨L⟩ (steps, cap 100)", "⟨fmax⟩ at the last step (eV/Å)"), strict=True):
         axis.set_xlabel("environment steps")
         axis.set_ylabel(label)
+        axis.xaxis.set_major_locator(MaxNLocator(5))
     axes[2].set_yscale("log")
     axes[0].legend(fontsize=7)
     figure.suptitle(
@@ -116,6 +118,8 @@ def plot(folder: Path, n_starts: int = 50) -> None:
     figure.tight_layout()
     figure.savefig(folder / "learning_curves.png", dpi=120)
     print(f"wrote {folder / 'learning_curves.png'}")
+    if not compare:
+        return
 
     minimum = StructureDataset("AlFe-B2").minima
     relaxers: list = ["BFGS", "FIRE"]
@@ -135,6 +139,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variant", choices=["state_noise", "action_noise", "curriculum"])
     parser.add_argument("--plot", type=Path, default=None, help="plot and compare the runs in this folder")
+    parser.add_argument("--curves-only", action="store_true", help="with --plot: learning curves only, no comparison")
     parser.add_argument("--steps", type=int, default=25_000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("results/train_b2"))
@@ -142,7 +147,7 @@ def main() -> None:
     parser.add_argument("--expert-episodes", type=int, default=0, help="BFGS episodes seeded into the replay buffer")
     args = parser.parse_args()
     if args.plot is not None:
-        plot(args.plot)
+        plot(args.plot, compare=not args.curves_only)
         return
     train(args.variant, args.steps, args.seed, args.out, args.action_scale, args.expert_episodes)
 

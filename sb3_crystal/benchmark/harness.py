@@ -459,6 +459,7 @@ def plot_force_calls(summary: Sequence[dict[str, Any]], path: str | os.PathLike,
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     structures = list(dict.fromkeys(str(s["structure"]) for s in summary))
     n_panels = max(1, len(structures))
@@ -478,6 +479,9 @@ def plot_force_calls(summary: Sequence[dict[str, Any]], path: str | os.PathLike,
             ax.fill_between(eps, [s["p10"] for s in points], [s["p90"] for s in points], color=colour, alpha=0.15)
             ax.plot(eps, [s["mean"] for s in points], "--", color=colour, alpha=0.8)
         ax.set_xscale("log")
+        thresholds = sorted({float(s["fmax"]) for s in summary if s["structure"] == structure})
+        ax.set_xticks(thresholds, [f"{t:g}" for t in thresholds])  # label the measured ε only
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.invert_xaxis()
         ax.set_xlabel("force threshold ε (eV/Å)")
         ax.set_ylabel("force calls")
