@@ -109,38 +109,20 @@ def blas_threads(n_threads: int = 1) -> Iterator[int]:
 
 def _load_structures(names: Sequence[str]) -> list[Any]:
     """Prototype names or structure files → unrelaxed ``Atoms`` with ``info["source"]`` (1-atom cells made 2×1×1)."""
-    from sb3_crystal.structures.prototypes import PROTOTYPES, build_prototype
+    from sb3_crystal.structures.dataset import load_structures, with_two_atoms_at_least
+    from sb3_crystal.structures.prototypes import PROTOTYPES
 
-    prototypes = {name.lower(): name for name in PROTOTYPES}
     structures = []
     for name in names:
-        if name.lower() in prototypes:
-            atoms = build_prototype(name)
-            atoms.info["source"] = prototypes[name.lower()]
-            found = [atoms]
-        elif os.path.isfile(name):
-            try:
-                from sb3_crystal.structures.io import read_structures  # file readers load lazily
-            except ImportError as err:
-                raise UserError(f"cannot read '{name}': structure files need sb3_crystal.structures.io ({err})") from err
-            try:
-                read = read_structures(name)
-            except (OSError, ValueError, KeyError) as err:
-                raise UserError(f"cannot read structures from '{name}': {err}") from err
-            found = list(read) if isinstance(read, (list, tuple)) else [read]
-            if not found:
-                raise UserError(f"no structure in '{name}'")
-            for k, atoms in enumerate(found):
-                atoms.info.setdefault("source", name if len(found) == 1 else f"{name}[{k}]")
-        else:
+        if name.lower() not in {p.lower() for p in PROTOTYPES} and not os.path.isfile(name):
             raise UserError(f"unknown structure '{name}': neither a prototype ({', '.join(PROTOTYPES)}) nor an existing file")
-        for atoms in found:
-            # One atom at fixed cell never feels a force: relax (and distort) its 2×1×1 supercell instead.
-            if len(atoms) == 1:
-                source = atoms.info["source"]
-                atoms = atoms.repeat((2, 1, 1))
-                atoms.info["source"] = source
-            structures.append(atoms)
+        try:
+            found = load_structures(name)
+        except (OSError, ValueError, KeyError) as err:
+            raise UserError(f"cannot read structures from '{name}': {err}") from err
+        if not found:
+            raise UserError(f"no structure in '{name}'")
+        structures += [with_two_atoms_at_least(atoms) for atoms in found]
     return structures
 
 

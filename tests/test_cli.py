@@ -35,7 +35,7 @@ def test_one_atom_cells_are_doubled(tmp_path, capsys):
     assert (
         main(["benchmark", "--structures", "al-fcc", "--n-starts", "1", "--optimizers", "LBFGS", "--out", str(tmp_path)]) == 0
     )
-    assert "Al-fcc: Al2, 2 atoms" in capsys.readouterr().out
+    assert "Al-fcc (2x1x1): Al2, 2 atoms" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(

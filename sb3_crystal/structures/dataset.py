@@ -22,6 +22,15 @@ SADDLE_POLICIES = ("keep", "escape", "drop")
 _RANDOM_SPEC = re.compile(r"^random:(?P<body>.*)$")
 
 
+def with_two_atoms_at_least(atoms: Atoms) -> Atoms:
+    """A 1-atom cell as its 2×1×1 supercell (a single atom at fixed cell never feels a force); others unchanged."""
+    if len(atoms) != 1:
+        return atoms
+    doubled = atoms.repeat((2, 1, 1))
+    doubled.info["source"] = f"{atoms.info.get('source', atoms.get_chemical_formula())} (2x1x1)"
+    return doubled
+
+
 class EmptyDatasetError(ValueError):
     """A dataset spec produced no structure."""
 
@@ -53,9 +62,10 @@ def load_structures(spec: StructureSpec) -> list[Atoms]:
         return [atoms]
     if isinstance(spec, (str, os.PathLike)):
         text = os.fspath(spec)
-        if text.lower() in {name.lower() for name in PROTOTYPES}:
+        canonical = {name.lower(): name for name in PROTOTYPES}
+        if text.lower() in canonical:
             atoms = build_prototype(text)
-            atoms.info["source"] = text
+            atoms.info["source"] = canonical[text.lower()]
             return [atoms]
         if _RANDOM_SPEC.match(text):
             return _parse_random_spec(text)
@@ -65,7 +75,10 @@ def load_structures(spec: StructureSpec) -> list[Atoms]:
             )
         from sb3_crystal.structures.io import read_structures
 
-        return read_structures(text)
+        found = read_structures(text)
+        for k, atoms in enumerate(found):
+            atoms.info.setdefault("source", text if len(found) == 1 else f"{text}:{k}")
+        return found
     if isinstance(spec, Sequence):
         return [atoms for item in spec for atoms in load_structures(item)]
     raise TypeError(f"Cannot read structures from {type(spec).__name__}")
@@ -115,9 +128,7 @@ class StructureDataset(Sequence[Atoms]):
             if elements is not None:
                 check_elements(atoms.numbers, elements, getattr(calc, "potential", type(calc).__name__), where=where)
             check_min_distance(atoms, min_distance, where=where)
-            if len(atoms) == 1:
-                atoms = atoms.repeat((2, 1, 1))
-                atoms.info["source"] = f"{where} (2x1x1)"
+            atoms = with_two_atoms_at_least(atoms)
             minimum, report = relaxed_minimum(atoms, calc, fmax=relax_fmax, cache_dir=cache_dir, check_hessian=check_hessian)
             if not report.is_minimum and saddles == "drop":
                 continue
