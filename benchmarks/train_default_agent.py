@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch as th
+from ase.data import chemical_symbols
 from stable_baselines3.common.noise import NormalActionNoise
 
 from sb3_crystal import CrystalRelaxEnv
@@ -54,16 +55,40 @@ TD3_SETTINGS = {
 }
 
 
+def export_agent(env: CrystalRelaxEnv, work: Path, meta: dict, install: bool, fallback: CrystalTD3 | None = None) -> Path:
+    """Write the best B2 model of the run (or ``fallback``) as an agent folder; optionally install it."""
+    best = work / "best" / "best_model_eps0.05.zip"
+    chosen = CrystalTD3.load(best) if best.is_file() else fallback
+    if chosen is None:
+        raise SystemExit(f"no model to export in {work}")
+    chosen.crystal_env_kwargs = env.get_init_kwargs()
+    chosen.crystal_species = sorted({chemical_symbols[z] for z in env.dataset.atomic_numbers})
+    folder = save_agent(chosen, work / "agent")
+    print(f"agent written to {folder} (from {best if best.is_file() else 'the final model'})")
+    if install:
+        if DEFAULT_AGENT_DIR.exists():
+            shutil.rmtree(DEFAULT_AGENT_DIR)
+        shutil.copytree(folder, DEFAULT_AGENT_DIR)
+        (DEFAULT_AGENT_DIR / "training.json").write_text(json.dumps({k: v for k, v in meta.items() if k != "history"}))
+        print(f"installed in {DEFAULT_AGENT_DIR}")
+    return folder
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=40_000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", type=Path, default=Path("results/default_agent"), help="run folder (models, logs)")
     parser.add_argument("--install", action="store_true", help=f"write the best agent into {DEFAULT_AGENT_DIR}")
+    parser.add_argument("--export-only", action="store_true", help="skip training: export the run in --work")
     args = parser.parse_args()
     th.set_num_threads(1)
     env = CrystalRelaxEnv(**ENV)
     print(env.dataset.summary())
+    if args.export_only:
+        meta = json.loads((args.work / "training.json").read_text())
+        export_agent(env, args.work, meta, args.install)
+        return
     n_actions = env.action_space.shape[0]
     model = CrystalTD3(
         "CrystalTFNPolicy",
@@ -86,20 +111,10 @@ def main() -> None:
     start = time.time()
     model.learn(args.steps, callback=evaluation, progress_bar=False)
     model.save(args.work / "final.zip")
-    best = args.work / "best" / "best_model_eps0.05.zip"
-    chosen = CrystalTD3.load(best) if best.is_file() else model
-    chosen.crystal_env_kwargs = env.get_init_kwargs()
-    folder = save_agent(chosen, args.work / "agent")
     meta = {"command": "python benchmarks/train_default_agent.py", "steps": args.steps, "seed": args.seed}
-    meta.update(wall_s=round(time.time() - start), best_model=str(best), history=evaluation.history)
+    meta.update(wall_s=round(time.time() - start), history=evaluation.history)
     (args.work / "training.json").write_text(json.dumps(meta, indent=1))
-    print(f"agent written to {folder}")
-    if args.install:
-        if DEFAULT_AGENT_DIR.exists():
-            shutil.rmtree(DEFAULT_AGENT_DIR)
-        shutil.copytree(folder, DEFAULT_AGENT_DIR)
-        (DEFAULT_AGENT_DIR / "training.json").write_text(json.dumps({k: v for k, v in meta.items() if k != "history"}))
-        print(f"installed in {DEFAULT_AGENT_DIR}")
+    export_agent(env, args.work, meta, args.install, fallback=model)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,34 @@
+"""The Al–Fe agent shipped in the package: it loads without pickled code and relaxes B2 AlFe."""
+
+import numpy as np
+import pytest
+from ase.build import bulk
+
+from sb3_crystal.calculators import make_calculator
+from sb3_crystal.relax import RLOptimizer
+from sb3_crystal.relax.agent_io import DEFAULT_AGENT_DIR, load_default_agent
+from sb3_crystal.structures import build_prototype, distort
+
+pytestmark = pytest.mark.skipif(not (DEFAULT_AGENT_DIR / "settings.json").is_file(), reason="no agent installed")
+
+
+def test_shipped_agent_is_weights_and_plain_data():
+    agent = load_default_agent()
+    assert agent.species == ("Al", "Fe") and agent.n_max == 8
+    assert {p.name for p in DEFAULT_AGENT_DIR.iterdir()} <= {"settings.json", "weights.pt", "training.json"}
+
+
+@pytest.mark.parametrize("seed", [100, 101, 102])
+def test_shipped_agent_relaxes_distorted_b2_in_few_force_calls(seed):
+    atoms = distort(build_prototype("AlFe-B2"), 0.5, np.random.default_rng(seed), min_distance=1.5)
+    atoms.calc = make_calculator()
+    optimizer = RLOptimizer(atoms, logfile=None)
+    assert optimizer.run(fmax=0.05, steps=30)
+    assert optimizer.force_calls <= 8  # BFGS needs a median of 7 on such starts
+
+
+def test_shipped_agent_refuses_other_species():
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True)
+    atoms.calc = make_calculator("emt")
+    with pytest.raises(ValueError, match="Cu"):
+        RLOptimizer(atoms, logfile=None)
