@@ -125,7 +125,7 @@ class RelaxationEvalCallback(EventCallback):
     The evaluation environment is built like the training one (its constructor arguments, read from the first
     training environment) unless ``env_kwargs`` says otherwise, and takes the training environment's current
     ε, reward and β before each evaluation, so it follows a curriculum. Validation sets (other structures)
-    are evaluated alongside and logged under ``eval_<name>/``.
+    are evaluated alongside. Metrics are logged under ``relaxation/`` (validation sets: ``relaxation_<name>/``).
 
     :param eval_freq: environment steps (of one environment) between evaluations.
     :param n_episodes: M_test, test episodes (per structure when ``per_structure``).
@@ -209,9 +209,11 @@ class RelaxationEvalCallback(EventCallback):
             starts = fixed_starts(len(env.dataset), self.n_episodes, self.seed, self.per_structure)
             metrics, _ = evaluate_relaxation(self.model, env, starts, self.max_steps, gamma)
             self.last_metrics[name] = metrics
+            # "relaxation/" rather than "eval/": rl-zoo's --eval-freq EvalCallback logs eval/success_rate too
+            prefix = "relaxation" if name == "eval" else f"relaxation_{name.removeprefix('eval_')}"
             for key, value in asdict(metrics).items():
                 if key != "n_episodes":
-                    self.logger.record(f"{name}/{key}", value)
+                    self.logger.record(f"{prefix}/{key}", value)
             self.history.append({"timesteps": self.num_timesteps, "set": name, **asdict(metrics)})
             if self.verbose:
                 print(

@@ -75,13 +75,13 @@ def test_train_writes_tensorboard_metrics_and_checkpoints_then_resumes(tmp_path)
 
     tags = event_tags(tmp_path / "tb")
     for tag in [
-        "eval/discounted_return",
-        "eval/full_return",
-        "eval/final_fmax",
-        "eval/relaxation_steps",
-        "eval/success_rate",
-        "eval/force_calls",
-        "eval/normalised_last_step",
+        "relaxation/discounted_return",
+        "relaxation/full_return",
+        "relaxation/final_fmax",
+        "relaxation/relaxation_steps",
+        "relaxation/success_rate",
+        "relaxation/force_calls",
+        "relaxation/normalised_last_step",
         "curriculum/stage",
         "train/actor_loss",
         "train/critic_loss",
