@@ -114,10 +114,12 @@ def _load_structures(names: Sequence[str]) -> list[Any]:
 
     structures = []
     for name in names:
-        if name.lower() not in {p.lower() for p in PROTOTYPES} and not os.path.isfile(name):
-            raise UserError(f"unknown structure '{name}': neither a prototype ({', '.join(PROTOTYPES)}) nor an existing file")
         try:
             found = load_structures(name)
+        except FileNotFoundError:  # the loader's answer for a name that is no prototype, spec or file
+            raise UserError(
+                f"unknown structure '{name}': neither a prototype ({', '.join(PROTOTYPES)}) nor an existing file"
+            ) from None
         except (OSError, ValueError, KeyError) as err:
             raise UserError(f"cannot read structures from '{name}': {err}") from err
         if not found:
