@@ -5,6 +5,7 @@ Run by hand, one variant per process (two fit the 2-core machine side by side):
     python benchmarks/train_b2.py --variant state_noise --steps 25000 --seed 0 --out results/train_b2
     python benchmarks/train_b2.py --variant action_noise --steps 25000 --seed 0 --out results/train_b2
     python benchmarks/train_b2.py --variant curriculum --steps 25000 --seed 0 --out results/train_b2
+    python benchmarks/train_b2.py --variant curriculum_action_noise --steps 30000 --seed 0 --out results/train_b2
     python benchmarks/train_b2.py --plot results/train_b2     # learning curves + comparison with BFGS
 
 Each run logs its evaluations (20 fixed starts, β = 0.5 Å, ≤ 100 steps) to ``<out>/<variant>_s<seed>.csv``
@@ -58,6 +59,7 @@ def train(variant: str, steps: int, seed: int, out: Path, action_scale: str = "f
         "state_noise": {"state_noise": {"level": 0.2}},
         "action_noise": {"action_noise": NormalActionNoise(np.zeros(n_actions), 0.1 * np.ones(n_actions))},
         "curriculum": {"state_noise": {"level": 0.2}},
+        "curriculum_action_noise": {"action_noise": NormalActionNoise(np.zeros(n_actions), 0.1 * np.ones(n_actions))},
     }[variant]
     model = CrystalTD3("CrystalTFNPolicy", env, seed=seed, **TD3_SETTINGS, **exploration)
     name = f"{variant}_{action_scale}{f'_expert{expert_episodes}' if expert_episodes else ''}_s{seed}"
@@ -66,7 +68,7 @@ def train(variant: str, steps: int, seed: int, out: Path, action_scale: str = "f
         n_episodes=20,
         max_steps=100,
         seed=10_000,
-        curriculum=CURRICULUM if variant == "curriculum" else None,
+        curriculum=CURRICULUM if variant.startswith("curriculum") else None,
         best_model_save_path=out / f"{name}_best",  # TD3 can collapse late: keep the best evaluation's model
     )
     if expert_episodes:
@@ -137,7 +139,7 @@ def plot(folder: Path, n_starts: int = 50, compare: bool = True) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--variant", choices=["state_noise", "action_noise", "curriculum"])
+    parser.add_argument("--variant", choices=["state_noise", "action_noise", "curriculum", "curriculum_action_noise"])
     parser.add_argument("--plot", type=Path, default=None, help="plot and compare the runs in this folder")
     parser.add_argument("--curves-only", action="store_true", help="with --plot: learning curves only, no comparison")
     parser.add_argument("--steps", type=int, default=25_000)

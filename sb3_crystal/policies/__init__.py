@@ -1,12 +1,12 @@
 """Crystal policies for SB3: E(3)-equivariant TFN (e3nn) and a CGCNN baseline.
 
 Call :func:`register_policy_aliases` once (``sb3_crystal`` does it on import) so that algorithms accept the policy
-names: ``TD3("CrystalTFNPolicy", env)``, ``SAC("CrystalTFNPolicy", env)``.
+names: ``TD3("CrystalTFNPolicy", env)``, ``SAC("CrystalTFNPolicy", env)``, ``SAC("CrystalCGCNNPolicy", env)``.
 """
 
 from stable_baselines3 import SAC, TD3
 
-from sb3_crystal.policies.cgcnn import CGCNNActor, CGCNNCritic, CrystalCGCNNPolicy
+from sb3_crystal.policies.cgcnn import CGCNNActor, CGCNNCritic, CGCNNSACActor, CrystalCGCNNPolicy, CrystalCGCNNSACPolicy
 from sb3_crystal.policies.graph import PeriodicGraph, periodic_radius_graph
 from sb3_crystal.policies.sac import CrystalTFNSACPolicy, TFNSACActor
 from sb3_crystal.policies.td3 import CrystalTFNPolicy, PassThroughExtractor, TFNActor, TFNCritic
@@ -15,7 +15,7 @@ from sb3_crystal.policies.tfn import TFN_PRESETS, TensorFieldNetwork
 #: policy name -> {algorithm class: policy class}
 POLICY_ALIASES = {
     "CrystalTFNPolicy": {TD3: CrystalTFNPolicy, SAC: CrystalTFNSACPolicy},
-    "CrystalCGCNNPolicy": {TD3: CrystalCGCNNPolicy},
+    "CrystalCGCNNPolicy": {TD3: CrystalCGCNNPolicy, SAC: CrystalCGCNNSACPolicy},
 }
 
 
@@ -34,7 +34,9 @@ __all__ = [
     "TFN_PRESETS",
     "CGCNNActor",
     "CGCNNCritic",
+    "CGCNNSACActor",
     "CrystalCGCNNPolicy",
+    "CrystalCGCNNSACPolicy",
     "CrystalTFNPolicy",
     "CrystalTFNSACPolicy",
     "PassThroughExtractor",

@@ -8,7 +8,9 @@ the periodic radius graph here, vectorised over the batch, without torch_scatter
 import math
 from typing import NamedTuple
 
+import numpy as np
 import torch as th
+from matscipy.neighbours import neighbour_list
 
 
 class PeriodicGraph(NamedTuple):
@@ -93,40 +95,27 @@ def _shell_cap(dist: th.Tensor, max_neighbors: int, shell_tol: float) -> th.Tens
     return dist <= kth + shell_tol
 
 
-def periodic_radius_graph(
-    positions: th.Tensor,
-    cell: th.Tensor,
-    mask: th.Tensor,
-    r_max: float = 5.0,
-    max_neighbors: int | None = None,
-    shell_tol: float = 1e-3,
-) -> PeriodicGraph:
-    """All pairs (i, j, T) of real atoms with ``0 < |r_j + T - r_i| < r_max`` over periodic images.
+#: ``method="auto"`` switches to the neighbour-list library when one structure's dense candidate tensor would hold
+#: more than this many (receiving atom, neighbour, image) triples, i.e. ``N_max**2 * images``. 2-atom B2 cells at
+#: 5 Å have 500, 16-atom cells about 7e3, 128-atom cells 4e5 (see ``benchmarks/bench_graph.py``).
+DENSE_MAX_CANDIDATES = 20_000
 
-    An atom is paired with its own images (``i == j, T != 0``); the zero self-vector is excluded. Positions need not
-    be wrapped into the cell. The candidate search is done in float64 (exact shell boundaries), the edge vectors are
-    returned in the dtype of ``positions``.
+GRAPH_METHODS = ("auto", "dense", "library")
 
-    :param positions: (B, N, 3) Cartesian positions (Å), padded rows arbitrary
-    :param cell: (B, 3, 3) lattice vectors as rows
-    :param mask: (B, N) 1 for real atoms, 0 for padding
-    :param r_max: cutoff radius (Å)
-    :param max_neighbors: optional cap on neighbours per atom. It never cuts through a distance shell: all neighbours
-        within ``shell_tol`` of the k-th nearest one are kept, so the graph keeps the crystal's symmetry.
-    :param shell_tol: distance tolerance (Å) defining a shell for ``max_neighbors``
-    :return: the flat graph
-    """
-    n_structures, n_max, _ = positions.shape
-    device, dtype = positions.device, positions.dtype
-    real = mask > 0.5
-    pos = positions.detach().double()
-    lat = cell.detach().double()
 
-    # wrap into the cell: edge vectors are unchanged (only the image index changes) and the image range is bounded
+def _wrap(pos: th.Tensor, lat: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
+    """Wrap float64 positions into the cell: ``(wrapped positions, integer cell offsets frac_floor)``."""
     frac = th.linalg.solve(lat.transpose(1, 2), pos.transpose(1, 2)).transpose(1, 2)  # pos = frac @ cell
     frac_floor = th.floor(frac)
-    pos_wrapped = th.bmm(frac - frac_floor, lat)
+    return th.bmm(frac - frac_floor, lat), frac_floor
 
+
+def _dense_candidates(
+    pos_wrapped: th.Tensor, lat: th.Tensor, real: th.Tensor, r_max: float, max_neighbors: int | None, shell_tol: float
+) -> tuple[th.Tensor, ...]:
+    """All-pairs search over every image shift at once: ``(b, i, j, image shift, distance)`` of the kept edges."""
+    n_structures, n_max, _ = pos_wrapped.shape
+    device = pos_wrapped.device
     n_img = image_range(lat, r_max)
     axes = [th.arange(-n, n + 1, device=device, dtype=th.float64) for n in n_img]
     shifts = th.cartesian_prod(*axes)  # (S, 3) integer image offsets
@@ -146,10 +135,102 @@ def periodic_radius_graph(
     if max_neighbors is not None:
         flat_dist = th.where(keep, dist, th.full_like(dist, math.inf)).reshape(n_structures, n_max, n_max * n_shifts)
         keep &= _shell_cap(flat_dist, max_neighbors, shell_tol).reshape(keep.shape)
-
     b_idx, i_idx, j_idx, s_idx = th.nonzero(keep, as_tuple=True)
+    return b_idx, i_idx, j_idx, shifts[s_idx], dist[b_idx, i_idx, j_idx, s_idx]
+
+
+def _library_candidates(pos_wrapped: th.Tensor, lat: th.Tensor, real: th.Tensor, r_max: float) -> tuple[th.Tensor, ...]:
+    """matscipy's linked-cell neighbour list, one structure at a time, on CPU in float64 (``O(N)`` per structure).
+
+    :return: ``(b, i, j, image shift, distance)`` of every pair within ``r_max``, as CPU tensors
+    """
+    pos_np, lat_np, real_np = pos_wrapped.cpu().numpy(), lat.cpu().numpy(), real.cpu().numpy()
+    empty = np.zeros(0, dtype=np.int64)
+    parts: list[tuple[np.ndarray, ...]] = [(empty, empty, empty, np.zeros((0, 3)), np.zeros(0))]
+    for b in range(pos_np.shape[0]):
+        atoms = np.flatnonzero(real_np[b])
+        if atoms.size == 0:
+            continue
+        i, j, d, shift = neighbour_list("ijdS", positions=pos_np[b, atoms], cell=lat_np[b], pbc=[True] * 3, cutoff=r_max)
+        parts.append((np.full(i.shape, b), atoms[i], atoms[j], shift, d))
+    b_idx, i_idx, j_idx, shift, dist = (np.concatenate(column) for column in zip(*parts, strict=True))
+    return (
+        th.from_numpy(b_idx.astype(np.int64)),
+        th.from_numpy(i_idx.astype(np.int64)),
+        th.from_numpy(j_idx.astype(np.int64)),
+        th.from_numpy(shift.astype(np.float64)),
+        th.from_numpy(dist.astype(np.float64)),
+    )
+
+
+def _shell_cap_edges(
+    receiver: th.Tensor, dist: th.Tensor, n_receivers: int, max_neighbors: int, shell_tol: float
+) -> th.Tensor:
+    """:func:`_shell_cap` on an edge list: mask of the edges within the shell of their receiver's k-th neighbour."""
+    if receiver.numel() == 0:
+        return th.ones(0, dtype=th.bool, device=receiver.device)
+    order = th.argsort(dist, stable=True)
+    order = order[th.argsort(receiver[order], stable=True)]  # by receiver, then by distance
+    counts = th.bincount(receiver, minlength=n_receivers)
+    starts = th.cumsum(counts, 0) - counts
+    kth_pos = (starts + max_neighbors - 1).clamp_max(receiver.numel() - 1)
+    kth = th.where(counts >= max_neighbors, dist[order][kth_pos], th.full_like(starts, math.inf, dtype=dist.dtype))
+    return dist <= kth[receiver] + shell_tol
+
+
+def periodic_radius_graph(
+    positions: th.Tensor,
+    cell: th.Tensor,
+    mask: th.Tensor,
+    r_max: float = 5.0,
+    max_neighbors: int | None = None,
+    shell_tol: float = 1e-3,
+    method: str = "auto",
+) -> PeriodicGraph:
+    """All pairs (i, j, T) of real atoms with ``0 < |r_j + T - r_i| < r_max`` over periodic images.
+
+    An atom is paired with its own images (``i == j, T != 0``); the zero self-vector is excluded. Positions need not
+    be wrapped into the cell. The candidate search is done in float64 (exact shell boundaries), the edge vectors are
+    recomputed from the unwrapped input positions in their dtype (so translating the input is exact).
+
+    Two searches give the same edges (in a different order): ``"dense"`` tries every pair and image shift at once in
+    torch, on the input's device (``O(N_max^2 * images)`` memory, fastest for the small cells of training);
+    ``"library"`` runs matscipy's linked-cell neighbour list per structure on the CPU (``O(N)``, for supercells).
+    ``"auto"`` picks ``"library"`` when ``N_max^2 * images`` exceeds :data:`DENSE_MAX_CANDIDATES`.
+
+    :param positions: (B, N, 3) Cartesian positions (Å), padded rows arbitrary
+    :param cell: (B, 3, 3) lattice vectors as rows
+    :param mask: (B, N) 1 for real atoms, 0 for padding
+    :param r_max: cutoff radius (Å)
+    :param max_neighbors: optional cap on neighbours per atom. It never cuts through a distance shell: all neighbours
+        within ``shell_tol`` of the k-th nearest one are kept, so the graph keeps the crystal's symmetry.
+    :param shell_tol: distance tolerance (Å) defining a shell for ``max_neighbors``
+    :param method: ``"auto"``, ``"dense"`` or ``"library"``
+    :return: the flat graph
+    """
+    if method not in GRAPH_METHODS:
+        raise ValueError(f"method must be one of {GRAPH_METHODS}, got {method!r}")
+    n_structures, n_max, _ = positions.shape
+    device, dtype = positions.device, positions.dtype
+    real = mask > 0.5
+    pos = positions.detach().double()
+    lat = cell.detach().double()
+    # wrap into the cell: edge vectors are unchanged (only the image index changes) and the image range is bounded
+    pos_wrapped, frac_floor = _wrap(pos, lat)
+
+    if method == "auto":
+        n_images = math.prod(2 * n + 1 for n in image_range(lat, r_max))
+        method = "library" if n_max * n_max * n_images > DENSE_MAX_CANDIDATES else "dense"
+    if method == "dense":
+        b_idx, i_idx, j_idx, shift, dist = _dense_candidates(pos_wrapped, lat, real, r_max, max_neighbors, shell_tol)
+    else:
+        b_idx, i_idx, j_idx, shift, dist = (t.to(device) for t in _library_candidates(pos_wrapped, lat, real, r_max))
+        if max_neighbors is not None:
+            keep = _shell_cap_edges(b_idx * n_max + i_idx, dist, n_structures * n_max, max_neighbors, shell_tol)
+            b_idx, i_idx, j_idx, shift = b_idx[keep], i_idx[keep], j_idx[keep], shift[keep]
+
     # recompute vectors from the unwrapped positions (exact translation of the input, no wrap round-off)
-    image = shifts[s_idx] + frac_floor[b_idx, i_idx] - frac_floor[b_idx, j_idx]
+    image = shift + frac_floor[b_idx, i_idx] - frac_floor[b_idx, j_idx]
     edge_vec = positions[b_idx, j_idx] - positions[b_idx, i_idx] + th.einsum("ek,ekx->ex", image.to(dtype), cell[b_idx])
     edge_vec = edge_vec.detach()
     edge_len = edge_vec.norm(dim=-1)

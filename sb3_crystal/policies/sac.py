@@ -33,6 +33,7 @@ from sb3_crystal.policies.td3 import (
     PassThroughExtractor,
     TFNCritic,
     check_crystal_spaces,
+    fused_adam_kwargs,
     resolve_tfn_kwargs,
 )
 from sb3_crystal.policies.tfn import CrystalNodeEncoder, GraphCache, radial_squash, safe_norm
@@ -207,7 +208,7 @@ class CrystalTFNSACPolicy(SACPolicy):
             features_extractor_kwargs=features_extractor_kwargs,
             normalize_images=normalize_images,
             optimizer_class=optimizer_class,
-            optimizer_kwargs=optimizer_kwargs,
+            optimizer_kwargs=fused_adam_kwargs(optimizer_class, optimizer_kwargs),
             n_critics=n_critics,
             share_features_extractor=share_features_extractor,
         )

@@ -15,7 +15,7 @@ Two presets (see :data:`TFN_PRESETS`):
 """
 
 import math
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import torch as th
 from e3nn import o3
@@ -195,6 +195,96 @@ class CrystalNodeEncoder(nn.Module):
         return x.reshape(n_nodes, -1) * obs["mask"].reshape(n_nodes, 1)
 
 
+class DepthwiseTensorProductL1:
+    """Depthwise (``"uvu"``) tensor product of ``{mul}x0e + {mul}x1o`` node features with ``1x0e + 1x1o`` edge
+    harmonics, computed with plain products and dot products instead of e3nn's Wigner-3j contractions.
+
+    It reproduces an e3nn :class:`~e3nn.o3.TensorProduct` (same instructions, weight layout, output layout and path
+    normalisation: the constants are read off the e3nn module by probing it once) and is cheaper on small graphs,
+    where e3nn's broadcast contractions weigh on a TD3 update. Four path types exist at ``l ≤ 1``:
+    ``0e x 0e -> 0e``, ``0e x 1o -> 1o``, ``1o x 0e -> 1o`` and ``1o x 1o -> 0e``. Not a module: it holds no
+    parameters, so state dicts stay those of the e3nn module it mirrors.
+
+    :param paths: per instruction, in e3nn's (weight) order: ``(kind, index in irreps_in1, index in irreps_in2,
+        output slot, mul)``; every output slot is filled by exactly one path
+    :param in1_dims: dimension of every irrep of ``irreps_in1``
+    :param in2_dims: dimension of every irrep of ``irreps_in2``
+    """
+
+    KINDS: ClassVar[dict[tuple, str]] = {
+        ((0, 1), (0, 1), (0, 1)): "ss",
+        ((0, 1), (1, -1), (1, -1)): "sv",
+        ((1, -1), (0, 1), (1, -1)): "vs",
+        ((1, -1), (1, -1), (0, 1)): "vv",
+    }
+
+    def __init__(self, paths: list[tuple[str, int, int, int, int]], in1_dims: list[int], in2_dims: list[int]) -> None:
+        self.paths = paths
+        self.in1_dims = in1_dims
+        self.in2_dims = in2_dims
+        self.weight_sizes = [mul for *_, mul in paths]
+        self.constants = [1.0] * len(paths)
+
+    @classmethod
+    def from_e3nn(cls, tp: o3.TensorProduct) -> "DepthwiseTensorProductL1 | None":
+        """The fast equivalent of ``tp``, or ``None`` when ``tp`` has a path this class does not cover.
+
+        :param tp: an e3nn tensor product with per-edge weights and ``uvu`` instructions of ``l ≤ 1``
+        """
+        if tp.internal_weights or tp.shared_weights:
+            return None
+        irreps_in1, irreps_in2, irreps_out = tp.irreps_in1, tp.irreps_in2, tp.irreps_out
+        paths = []
+        for ins in tp.instructions:
+            (mul1, ir1), (mul2, ir2), (mul_out, ir_out) = irreps_in1[ins.i_in1], irreps_in2[ins.i_in2], irreps_out[ins.i_out]
+            kind = cls.KINDS.get(((ir1.l, ir1.p), (ir2.l, ir2.p), (ir_out.l, ir_out.p)))
+            if kind is None or ins.connection_mode != "uvu" or not ins.has_weight or mul2 != 1 or mul_out != mul1:
+                return None
+            paths.append((kind, ins.i_in1, ins.i_in2, ins.i_out, mul1))
+        if sorted(path[3] for path in paths) != list(range(len(irreps_out))):
+            return None
+        fast = cls(paths, [mul_ir.dim for mul_ir in irreps_in1], [mul_ir.dim for mul_ir in irreps_in2])
+        # path constants: run both once in float64 with unit weights and random inputs
+        generator = th.Generator().manual_seed(0)
+        x = th.randn(1, irreps_in1.dim, generator=generator, dtype=th.float64)
+        y = th.randn(1, irreps_in2.dim, generator=generator, dtype=th.float64)
+        weight = th.ones(1, tp.weight_numel, dtype=th.float64)
+        reference = tp.to(th.float64)(x, y, weight)
+        tp.to(th.float32)
+        raw = fast(x, y, weight)
+        for k, path in enumerate(paths):
+            out = irreps_out.slices()[path[3]]
+            fast.constants[k] = float((reference[0, out] / raw[0, out]).nanmean())
+        if not th.allclose(fast(x, y, weight), reference, atol=1e-10):
+            return None
+        return fast
+
+    def __call__(self, x: th.Tensor, y: th.Tensor, weight: th.Tensor) -> th.Tensor:
+        """:param x: (E, irreps_in1.dim) node features of the senders
+        :param y: (E, irreps_in2.dim) harmonics of the edge vectors
+        :param weight: (E, weight_numel) per-edge path weights
+        :return: (E, irreps_out.dim)
+        """
+        n_edges = x.shape[0]
+        # split once (one backward op each) instead of slicing per path
+        x_parts, y_parts = x.split(self.in1_dims, dim=-1), y.split(self.in2_dims, dim=-1)
+        w_parts = weight.split(self.weight_sizes, dim=-1)
+        out: list[th.Tensor] = [x] * len(self.paths)
+        for (kind, i1, i2, slot, mul), w, constant in zip(self.paths, w_parts, self.constants, strict=True):
+            w = w * constant  # (E, mul)
+            x_part, y_part = x_parts[i1], y_parts[i2]
+            if kind == "ss":
+                value = w * x_part * y_part
+            elif kind == "sv":
+                value = ((w * x_part).unsqueeze(-1) * y_part.unsqueeze(1)).reshape(n_edges, 3 * mul)
+            elif kind == "vs":
+                value = (x_part.reshape(n_edges, mul, 3) * (w * y_part).unsqueeze(-1)).reshape(n_edges, 3 * mul)
+            else:  # the 1o x 1o -> 0e path is a dot product
+                value = w * (x_part.reshape(n_edges, mul, 3) * y_part.unsqueeze(1)).sum(-1)
+            out[slot] = value
+        return th.cat(out, dim=-1)
+
+
 class EquivariantConvolution(nn.Module):
     """Point convolution ``x_i' = SC(x_i) + Lin2( sum_j c(r_ij) TP(Lin1(x_j), Y(r_ij); w(r_ij)) / sqrt(avg_neigh) )``.
 
@@ -255,6 +345,8 @@ class EquivariantConvolution(nn.Module):
         else:
             raise ValueError(f"tp_mode must be 'uvu' or 'uvw', got {tp_mode!r}")
         self.irreps_mid = self.tp.irreps_out
+        #: the same tensor product without e3nn's generic contractions, when every path has l ≤ 1 (the default preset)
+        self.fast_tp = DepthwiseTensorProductL1.from_e3nn(self.tp) if tp_mode == "uvu" else None
         self.radial_mlp = FullyConnectedNet([num_basis, radial_neurons, self.tp.weight_numel], F.silu)
         self.lin2 = o3.Linear(self.irreps_mid, self.irreps_node_output)
 
@@ -263,7 +355,11 @@ class EquivariantConvolution(nn.Module):
         # the TP is linear in its weights: applying the smooth cutoff there is cheaper than on the messages
         weight = self.radial_mlp(edges.edge_radial) * graph.edge_cutoff.unsqueeze(-1)
         # index_select (backward = index_add_) is much faster on CPU than advanced indexing (backward = index_put_)
-        messages = self.tp(th.index_select(self.lin1(x), 0, graph.edge_src), edges.edge_sh, weight)
+        x_src = th.index_select(self.lin1(x), 0, graph.edge_src)
+        if self.fast_tp is not None:
+            messages = self.fast_tp(x_src, edges.edge_sh, weight)
+        else:
+            messages = self.tp(x_src, edges.edge_sh, weight)
         aggregated = scatter_sum(messages, graph.edge_dst, x.shape[0]) / math.sqrt(self.avg_num_neighbors)
         return self.self_connection(x) + self.lin2(aggregated)
 

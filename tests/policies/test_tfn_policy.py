@@ -136,3 +136,32 @@ def test_td3_learn_save_load(tmp_path, policy_ref):
     loaded = TD3.load(tmp_path / "td3_tfn", env=env)
     np.testing.assert_array_equal(loaded.predict(obs, deterministic=True)[0], action)
     assert loaded.policy.tfn_kwargs == model.policy.tfn_kwargs
+
+
+@pytest.mark.parametrize(
+    ("irreps_in", "irreps_out"),
+    [("24x0e+2x1o", "16x0e+8x1o"), ("16x0e+1x1o", "16x0e+8x1o"), ("8x0e+8x1o", "1x1o"), ("8x0e+8x1o", "1x0e")],
+)
+def test_fast_depthwise_tensor_product_matches_e3nn(irreps_in, irreps_out):
+    from sb3_crystal.policies.tfn import EquivariantConvolution
+
+    conv = EquivariantConvolution(irreps_in, "1x0e+1x1o", irreps_out, num_basis=4, radial_neurons=8)
+    assert conv.fast_tp is not None
+    g = th.Generator().manual_seed(0)
+    x = th.randn(40, conv.tp.irreps_in1.dim, generator=g, requires_grad=True)
+    y = th.randn(40, 4, generator=g)
+    w = th.randn(40, conv.tp.weight_numel, generator=g, requires_grad=True)
+    fast, reference = conv.fast_tp(x, y, w), conv.tp(x, y, w)
+    th.testing.assert_close(fast, reference, atol=1e-5, rtol=1e-5)
+    upstream = th.randn(fast.shape, generator=g)
+    grads_fast = th.autograd.grad((fast * upstream).sum(), (x, w))
+    grads_reference = th.autograd.grad((reference * upstream).sum(), (x, w))
+    for a, b in zip(grads_fast, grads_reference, strict=True):
+        th.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_fast_tensor_product_only_where_it_applies():
+    from sb3_crystal.policies.tfn import EquivariantConvolution
+
+    assert EquivariantConvolution("8x0e+8x1o+8x2e", "1x0e+1x1o+1x2e", "8x0e+8x1o", 4, 8).fast_tp is None
+    assert EquivariantConvolution("8x0e+8x1o", "1x0e+1x1o", "8x0e+8x1o", 4, 8, tp_mode="uvw").fast_tp is None
