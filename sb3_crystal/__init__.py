@@ -10,7 +10,7 @@ from sb3_crystal.policies import CrystalCGCNNPolicy, CrystalTFNPolicy, register_
 
 __version__ = (Path(__file__).parent / "version.txt").read_text().strip()
 
-# TD3("CrystalTFNPolicy", env), SAC("CrystalTFNPolicy", env), TD3("CrystalCGCNNPolicy", env)
+# TD3(...) and SAC(...) with "CrystalTFNPolicy" or "CrystalCGCNNPolicy"
 register_policy_aliases()
 
 if "rl_zoo3" in sys.modules:
