@@ -50,7 +50,16 @@ TD3_SETTINGS = {
 }
 
 
-def train(variant: str, steps: int, seed: int, out: Path, action_scale: str = "force", expert_episodes: int = 0) -> None:
+def train(
+    variant: str,
+    steps: int,
+    seed: int,
+    out: Path,
+    action_scale: str = "force",
+    expert_episodes: int = 0,
+    policy_kwargs: dict | None = None,
+    tag: str = "",
+) -> RelaxationEvalCallback:
     th.set_num_threads(1)
     reward = {"reward": "hybrid", "reward_weights": (1.0, 0.0, 0.5), "epsilon": FINAL_EPSILON}
     env = CrystalRelaxEnv(**ENV, **reward, action_scale=action_scale)
@@ -61,8 +70,8 @@ def train(variant: str, steps: int, seed: int, out: Path, action_scale: str = "f
         "curriculum": {"state_noise": {"level": 0.2}},
         "curriculum_action_noise": {"action_noise": NormalActionNoise(np.zeros(n_actions), 0.1 * np.ones(n_actions))},
     }[variant]
-    model = CrystalTD3("CrystalTFNPolicy", env, seed=seed, **TD3_SETTINGS, **exploration)
-    name = f"{variant}_{action_scale}{f'_expert{expert_episodes}' if expert_episodes else ''}_s{seed}"
+    model = CrystalTD3("CrystalTFNPolicy", env, seed=seed, policy_kwargs=policy_kwargs, **TD3_SETTINGS, **exploration)
+    name = f"{variant}_{action_scale}{f'_expert{expert_episodes}' if expert_episodes else ''}{tag}_s{seed}"
     evaluation = RelaxationEvalCallback(
         eval_freq=1000,
         n_episodes=20,
@@ -85,6 +94,7 @@ def train(variant: str, steps: int, seed: int, out: Path, action_scale: str = "f
         json.dumps({"variant": variant, "steps": steps, "seed": seed, "wall_s": time.time() - start})
     )
     print(f"{name}: {steps} steps in {time.time() - start:.0f} s")
+    return evaluation
 
 
 def plot(folder: Path, n_starts: int = 50, compare: bool = True) -> None:

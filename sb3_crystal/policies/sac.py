@@ -21,7 +21,6 @@ from typing import Any
 
 import torch as th
 from gymnasium import spaces
-from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from stable_baselines3.sac.policies import LOG_STD_MAX, LOG_STD_MIN, SACPolicy
@@ -29,14 +28,19 @@ from torch import nn
 from torch.nn import functional as F
 
 from sb3_crystal.policies.td3 import (
+    CrystalActorBase,
     CrystalGraphMixin,
+    CrystalPolicyMixin,
     PassThroughExtractor,
-    TFNCritic,
-    check_crystal_spaces,
-    fused_adam_kwargs,
+    TFNPolicyMixin,
     resolve_tfn_kwargs,
 )
 from sb3_crystal.policies.tfn import CrystalNodeEncoder, GraphCache, radial_squash, safe_norm
+
+
+def tanh_log_det(u: th.Tensor) -> th.Tensor:
+    """``log(1 - tanh(u)^2)``, elementwise, stable for large ``|u|``."""
+    return 2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))
 
 
 def radial_squash_log_det(v: th.Tensor) -> th.Tensor:
@@ -46,12 +50,26 @@ def radial_squash_log_det(v: th.Tensor) -> th.Tensor:
     :return: (...)
     """
     r = safe_norm(v).squeeze(-1)
-    log_dtanh = 2.0 * (math.log(2.0) - r - F.softplus(-2.0 * r))  # log(1 - tanh(r)^2)
-    return log_dtanh + 2.0 * th.log(th.tanh(r) / r)
+    return tanh_log_det(r) + 2.0 * th.log(th.tanh(r) / r)
 
 
-class TFNSACActor(CrystalGraphMixin, BasePolicy):
-    """Stochastic equivariant actor: per atom ``mu`` (``1x1o``) and ``log_std`` (``1x0e``) from one TFN.
+def masked_log_prob(per_atom: th.Tensor, mask: th.Tensor) -> th.Tensor:
+    """Sum of per-atom log-densities over real atoms, rescaled by ``N_max / n_real`` (see the module docstring).
+
+    :param per_atom: (B, N) log-density of each atom's action
+    :param mask: (B, N) 1 real / 0 padding
+    :return: (B,)
+    """
+    per_atom = per_atom * mask
+    return per_atom.sum(dim=1) * (per_atom.shape[1] / mask.sum(dim=1).clamp_min(1.0))
+
+
+class CrystalSACActorBase(CrystalActorBase):
+    """What every stochastic crystal actor shares: per atom, a Gaussian sample ``mean + std * noise``, squashed into
+    the action bound, zero on padding; the log-probability is masked and rescaled by :func:`masked_log_prob`.
+
+    Subclasses build their network (and ``log_std_offset``) after calling this constructor and implement
+    :meth:`get_action_dist_params`, :meth:`_squash` and :meth:`_log_prob_per_atom`.
 
     :param observation_space: crystal Dict observation space
     :param action_space: ``Box(-1, 1, (3 * N_max,))``
@@ -60,8 +78,7 @@ class TFNSACActor(CrystalGraphMixin, BasePolicy):
     :param normalize_images: must stay False
     :param log_std_init: initial value of the learned ``log_std`` offset
     :param graph_cache: graph cache shared with the other networks of the policy
-    :param tfn_kwargs: TFN hyperparameters
-    :param use_sde: must be False (gSDE is not equivariant here)
+    :param use_sde: must be False (gSDE is not supported)
     :param kwargs: other ``SACPolicy.actor_kwargs`` (``net_arch``, ``activation_fn``, ``use_expln``, ``clip_mean``),
         ignored
     """
@@ -75,38 +92,66 @@ class TFNSACActor(CrystalGraphMixin, BasePolicy):
         normalize_images: bool = False,
         log_std_init: float = -1.0,
         graph_cache: GraphCache | None = None,
-        tfn_kwargs: dict[str, Any] | None = None,
         use_sde: bool = False,
         **kwargs: Any,
     ) -> None:
-        super().__init__(
-            observation_space,
-            action_space,
-            features_extractor=features_extractor,
-            normalize_images=normalize_images,
-            squash_output=True,
-        )
+        super().__init__(observation_space, action_space, features_extractor, features_dim, normalize_images, graph_cache)
         if use_sde:
-            raise ValueError("gSDE is not supported by the equivariant SAC actor")
-        self.n_max = check_crystal_spaces(observation_space, action_space)
-        self.features_dim = features_dim
+            raise ValueError(f"gSDE is not supported by the crystal SAC actors ({type(self).__name__})")
         self.log_std_init = log_std_init
         self.use_sde = False
-        self.tfn_kwargs = resolve_tfn_kwargs(**(tfn_kwargs or {}))
-        self.graph_cache = graph_cache if graph_cache is not None else GraphCache()
-        self.encoder = CrystalNodeEncoder(self.tfn_kwargs["species_dim"], self.tfn_kwargs["force_basis"])
-        self.tfn = self._make_tfn(self.encoder.irreps_node_input, "1x0e+1x1o")
-        self.log_std_offset = nn.Parameter(th.tensor(float(log_std_init)))
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
-        data = super()._get_constructor_parameters()
-        data.update(
-            features_dim=self.features_dim,
-            features_extractor=self.features_extractor,
-            log_std_init=self.log_std_init,
-            tfn_kwargs=self.tfn_kwargs,
-        )
-        return data
+        return {**super()._get_constructor_parameters(), "log_std_init": self.log_std_init}
+
+    def get_action_dist_params(self, obs: PyTorchObs) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
+        """:return: mean (B, N, 3), log_std (B, N, 1 or 3), mask (B, N)"""
+        raise NotImplementedError
+
+    def _squash(self, pre_squash: th.Tensor) -> th.Tensor:
+        """Per-atom squash of the (B, N, 3) Gaussian sample into the action bound."""
+        raise NotImplementedError
+
+    def _log_prob_per_atom(self, pre_squash: th.Tensor, noise: th.Tensor, log_std: th.Tensor) -> th.Tensor:
+        """:return: (B, N) log-density of each atom's squashed action"""
+        raise NotImplementedError
+
+    def _sample(self, obs: PyTorchObs, deterministic: bool) -> tuple[th.Tensor, th.Tensor, th.Tensor, th.Tensor, th.Tensor]:
+        mean, log_std, mask = self.get_action_dist_params(obs)
+        noise = th.zeros_like(mean) if deterministic else th.randn_like(mean)
+        pre_squash = mean + log_std.exp() * noise
+        actions = self._squash(pre_squash) * mask.unsqueeze(-1)
+        return actions.reshape(actions.shape[0], -1), pre_squash, noise, log_std, mask
+
+    def forward(self, obs: PyTorchObs, deterministic: bool = False) -> th.Tensor:
+        return self._sample(obs, deterministic)[0]
+
+    def action_log_prob(self, obs: PyTorchObs) -> tuple[th.Tensor, th.Tensor]:
+        """Sample actions and their log-probability (masked, rescaled to ``N_max`` atoms, see the module docstring).
+
+        :return: actions (B, 3 * N_max), log_prob (B,)
+        """
+        actions, pre_squash, noise, log_std, mask = self._sample(obs, deterministic=False)
+        return actions, masked_log_prob(self._log_prob_per_atom(pre_squash, noise, log_std), mask)
+
+    def _predict(self, observation: PyTorchObs, deterministic: bool = False) -> th.Tensor:
+        return self(observation, deterministic)
+
+
+class TFNSACActor(CrystalGraphMixin, CrystalSACActorBase):
+    """Stochastic equivariant actor: per atom ``mu`` (``1x1o``) and ``log_std`` (``1x0e``) from one TFN.
+
+    :param args: see :class:`CrystalSACActorBase`
+    :param tfn_kwargs: TFN hyperparameters
+    :param kwargs: see :class:`CrystalSACActorBase`
+    """
+
+    def __init__(self, *args: Any, tfn_kwargs: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.tfn_kwargs = resolve_tfn_kwargs(**(tfn_kwargs or {}))
+        self.encoder = CrystalNodeEncoder(self.tfn_kwargs["species_dim"], self.tfn_kwargs["force_basis"])
+        self.tfn = self._make_tfn(self.encoder.irreps_node_input, "1x0e+1x1o")
+        self.log_std_offset = nn.Parameter(th.tensor(float(self.log_std_init)))
 
     def get_action_dist_params(self, obs: PyTorchObs) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
         """:return: mean (B, N, 3), log_std (B, N, 1), mask (B, N)"""
@@ -116,38 +161,17 @@ class TFNSACActor(CrystalGraphMixin, BasePolicy):
         log_std = (out[:, :1] + self.log_std_offset).clamp(LOG_STD_MIN, LOG_STD_MAX)
         return out[:, 1:].reshape(n_structures, -1, 3), log_std.reshape(n_structures, -1, 1), features["mask"]
 
-    def _sample(self, obs: PyTorchObs, deterministic: bool) -> tuple[th.Tensor, th.Tensor, th.Tensor, th.Tensor]:
-        mean, log_std, mask = self.get_action_dist_params(obs)
-        noise = th.zeros_like(mean) if deterministic else th.randn_like(mean)
-        pre_squash = mean + log_std.exp() * noise
-        actions = radial_squash(pre_squash) * mask.unsqueeze(-1)
-        return actions.reshape(actions.shape[0], -1), pre_squash, noise, log_std
+    def _squash(self, pre_squash: th.Tensor) -> th.Tensor:
+        return radial_squash(pre_squash)
 
-    def forward(self, obs: PyTorchObs, deterministic: bool = False) -> th.Tensor:
-        return self._sample(obs, deterministic)[0]
-
-    def action_log_prob(self, obs: PyTorchObs) -> tuple[th.Tensor, th.Tensor]:
-        """Sample actions and their log-probability (masked, rescaled to ``N_max`` atoms, see module docstring).
-
-        :return: actions (B, 3 * N_max), log_prob (B,)
-        """
-        features = self.extract_features(obs, self.features_extractor)
-        actions, pre_squash, noise, log_std = self._sample(features, deterministic=False)
-        mask = features["mask"]
+    def _log_prob_per_atom(self, pre_squash: th.Tensor, noise: th.Tensor, log_std: th.Tensor) -> th.Tensor:
         gaussian = -0.5 * (noise**2).sum(-1) - 3.0 * log_std.squeeze(-1) - 1.5 * math.log(2 * math.pi)
-        per_atom = (gaussian - radial_squash_log_det(pre_squash)) * mask
-        n_real = mask.sum(dim=1).clamp_min(1.0)
-        return actions, per_atom.sum(dim=1) * (per_atom.shape[1] / n_real)
-
-    def _predict(self, observation: PyTorchObs, deterministic: bool = False) -> th.Tensor:
-        return self(observation, deterministic)
+        return gaussian - radial_squash_log_det(pre_squash)
 
 
-class CrystalTFNSACPolicy(SACPolicy):
-    """SAC policy with an equivariant stochastic TFN actor and invariant twin TFN critics.
-
-    Registered as ``"CrystalTFNPolicy"`` for SAC. TFN hyperparameters as in
-    :class:`~sb3_crystal.policies.td3.CrystalTFNPolicy`.
+class CrystalSACPolicyBase(CrystalPolicyMixin, SACPolicy):
+    """SAC policy whose actor and twin critics are crystal networks, set up by a network mixin
+    (:class:`~sb3_crystal.policies.td3.TFNPolicyMixin` or :class:`~sb3_crystal.policies.cgcnn.CGCNNPolicyMixin`).
 
     :param observation_space: crystal Dict observation space
     :param action_space: ``Box(-1, 1, (3 * N_max,))``
@@ -155,9 +179,9 @@ class CrystalTFNSACPolicy(SACPolicy):
     :param net_arch: ignored
     :param activation_fn: ignored
     :param use_sde: must be False
-    :param log_std_init: initial per-atom ``log_std`` offset
+    :param log_std_init: initial ``log_std`` offset
     :param use_expln: ignored
-    :param clip_mean: ignored (the radial squash bounds the mean)
+    :param clip_mean: ignored (the squash bounds the mean)
     :param features_extractor_class: defaults to :class:`~sb3_crystal.policies.td3.PassThroughExtractor`
     :param features_extractor_kwargs: its kwargs
     :param normalize_images: must stay False
@@ -165,8 +189,7 @@ class CrystalTFNSACPolicy(SACPolicy):
     :param optimizer_kwargs: optimizer kwargs
     :param n_critics: number of critics
     :param share_features_extractor: as in SB3
-    :param tfn_preset: ``"small"`` (default) or ``"paper"``
-    :param tfn_overrides: explicit TFN hyperparameters
+    :param network_kwargs: the network hyperparameters (plain data, YAML-friendly), see the network mixin
     """
 
     def __init__(
@@ -187,12 +210,10 @@ class CrystalTFNSACPolicy(SACPolicy):
         optimizer_kwargs: dict[str, Any] | None = None,
         n_critics: int = 2,
         share_features_extractor: bool = False,
-        tfn_preset: str = "small",
-        **tfn_overrides: Any,
+        **network_kwargs: Any,
     ) -> None:
         # needed by make_actor/make_critic, which SACPolicy.__init__ calls through _build
-        self.tfn_preset = tfn_preset
-        self.tfn_kwargs = resolve_tfn_kwargs(tfn_preset, **tfn_overrides)
+        self._set_network_kwargs(**network_kwargs)
         self.graph_cache = GraphCache()
         super().__init__(
             observation_space,
@@ -208,20 +229,20 @@ class CrystalTFNSACPolicy(SACPolicy):
             features_extractor_kwargs=features_extractor_kwargs,
             normalize_images=normalize_images,
             optimizer_class=optimizer_class,
-            optimizer_kwargs=fused_adam_kwargs(optimizer_class, optimizer_kwargs),
+            optimizer_kwargs=self._optimizer_kwargs(optimizer_class, optimizer_kwargs),
             n_critics=n_critics,
             share_features_extractor=share_features_extractor,
         )
 
-    def _get_constructor_parameters(self) -> dict[str, Any]:
-        data = super()._get_constructor_parameters()
-        data.update(tfn_preset=self.tfn_preset, **self.tfn_kwargs)
-        return data
 
-    def make_actor(self, features_extractor: BaseFeaturesExtractor | None = None) -> TFNSACActor:
-        actor_kwargs = self._update_features_extractor(self.actor_kwargs, features_extractor)
-        return TFNSACActor(**actor_kwargs, graph_cache=self.graph_cache, tfn_kwargs=self.tfn_kwargs).to(self.device)
+class CrystalTFNSACPolicy(TFNPolicyMixin, CrystalSACPolicyBase):
+    """SAC policy with an equivariant stochastic TFN actor and invariant twin TFN critics.
 
-    def make_critic(self, features_extractor: BaseFeaturesExtractor | None = None) -> TFNCritic:
-        critic_kwargs = self._update_features_extractor(self.critic_kwargs, features_extractor)
-        return TFNCritic(**critic_kwargs, graph_cache=self.graph_cache, tfn_kwargs=self.tfn_kwargs).to(self.device)
+    Registered as ``"CrystalTFNPolicy"`` for SAC. TFN hyperparameters as in
+    :class:`~sb3_crystal.policies.td3.CrystalTFNPolicy`; other parameters: see :class:`CrystalSACPolicyBase`.
+
+    :param tfn_preset: ``"small"`` (default) or ``"paper"``
+    :param tfn_overrides: explicit TFN hyperparameters
+    """
+
+    actor_class = TFNSACActor

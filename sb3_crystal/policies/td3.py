@@ -107,7 +107,7 @@ class PassThroughExtractor(BaseFeaturesExtractor):
 
 
 class CrystalGraphMixin:
-    """Shared graph/edge-feature construction for crystal networks (needs ``self.tfn_kwargs``, ``self.graph_cache``)."""
+    """TFN graph/edge-feature construction for crystal networks (needs ``self.tfn_kwargs``, ``self.graph_cache``)."""
 
     tfn_kwargs: dict[str, Any]
     graph_cache: GraphCache
@@ -128,9 +128,14 @@ class CrystalGraphMixin:
             **{k: kw[k] for k in keys},
         )
 
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        return {**super()._get_constructor_parameters(), "tfn_kwargs": self.tfn_kwargs}  # type: ignore[misc]
 
-class TFNActor(CrystalGraphMixin, BasePolicy):
-    """Deterministic equivariant actor: one ``1x1o`` vector per atom, ``v * tanh|v| / |v|``, zero on padding.
+
+class CrystalActorBase(BasePolicy):
+    """What every crystal actor shares: space check, the policy's graph cache, output squashed into [-1, 1].
+
+    Subclasses build their network after calling this constructor.
 
     :param observation_space: crystal Dict observation space
     :param action_space: ``Box(-1, 1, (3 * N_max,))``
@@ -138,7 +143,6 @@ class TFNActor(CrystalGraphMixin, BasePolicy):
     :param features_dim: ignored (kept for SB3's ``_update_features_extractor``)
     :param normalize_images: must stay False
     :param graph_cache: graph cache shared with the other networks of the policy
-    :param tfn_kwargs: TFN hyperparameters (see :func:`resolve_tfn_kwargs`)
     :param net_arch: ignored (passed by ``TD3Policy``)
     :param activation_fn: ignored (passed by ``TD3Policy``)
     """
@@ -151,7 +155,6 @@ class TFNActor(CrystalGraphMixin, BasePolicy):
         features_dim: int = 1,
         normalize_images: bool = False,
         graph_cache: GraphCache | None = None,
-        tfn_kwargs: dict[str, Any] | None = None,
         net_arch: Any = None,
         activation_fn: Any = None,
     ) -> None:
@@ -164,36 +167,21 @@ class TFNActor(CrystalGraphMixin, BasePolicy):
         )
         self.n_max = check_crystal_spaces(observation_space, action_space)
         self.features_dim = features_dim
-        self.tfn_kwargs = resolve_tfn_kwargs(**(tfn_kwargs or {}))
         self.graph_cache = graph_cache if graph_cache is not None else GraphCache()
-        self.encoder = CrystalNodeEncoder(self.tfn_kwargs["species_dim"], self.tfn_kwargs["force_basis"])
-        self.tfn = self._make_tfn(self.encoder.irreps_node_input, "1x1o")
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
-        data.update(features_dim=self.features_dim, features_extractor=self.features_extractor, tfn_kwargs=self.tfn_kwargs)
+        data.update(features_dim=self.features_dim, features_extractor=self.features_extractor)
         return data
-
-    def displacement(self, obs: dict[str, th.Tensor]) -> th.Tensor:
-        """Unsquashed per-atom ``1x1o`` output, shape (B, N_max, 3)."""
-        n_structures = obs["positions"].shape[0]
-        vectors = self.tfn(self.encoder(obs), self._edges(obs))
-        return vectors.reshape(n_structures, -1, 3)  # slots from the observation: any padded size works
-
-    def forward(self, obs: PyTorchObs) -> th.Tensor:
-        obs = self.extract_features(obs, self.features_extractor)
-        actions = radial_squash(self.displacement(obs)) * obs["mask"].unsqueeze(-1)
-        return actions.reshape(actions.shape[0], -1)
 
     def _predict(self, observation: PyTorchObs, deterministic: bool = False) -> th.Tensor:
         return self(observation)
 
 
-class TFNCritic(CrystalGraphMixin, BaseModel):
-    """Twin (``n_critics``) invariant Q networks: per-atom action as ``1x1o`` + norm embedding, masked-mean pooling.
+class CrystalCriticBase(BaseModel):
+    """What every crystal twin critic shares: space check, the policy's graph cache, padded action slots zeroed.
 
-    The graph and its edge features are built once and shared by all Q networks. Padded action slots (random during
-    warm-up, noisy in TD3 target smoothing) are zeroed before use, so they cannot affect Q.
+    Subclasses build their ``n_critics`` Q networks after calling this constructor and implement :meth:`_q_values`.
 
     :param observation_space: crystal Dict observation space
     :param action_space: ``Box(-1, 1, (3 * N_max,))``
@@ -203,7 +191,6 @@ class TFNCritic(CrystalGraphMixin, BaseModel):
     :param n_critics: number of Q networks
     :param share_features_extractor: as in SB3 (irrelevant for the parameter-free pass-through)
     :param graph_cache: graph cache shared with the other networks of the policy
-    :param tfn_kwargs: TFN hyperparameters (see :func:`resolve_tfn_kwargs`)
     :param net_arch: ignored (passed by ``TD3Policy``)
     :param activation_fn: ignored (passed by ``TD3Policy``)
     """
@@ -218,7 +205,6 @@ class TFNCritic(CrystalGraphMixin, BaseModel):
         n_critics: int = 2,
         share_features_extractor: bool = False,
         graph_cache: GraphCache | None = None,
-        tfn_kwargs: dict[str, Any] | None = None,
         net_arch: Any = None,
         activation_fn: Any = None,
     ) -> None:
@@ -229,15 +215,7 @@ class TFNCritic(CrystalGraphMixin, BaseModel):
         self.features_dim = features_dim
         self.share_features_extractor = share_features_extractor
         self.n_critics = n_critics
-        self.tfn_kwargs = resolve_tfn_kwargs(**(tfn_kwargs or {}))
         self.graph_cache = graph_cache if graph_cache is not None else GraphCache()
-        kw = self.tfn_kwargs
-        self.q_encoders = nn.ModuleList(
-            CrystalNodeEncoder(kw["species_dim"], kw["force_basis"], action_basis=kw["action_basis"]) for _ in range(n_critics)
-        )
-        self.q_networks = nn.ModuleList(self._make_tfn(enc.irreps_node_input, "1x0e") for enc in self.q_encoders)
-        # invariant offset per critic: returns are far from 0 and the per-atom outputs have no bias
-        self.q_biases = nn.Parameter(th.zeros(n_critics))
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
@@ -246,17 +224,80 @@ class TFNCritic(CrystalGraphMixin, BaseModel):
             features_extractor=self.features_extractor,
             n_critics=self.n_critics,
             share_features_extractor=self.share_features_extractor,
-            tfn_kwargs=self.tfn_kwargs,
         )
         return data
 
-    def _q_values(self, obs: PyTorchObs, actions: th.Tensor, n_q: int) -> tuple[th.Tensor, ...]:
+    def _q_values(self, features: dict[str, th.Tensor], per_atom_actions: th.Tensor, n_q: int) -> tuple[th.Tensor, ...]:
+        """:return: the first ``n_q`` Q values, each (B, 1), from the features and the (B, N_max, 3) actions"""
+        raise NotImplementedError
+
+    def _q_forward(self, obs: PyTorchObs, actions: th.Tensor, n_q: int) -> tuple[th.Tensor, ...]:
         # same idiom as ContinuousCritic: no gradient into a features extractor shared with the actor
         with th.set_grad_enabled(not self.share_features_extractor):
             features = self.extract_features(obs, self.features_extractor)
+        mask = features["mask"]
+        return self._q_values(features, actions.reshape(mask.shape[0], -1, 3) * mask.unsqueeze(-1), n_q)
+
+    def forward(self, obs: PyTorchObs, actions: th.Tensor) -> tuple[th.Tensor, ...]:
+        """:return: ``n_critics`` tensors of shape (B, 1)"""
+        return self._q_forward(obs, actions, self.n_critics)
+
+    def q1_forward(self, obs: PyTorchObs, actions: th.Tensor) -> th.Tensor:
+        """Only the first Q network (TD3 actor loss)."""
+        return self._q_forward(obs, actions, 1)[0]
+
+
+class TFNActor(CrystalGraphMixin, CrystalActorBase):
+    """Deterministic equivariant actor: one ``1x1o`` vector per atom, ``v * tanh|v| / |v|``, zero on padding.
+
+    :param args: see :class:`CrystalActorBase`
+    :param tfn_kwargs: TFN hyperparameters (see :func:`resolve_tfn_kwargs`)
+    :param kwargs: see :class:`CrystalActorBase`
+    """
+
+    def __init__(self, *args: Any, tfn_kwargs: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.tfn_kwargs = resolve_tfn_kwargs(**(tfn_kwargs or {}))
+        self.encoder = CrystalNodeEncoder(self.tfn_kwargs["species_dim"], self.tfn_kwargs["force_basis"])
+        self.tfn = self._make_tfn(self.encoder.irreps_node_input, "1x1o")
+
+    def displacement(self, obs: dict[str, th.Tensor]) -> th.Tensor:
+        """Unsquashed per-atom ``1x1o`` output, shape (B, N_max, 3)."""
+        n_structures = obs["positions"].shape[0]
+        vectors = self.tfn(self.encoder(obs), self._edges(obs))
+        return vectors.reshape(n_structures, -1, 3)  # slots from the observation: any padded size works
+
+    def forward(self, obs: PyTorchObs) -> th.Tensor:
+        obs = self.extract_features(obs, self.features_extractor)
+        actions = radial_squash(self.displacement(obs)) * obs["mask"].unsqueeze(-1)
+        return actions.reshape(actions.shape[0], -1)
+
+
+class TFNCritic(CrystalGraphMixin, CrystalCriticBase):
+    """Twin (``n_critics``) invariant Q networks: per-atom action as ``1x1o`` + norm embedding, masked-mean pooling.
+
+    The graph and its edge features are built once and shared by all Q networks. Padded action slots (random during
+    warm-up, noisy in TD3 target smoothing) are zeroed before use, so they cannot affect Q.
+
+    :param args: see :class:`CrystalCriticBase`
+    :param tfn_kwargs: TFN hyperparameters (see :func:`resolve_tfn_kwargs`)
+    :param kwargs: see :class:`CrystalCriticBase`
+    """
+
+    def __init__(self, *args: Any, tfn_kwargs: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.tfn_kwargs = kw = resolve_tfn_kwargs(**(tfn_kwargs or {}))
+        self.q_encoders = nn.ModuleList(
+            CrystalNodeEncoder(kw["species_dim"], kw["force_basis"], action_basis=kw["action_basis"])
+            for _ in range(self.n_critics)
+        )
+        self.q_networks = nn.ModuleList(self._make_tfn(enc.irreps_node_input, "1x0e") for enc in self.q_encoders)
+        # invariant offset per critic: returns are far from 0 and the per-atom outputs have no bias
+        self.q_biases = nn.Parameter(th.zeros(self.n_critics))
+
+    def _q_values(self, features: dict[str, th.Tensor], per_atom_actions: th.Tensor, n_q: int) -> tuple[th.Tensor, ...]:
         edges = self._edges(features)
         mask = features["mask"]
-        per_atom_actions = actions.reshape(mask.shape[0], -1, 3) * mask.unsqueeze(-1)
         q_values = []
         for k in range(n_q):
             x = self.q_encoders[k](features, per_atom_actions)
@@ -264,20 +305,62 @@ class TFNCritic(CrystalGraphMixin, BaseModel):
             q_values.append(masked_mean(q_atoms, mask) + self.q_biases[k])
         return tuple(q_values)
 
-    def forward(self, obs: PyTorchObs, actions: th.Tensor) -> tuple[th.Tensor, ...]:
-        """:return: ``n_critics`` tensors of shape (B, 1)"""
-        return self._q_values(obs, actions, self.n_critics)
 
-    def q1_forward(self, obs: PyTorchObs, actions: th.Tensor) -> th.Tensor:
-        """Only the first Q network (TD3 actor loss)."""
-        return self._q_values(obs, actions, 1)[0]
+class CrystalPolicyMixin:
+    """``make_actor``/``make_critic`` of the crystal policies: actor, critics and targets share ``graph_cache``.
+
+    A subclass names its ``actor_class`` and ``critic_class``, keeps its plain-data hyperparameters in
+    :meth:`_set_network_kwargs` (called before SB3 builds the networks) and hands them on in :meth:`_network_kwargs`.
+    ``fuse_adam``: run Adam/AdamW fused (see :func:`fused_adam_kwargs`).
+    """
+
+    actor_class: type[BasePolicy]
+    critic_class: type[BaseModel]
+    fuse_adam: bool
+    graph_cache: GraphCache
+
+    def _set_network_kwargs(self, **overrides: Any) -> None:
+        raise NotImplementedError
+
+    def _network_kwargs(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _optimizer_kwargs(
+        self, optimizer_class: type[th.optim.Optimizer], optimizer_kwargs: dict[str, Any] | None
+    ) -> dict[str, Any] | None:
+        return fused_adam_kwargs(optimizer_class, optimizer_kwargs) if self.fuse_adam else optimizer_kwargs
+
+    def make_actor(self, features_extractor: BaseFeaturesExtractor | None = None) -> BasePolicy:
+        actor_kwargs = self._update_features_extractor(self.actor_kwargs, features_extractor)  # type: ignore[attr-defined]
+        actor = self.actor_class(**actor_kwargs, graph_cache=self.graph_cache, **self._network_kwargs())
+        return actor.to(self.device)  # type: ignore[attr-defined]
+
+    def make_critic(self, features_extractor: BaseFeaturesExtractor | None = None) -> BaseModel:
+        critic_kwargs = self._update_features_extractor(self.critic_kwargs, features_extractor)  # type: ignore[attr-defined]
+        critic = self.critic_class(**critic_kwargs, graph_cache=self.graph_cache, **self._network_kwargs())
+        return critic.to(self.device)  # type: ignore[attr-defined]
 
 
-class CrystalTFNPolicy(TD3Policy):
-    """TD3 policy with an E(3)-equivariant TFN actor and invariant twin TFN critics for crystal relaxation.
+class TFNPolicyMixin:
+    """TFN networks for a crystal policy (TD3 or SAC): hyperparameters from a preset and overrides, fused Adam."""
 
-    All TFN hyperparameters are plain data (YAML-friendly ``policy_kwargs``); start from a preset and override:
-    ``policy_kwargs=dict(tfn_preset="paper")`` or ``dict(mul=16, lmax=2)``.
+    critic_class = TFNCritic
+    fuse_adam = True
+
+    def _set_network_kwargs(self, tfn_preset: str = "small", **tfn_overrides: Any) -> None:
+        self.tfn_preset = tfn_preset
+        self.tfn_kwargs = resolve_tfn_kwargs(tfn_preset, **tfn_overrides)
+
+    def _network_kwargs(self) -> dict[str, Any]:
+        return {"tfn_kwargs": self.tfn_kwargs}
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        return {**super()._get_constructor_parameters(), "tfn_preset": self.tfn_preset, **self.tfn_kwargs}  # type: ignore[misc]
+
+
+class CrystalTD3PolicyBase(CrystalPolicyMixin, TD3Policy):
+    """TD3 policy whose actor and twin critics are crystal networks, set up by a network mixin
+    (:class:`TFNPolicyMixin` or :class:`~sb3_crystal.policies.cgcnn.CGCNNPolicyMixin`).
 
     :param observation_space: crystal Dict observation space (``positions, cell, forces, species, mask``)
     :param action_space: ``Box(-1, 1, (3 * N_max,))``
@@ -291,10 +374,7 @@ class CrystalTFNPolicy(TD3Policy):
     :param optimizer_kwargs: optimizer kwargs
     :param n_critics: number of critics
     :param share_features_extractor: as in SB3
-    :param tfn_preset: ``"small"`` (default, cheap on CPU) or ``"paper"``
-    :param tfn_overrides: explicit TFN hyperparameters, see :data:`TFN_DEFAULTS` (``r_max``, ``n_layers``, ``mul``,
-        ``lmax``, ``full_parity``, ``num_basis``, ``radial_neurons``, ``tp_mode``, ``avg_num_neighbors``,
-        ``irreps_node_hidden``, ``max_neighbors``, ``species_dim``, ``force_basis``, ``action_basis``)
+    :param network_kwargs: the network hyperparameters (plain data, YAML-friendly), see the network mixin
     """
 
     def __init__(
@@ -311,12 +391,10 @@ class CrystalTFNPolicy(TD3Policy):
         optimizer_kwargs: dict[str, Any] | None = None,
         n_critics: int = 2,
         share_features_extractor: bool = False,
-        tfn_preset: str = "small",
-        **tfn_overrides: Any,
+        **network_kwargs: Any,
     ) -> None:
         # needed by make_actor/make_critic, which TD3Policy.__init__ calls through _build
-        self.tfn_preset = tfn_preset
-        self.tfn_kwargs = resolve_tfn_kwargs(tfn_preset, **tfn_overrides)
+        self._set_network_kwargs(**network_kwargs)
         self.graph_cache = GraphCache()
         super().__init__(
             observation_space,
@@ -328,20 +406,23 @@ class CrystalTFNPolicy(TD3Policy):
             features_extractor_kwargs=features_extractor_kwargs,
             normalize_images=normalize_images,
             optimizer_class=optimizer_class,
-            optimizer_kwargs=fused_adam_kwargs(optimizer_class, optimizer_kwargs),
+            optimizer_kwargs=self._optimizer_kwargs(optimizer_class, optimizer_kwargs),
             n_critics=n_critics,
             share_features_extractor=share_features_extractor,
         )
 
-    def _get_constructor_parameters(self) -> dict[str, Any]:
-        data = super()._get_constructor_parameters()
-        data.update(tfn_preset=self.tfn_preset, **self.tfn_kwargs)
-        return data
 
-    def make_actor(self, features_extractor: BaseFeaturesExtractor | None = None) -> TFNActor:
-        actor_kwargs = self._update_features_extractor(self.actor_kwargs, features_extractor)
-        return TFNActor(**actor_kwargs, graph_cache=self.graph_cache, tfn_kwargs=self.tfn_kwargs).to(self.device)
+class CrystalTFNPolicy(TFNPolicyMixin, CrystalTD3PolicyBase):
+    """TD3 policy with an E(3)-equivariant TFN actor and invariant twin TFN critics for crystal relaxation.
 
-    def make_critic(self, features_extractor: BaseFeaturesExtractor | None = None) -> TFNCritic:
-        critic_kwargs = self._update_features_extractor(self.critic_kwargs, features_extractor)
-        return TFNCritic(**critic_kwargs, graph_cache=self.graph_cache, tfn_kwargs=self.tfn_kwargs).to(self.device)
+    All TFN hyperparameters are plain data (YAML-friendly ``policy_kwargs``); start from a preset and override:
+    ``policy_kwargs=dict(tfn_preset="paper")`` or ``dict(mul=16, lmax=2)``. Other parameters: see
+    :class:`CrystalTD3PolicyBase`.
+
+    :param tfn_preset: ``"small"`` (default, cheap on CPU) or ``"paper"``
+    :param tfn_overrides: explicit TFN hyperparameters, see :data:`TFN_DEFAULTS` (``r_max``, ``n_layers``, ``mul``,
+        ``lmax``, ``full_parity``, ``num_basis``, ``radial_neurons``, ``tp_mode``, ``avg_num_neighbors``,
+        ``irreps_node_hidden``, ``max_neighbors``, ``species_dim``, ``force_basis``, ``action_basis``)
+    """
+
+    actor_class = TFNActor

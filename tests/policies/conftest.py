@@ -7,6 +7,9 @@ import numpy as np
 import pytest
 import torch as th
 from gymnasium import spaces
+from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+
+from sb3_crystal.policies import register_policy_aliases
 
 B2_CELL = np.eye(3) * 2.85
 B2_FRAC = np.array([[0.0, 0.0, 0.0], [0.5, 0.5, 0.5]])
@@ -91,6 +94,25 @@ def random_obs_batch(n_max: int = 5, generator: th.Generator | None = None) -> d
     batch["forces"] = th.randn(batch["forces"].shape, generator=g) * mask
     batch["positions"] = batch["positions"] + 0.1 * th.randn(batch["positions"].shape, generator=g) * mask
     return batch
+
+
+def learn_save_load(
+    algo: type[OffPolicyAlgorithm], policy: str | type, policy_kwargs: dict, path
+) -> tuple[OffPolicyAlgorithm, OffPolicyAlgorithm, np.ndarray]:
+    """Train a tiny model on a B2 toy env (``n_max=4``), save and reload it, check the reloaded one acts the same.
+
+    :return: the model, the reloaded model, the model's deterministic action on ``env.reset(seed=3)``
+    """
+    register_policy_aliases()
+    env = ToyCrystalEnv(n_max=4)
+    model = algo(policy, env, learning_starts=32, batch_size=16, policy_kwargs=dict(policy_kwargs), seed=0)
+    model.learn(64)
+    obs, _ = env.reset(seed=3)
+    action, _ = model.predict(obs, deterministic=True)
+    model.save(path)
+    loaded = algo.load(path, env=env)
+    np.testing.assert_array_equal(loaded.predict(obs, deterministic=True)[0], action)
+    return model, loaded, action
 
 
 @pytest.fixture

@@ -4,11 +4,11 @@ import numpy as np
 import torch as th
 from stable_baselines3 import SAC
 
-from sb3_crystal.policies import CrystalTFNSACPolicy, register_policy_aliases
+from sb3_crystal.policies import CrystalTFNSACPolicy
 from sb3_crystal.policies.sac import radial_squash_log_det
 from sb3_crystal.policies.tfn import radial_squash
 
-from .conftest import TINY_TFN, ToyCrystalEnv, random_obs_batch, random_rotation
+from .conftest import TINY_TFN, ToyCrystalEnv, learn_save_load, random_obs_batch, random_rotation
 
 
 def test_log_det_matches_autograd_jacobian():
@@ -56,14 +56,6 @@ def test_sac_actor_equivariance_and_masking():
 
 
 def test_sac_learn_save_load(tmp_path):
-    register_policy_aliases()
-    env = ToyCrystalEnv(n_max=4)
-    model = SAC("CrystalTFNPolicy", env, learning_starts=32, batch_size=16, policy_kwargs=dict(TINY_TFN), seed=0)
+    model, _, action = learn_save_load(SAC, "CrystalTFNPolicy", TINY_TFN, tmp_path / "sac_tfn")
     assert isinstance(model.policy, CrystalTFNSACPolicy) and model.target_entropy == -12.0
-    model.learn(64)
-    obs, _ = env.reset(seed=3)
-    action, _ = model.predict(obs, deterministic=True)
     assert np.all(np.abs(action) <= 1) and np.all(action[6:] == 0)
-    model.save(tmp_path / "sac_tfn")
-    loaded = SAC.load(tmp_path / "sac_tfn", env=env)
-    np.testing.assert_array_equal(loaded.predict(obs, deterministic=True)[0], action)

@@ -6,7 +6,7 @@ from stable_baselines3 import SAC, TD3
 from sb3_crystal.policies import CrystalTFNPolicy, register_policy_aliases
 from sb3_crystal.policies.tfn import radial_squash
 
-from .conftest import TINY_TFN, ToyCrystalEnv, random_obs_batch, random_rotation
+from .conftest import TINY_TFN, ToyCrystalEnv, learn_save_load, random_obs_batch, random_rotation
 
 # second configuration exercising both parities, lmax 2, fully connected TPs, 2 gated layers
 TINY_PAPER_LIKE = dict(TINY_TFN, tfn_preset="paper", n_layers=2, mul=2, lmax=2, radial_neurons=8)
@@ -125,16 +125,8 @@ def test_policy_kwargs_validation():
 
 @pytest.mark.parametrize("policy_ref", ["CrystalTFNPolicy", CrystalTFNPolicy])
 def test_td3_learn_save_load(tmp_path, policy_ref):
-    register_policy_aliases()
-    env = ToyCrystalEnv(n_max=4)
-    model = TD3(policy_ref, env, learning_starts=32, batch_size=16, policy_kwargs=dict(TINY_TFN), seed=0)
-    model.learn(64)
-    obs, _ = env.reset(seed=3)
-    action, _ = model.predict(obs, deterministic=True)
+    model, loaded, action = learn_save_load(TD3, policy_ref, TINY_TFN, tmp_path / "td3_tfn")
     assert action.shape == (12,) and np.all(np.abs(action) <= 1) and np.all(action[6:] == 0)
-    model.save(tmp_path / "td3_tfn")
-    loaded = TD3.load(tmp_path / "td3_tfn", env=env)
-    np.testing.assert_array_equal(loaded.predict(obs, deterministic=True)[0], action)
     assert loaded.policy.tfn_kwargs == model.policy.tfn_kwargs
 
 
