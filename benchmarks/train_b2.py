@@ -5,7 +5,8 @@ Run by hand, one variant per process (two fit the 2-core machine side by side):
     python benchmarks/train_b2.py --variant state_noise --steps 25000 --seed 0 --out results/train_b2
     python benchmarks/train_b2.py --variant action_noise --steps 25000 --seed 0 --out results/train_b2
     python benchmarks/train_b2.py --variant curriculum --steps 25000 --seed 0 --out results/train_b2
-    python benchmarks/train_b2.py --variant curriculum_action_noise --steps 30000 --seed 0 --out results/train_b2
+    python benchmarks/train_b2.py --variant curriculum_action_noise --steps 30000 --seed 0 --out results/b2_target \\
+        --install                                             # the shipped "b2" agent (sb3_crystal/relax/b2_agent)
     python benchmarks/train_b2.py --plot results/train_b2     # learning curves + comparison with BFGS
 
 Each run logs its evaluations (20 fixed starts, β = 0.5 Å, ≤ 100 steps) to ``<out>/<variant>_s<seed>.csv``
@@ -147,6 +148,16 @@ def plot(folder: Path, n_starts: int = 50, compare: bool = True) -> None:
     print(format_table(summarize(rows)))
 
 
+def install(best_model: Path, command: str) -> None:
+    """Ship a B2 model as the package's ``"b2"`` agent (weights + plain-data settings, see ``save_agent``)."""
+    from sb3_crystal.relax.agent_io import SHIPPED_AGENTS, save_agent
+
+    folder = SHIPPED_AGENTS["b2"]
+    save_agent(CrystalTD3.load(best_model), folder)
+    (folder / "training.json").write_text(json.dumps({"command": command, "best_model": best_model.name}))
+    print(f"installed {best_model} in {folder}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variant", choices=["state_noise", "action_noise", "curriculum", "curriculum_action_noise"])
@@ -157,11 +168,17 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("results/train_b2"))
     parser.add_argument("--action-scale", choices=["fixed", "force"], default="force")
     parser.add_argument("--expert-episodes", type=int, default=0, help="BFGS episodes seeded into the replay buffer")
+    parser.add_argument("--install", action="store_true", help="ship the run's best model at ε 0.05 as the 'b2' agent")
     args = parser.parse_args()
     if args.plot is not None:
         plot(args.plot, compare=not args.curves_only)
         return
-    train(args.variant, args.steps, args.seed, args.out, args.action_scale, args.expert_episodes)
+    if not (args.install and (args.out / f"{args.variant}_{args.action_scale}_s{args.seed}_best").is_dir()):
+        train(args.variant, args.steps, args.seed, args.out, args.action_scale, args.expert_episodes)
+    if args.install:  # an existing run is installed without training again
+        best = args.out / f"{args.variant}_{args.action_scale}_s{args.seed}_best" / f"best_model_eps{FINAL_EPSILON}.zip"
+        run = f"--variant {args.variant} --steps {args.steps} --seed {args.seed}"
+        install(best, f"python benchmarks/train_b2.py {run} --install")
 
 
 if __name__ == "__main__":

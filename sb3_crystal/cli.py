@@ -186,24 +186,43 @@ def _benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
-def _agent_relaxers(args: argparse.Namespace) -> list[Any]:
-    """The agent alone and the hybrid, for ``--model`` (``default``: the shipped agent when installed)."""
-    if args.model == "none":
-        return []
-    from sb3_crystal.benchmark.agents import AgentRelaxer, HybridRelaxer
-    from sb3_crystal.relax.agent_io import AgentFormatError, NoDefaultAgentError, load_default_agent, load_model
+#: ``--model`` names of the shipped agents -> (name in agent_io.SHIPPED_AGENTS, relaxer label)
+SHIPPED_MODEL_NAMES = {"default": ("alfe", "RL"), "b2": ("b2", "RL-B2")}
 
-    try:
-        agent = load_default_agent() if args.model == "default" else load_model(args.model)
-    except NoDefaultAgentError:
-        print("No trained agent is installed: classical optimizers only (give one with --model PATH).", flush=True)
+
+def _model_names(args: argparse.Namespace) -> list[str]:
+    """``--model`` resolved: ``auto`` is the shipped Al–Fe agent, plus the shipped B2 specialist on the default case."""
+    if "none" in args.model:
         return []
-    except (AgentFormatError, OSError, ValueError) as err:
-        raise UserError(f"cannot load the agent '{args.model}': {err}") from err
-    return [
-        AgentRelaxer(agent, name="RL"),
-        HybridRelaxer(agent, f_switch=args.switch_fmax, name=f"RL+BFGS@{args.switch_fmax:g}"),
-    ]
+    auto = ["default", "b2"] if args.structures == ["AlFe-B2"] else ["default"]
+    names = [resolved for name in args.model for resolved in (auto if name == "auto" else [name])]
+    return list(dict.fromkeys(names))
+
+
+def _agent_relaxers(args: argparse.Namespace) -> list[Any]:
+    """The agent alone and the hybrid for each ``--model`` (shipped agents that are not installed are skipped)."""
+    from sb3_crystal.benchmark.agents import AgentRelaxer, HybridRelaxer
+    from sb3_crystal.relax.agent_io import AgentFormatError, NoDefaultAgentError, load_model, load_shipped_agent
+
+    relaxers: list[Any] = []
+    names = _model_names(args)
+    for k, name in enumerate(names):
+        shipped = SHIPPED_MODEL_NAMES.get(name)
+        label = shipped[1] if shipped else ("RL" if len(names) == 1 else f"RL-{k + 1}")
+        try:
+            agent = load_shipped_agent(shipped[0]) if shipped else load_model(name)
+        except NoDefaultAgentError:
+            print(f"The shipped agent '{name}' is not installed: skipped (give one with --model PATH).", flush=True)
+            continue
+        except (AgentFormatError, OSError, ValueError) as err:
+            raise UserError(f"cannot load the agent '{name}': {err}") from err
+        relaxers += [
+            AgentRelaxer(agent, name=label),
+            HybridRelaxer(agent, f_switch=args.switch_fmax, name=f"{label}+BFGS@{args.switch_fmax:g}"),
+        ]
+    if not relaxers:
+        print("No trained agent: classical optimizers only.", flush=True)
+    return relaxers
 
 
 def _add_benchmark(subparsers: Any) -> None:
@@ -233,9 +252,12 @@ def _add_benchmark(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--model",
-        default="default",
-        help="trained agent (folder or SB3 zip) run alone (RL) and as a hybrid with BFGS; 'default' = the shipped "
-        "agent if installed, 'none' = classical optimizers only",
+        nargs="+",
+        default=["auto"],
+        metavar="MODEL",
+        help="trained agents (folders or SB3 zips), each run alone (RL) and as a hybrid with BFGS; 'default' = the "
+        "shipped Al-Fe agent, 'b2' = the shipped B2 AlFe specialist, 'auto' = 'default', plus 'b2' when the structure "
+        "is the default AlFe-B2; 'none' = classical optimizers only",
     )
     parser.add_argument("--switch-fmax", type=_positive_float, default=0.1, help="hybrid: agent until fmax ≤ this, eV/Å")
     parser.add_argument("--calculator", default="lammps", help="calculator spec: lammps, matscipy, emt, module:Class")

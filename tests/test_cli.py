@@ -293,3 +293,30 @@ def test_benchmark_with_a_trained_model_adds_the_agent_and_the_hybrid(tmp_path, 
     assert "RL" not in capsys.readouterr().out.split("Force calls to reach")[-1]
     assert main([*argv, "--model", str(tmp_path / "missing.zip")]) == 2
     assert "cannot load the agent" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("models", "structures", "expected"),
+    [
+        (["auto"], ["AlFe-B2"], ["default", "b2"]),
+        (["auto"], ["Al-fcc"], ["default"]),
+        (["auto", "b2", "x.zip"], ["Al-fcc"], ["default", "b2", "x.zip"]),
+        (["default", "none"], ["AlFe-B2"], []),
+    ],
+)
+def test_benchmark_model_names(models, structures, expected):
+    import argparse
+
+    from sb3_crystal.cli import _model_names
+
+    assert _model_names(argparse.Namespace(model=models, structures=structures)) == expected
+
+
+def test_shipped_agent_names(tmp_path, monkeypatch):
+    from sb3_crystal.relax import agent_io
+
+    with pytest.raises(ValueError, match="unknown shipped agent 'c3'"):
+        agent_io.load_shipped_agent("c3")
+    monkeypatch.setitem(agent_io.SHIPPED_AGENTS, "b2", tmp_path / "nothing")
+    with pytest.raises(agent_io.NoDefaultAgentError, match="No agent is installed"):
+        agent_io.load_shipped_agent("b2")

@@ -38,6 +38,7 @@ from stable_baselines3.common.policies import BasePolicy
 __all__ = [
     "DEFAULT_AGENT_DIR",
     "MOVE_SETTINGS",
+    "SHIPPED_AGENTS",
     "AgentFormatError",
     "CrystalAgent",
     "NoDefaultAgentError",
@@ -46,6 +47,7 @@ __all__ = [
     "load_agent",
     "load_default_agent",
     "load_model",
+    "load_shipped_agent",
     "save_agent",
     "trained_species",
 ]
@@ -57,6 +59,10 @@ FORMAT_VERSION = 1
 
 #: Where the package's shipped agent lives (a folder with settings.json and weights.pt).
 DEFAULT_AGENT_DIR = Path(__file__).resolve().parent / "default_agent"
+
+#: Agents shipped with the package, by name: ``"alfe"`` (the default: trained on varied Al–Fe cells of 2–8 atoms)
+#: and ``"b2"`` (a specialist trained on B2 AlFe alone, the main job's default case).
+SHIPPED_AGENTS: dict[str, Path] = {"alfe": DEFAULT_AGENT_DIR, "b2": Path(__file__).resolve().parent / "b2_agent"}
 
 #: The environment settings that decide how an action moves atoms (see :class:`~sb3_crystal.envs.CrystalRelaxEnv`).
 MOVE_SETTINGS: tuple[str, ...] = ("max_displacement", "action_scale", "force_cap", "min_distance")
@@ -389,16 +395,33 @@ def load_agent(folder: str | os.PathLike, device: str | th.device = "cpu") -> Cr
 
 
 def load_default_agent(device: str | th.device = "cpu") -> CrystalAgent:
-    """The package's shipped agent (the default ``model`` of the relaxers).
+    """The package's shipped Al–Fe agent (the default ``model`` of the relaxers).
 
     :raises NoDefaultAgentError: when no agent is installed in :data:`DEFAULT_AGENT_DIR`.
     """
-    if not (DEFAULT_AGENT_DIR / SETTINGS_FILE).is_file():
+    return _load_installed(DEFAULT_AGENT_DIR, device)
+
+
+def load_shipped_agent(name: str, device: str | th.device = "cpu") -> CrystalAgent:
+    """One of the agents shipped with the package.
+
+    :param name: a key of :data:`SHIPPED_AGENTS` (``"alfe"``, ``"b2"``)
+    :param device: torch device
+    :raises ValueError: an unknown name
+    :raises NoDefaultAgentError: the agent's files are not installed
+    """
+    if name not in SHIPPED_AGENTS:
+        raise ValueError(f"unknown shipped agent {name!r}; shipped: {sorted(SHIPPED_AGENTS)}")
+    return _load_installed(DEFAULT_AGENT_DIR if name == "alfe" else SHIPPED_AGENTS[name], device)
+
+
+def _load_installed(folder: Path, device: str | th.device) -> CrystalAgent:
+    if not (folder / SETTINGS_FILE).is_file():
         raise NoDefaultAgentError(
-            f"No default agent is installed (expected {SETTINGS_FILE} and {WEIGHTS_FILE} in {DEFAULT_AGENT_DIR}): "
+            f"No agent is installed in {folder} (expected {SETTINGS_FILE} and {WEIGHTS_FILE}): "
             "pass a trained model, e.g. model=CrystalTD3.load('agent.zip') or model=load_agent('agent_folder')"
         )
-    return load_agent(DEFAULT_AGENT_DIR, device=device)
+    return load_agent(folder, device=device)
 
 
 def load_model(path: str | os.PathLike, device: str | th.device = "cpu") -> CrystalAgent:

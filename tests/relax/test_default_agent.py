@@ -6,7 +6,7 @@ from ase.build import bulk
 
 from sb3_crystal.calculators import make_calculator
 from sb3_crystal.relax import RLOptimizer
-from sb3_crystal.relax.agent_io import DEFAULT_AGENT_DIR, load_default_agent
+from sb3_crystal.relax.agent_io import DEFAULT_AGENT_DIR, SHIPPED_AGENTS, load_default_agent, load_shipped_agent
 from sb3_crystal.structures import build_prototype, distort
 
 pytestmark = pytest.mark.skipif(not (DEFAULT_AGENT_DIR / "settings.json").is_file(), reason="no agent installed")
@@ -32,3 +32,19 @@ def test_shipped_agent_refuses_other_species():
     atoms.calc = make_calculator("emt")
     with pytest.raises(ValueError, match="Cu"):
         RLOptimizer(atoms, logfile=None)
+
+
+B2_AGENT_DIR = SHIPPED_AGENTS["b2"]
+
+
+@pytest.mark.skipif(not (B2_AGENT_DIR / "settings.json").is_file(), reason="no B2 agent installed")
+@pytest.mark.parametrize("seed", [100, 101, 102])
+def test_shipped_b2_specialist_relaxes_b2(seed):
+    agent = load_shipped_agent("b2")
+    assert agent.species == ("Al", "Fe")
+    assert {p.name for p in B2_AGENT_DIR.iterdir()} <= {"settings.json", "weights.pt", "training.json"}
+    atoms = distort(build_prototype("AlFe-B2"), 0.5, np.random.default_rng(seed), min_distance=1.5)
+    atoms.calc = make_calculator()
+    optimizer = RLOptimizer(atoms, model=agent, logfile=None)
+    assert optimizer.run(fmax=0.05, steps=30)
+    assert optimizer.force_calls <= 6  # the best classical optimizer needs a median of 6.5 on such starts
