@@ -218,11 +218,26 @@ def _agent_relaxers(args: argparse.Namespace) -> list[Any]:
             raise UserError(f"cannot load the agent '{name}': {err}") from err
         relaxers += [
             AgentRelaxer(agent, name=label),
-            HybridRelaxer(agent, f_switch=args.switch_fmax, name=f"{label}+BFGS@{args.switch_fmax:g}"),
+            *(
+                HybridRelaxer(agent, f_switch=args.switch_fmax, optimizer=opt, name=f"{label}+{opt}@{args.switch_fmax:g}")
+                for opt in args.hybrid_optimizers
+            ),
         ]
     if not relaxers:
         print("No trained agent: classical optimizers only.", flush=True)
     return relaxers
+
+
+# sb3_crystal.relax.optimizer.CLASSICAL_OPTIMIZERS, its DEFAULT_FINISHER first, spelled out: importing it (torch)
+# slows --help
+_HYBRID_OPTIMIZERS = ("BFGSLineSearch", "BFGS", "LBFGS", "FIRE", "GPMin")
+
+
+def _hybrid_optimizer_name(text: str) -> str:
+    lookup = {name.lower(): name for name in _HYBRID_OPTIMIZERS}
+    if text.lower() not in lookup:
+        raise argparse.ArgumentTypeError(f"unknown optimizer '{text}': choose from {', '.join(_HYBRID_OPTIMIZERS)}")
+    return lookup[text.lower()]
 
 
 def _add_benchmark(subparsers: Any) -> None:
@@ -260,6 +275,14 @@ def _add_benchmark(subparsers: Any) -> None:
         "is the default AlFe-B2; 'none' = classical optimizers only",
     )
     parser.add_argument("--switch-fmax", type=_positive_float, default=0.1, help="hybrid: agent until fmax ≤ this, eV/Å")
+    parser.add_argument(
+        "--hybrid-optimizers",
+        type=_hybrid_optimizer_name,
+        nargs="+",
+        default=[_HYBRID_OPTIMIZERS[0]],
+        metavar="NAME",
+        help=f"classical optimizers finishing the hybrid, one hybrid each ({', '.join(_HYBRID_OPTIMIZERS)})",
+    )
     parser.add_argument("--calculator", default="lammps", help="calculator spec: lammps, matscipy, emt, module:Class")
     parser.add_argument("--max-steps", type=_positive_int, default=1000, help="optimizer step cap per run")
     parser.add_argument(
@@ -342,14 +365,6 @@ def cmd_relax(args: argparse.Namespace) -> int:
 
 
 def _add_relax(subparsers: Any) -> None:
-    # the names of sb3_crystal.relax.optimizer.CLASSICAL_OPTIMIZERS, spelled out: importing it (torch) slows --help
-    lookup = {name.lower(): name for name in ("BFGS", "LBFGS", "FIRE")}
-
-    def classical(text: str) -> str:
-        if text.lower() not in lookup:
-            raise argparse.ArgumentTypeError(f"unknown optimizer '{text}': choose from {', '.join(lookup.values())}")
-        return lookup[text.lower()]
-
     parser = subparsers.add_parser(
         "relax",
         help="relax a structure at fixed cell with a trained agent",
@@ -367,7 +382,12 @@ def _add_relax(subparsers: Any) -> None:
     parser.add_argument("--steps", type=_positive_int, default=200, help="step cap")
     parser.add_argument("--hybrid", action="store_true", help="agent first, then a classical optimizer")
     parser.add_argument("--switch-fmax", type=_positive_float, default=0.1, help="hybrid handover threshold, eV/Å")
-    parser.add_argument("--optimizer", type=classical, default="BFGS", help="classical optimizer of the hybrid")
+    parser.add_argument(
+        "--optimizer",
+        type=_hybrid_optimizer_name,
+        default=_HYBRID_OPTIMIZERS[0],
+        help=f"classical optimizer of the hybrid ({', '.join(_HYBRID_OPTIMIZERS)})",
+    )
     parser.add_argument("--calculator", default="lammps", help="calculator spec: lammps, matscipy, emt, module:Class")
     parser.add_argument("--out", type=Path, default=Path("relaxed.extxyz"), help="relaxed structure file")
     parser.add_argument("--trajectory", type=Path, default=None, help="ASE trajectory file of every step")

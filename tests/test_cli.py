@@ -288,7 +288,7 @@ def test_benchmark_with_a_trained_model_adds_the_agent_and_the_hybrid(tmp_path, 
     argv = ["benchmark", "--n-starts", "2", "--optimizers", "BFGS", "--fmax", "0.05", "--out", str(tmp_path / "out")]
     assert main([*argv, "--model", str(tmp_path / "agent.zip"), "--no-progress"]) == 0
     table = capsys.readouterr().out
-    assert "| RL " in table and "RL+BFGS@0.1" in table
+    assert "| RL " in table and "RL+BFGSLineSearch@0.1" in table
     assert main([*argv, "--model", "none", "--no-progress"]) == 0
     assert "RL" not in capsys.readouterr().out.split("Force calls to reach")[-1]
     assert main([*argv, "--model", str(tmp_path / "missing.zip")]) == 2

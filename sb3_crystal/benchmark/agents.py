@@ -1,15 +1,15 @@
 """Trained agents as benchmark relaxers: :class:`AgentRelaxer` (the agent alone) and :class:`HybridRelaxer`
-(agent to ``f_switch``, then a classical optimizer).
+(agent to ``f_switch`` or an early handover, then a classical optimizer).
 
 Both drive the ASE optimizers of :mod:`sb3_crystal.relax` through the loop of
 :class:`~sb3_crystal.benchmark.classical.ASEOptimizerRelaxer`, so they see the same starts and pay force calls by
 the same :class:`~sb3_crystal.benchmark.classical.ForceCallCounter` rule as the classical relaxers::
 
-    run_benchmark(minima, optimizers=["BFGS", "FIRE", AgentRelaxer(model), HybridRelaxer(model, 0.1, "BFGS")])
+    run_benchmark(minima, optimizers=["BFGS", "FIRE", AgentRelaxer(model), HybridRelaxer(model, 0.1, "BFGSLineSearch")])
 
 A deterministic agent's path does not depend on the threshold ε (ε only decides when to stop), and neither does
 the hybrid's (its handover rules use ``f_switch``, energies and step counts): one run to the smallest ε answers
-every ε exactly.
+every ε exactly, when the classical optimizer's path ignores ε too (GPMin's does not: it is run once per ε).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from ase.optimize.optimize import Optimizer
 
 from sb3_crystal.benchmark.classical import ASEOptimizerRelaxer
 from sb3_crystal.relax.agent_io import CrystalAgent, as_agent, load_default_agent
-from sb3_crystal.relax.optimizer import CLASSICAL_OPTIMIZERS, HybridOptimizer, RLOptimizer
+from sb3_crystal.relax.optimizer import DEFAULT_FINISHER, FMAX_INDEPENDENT_OPTIMIZERS, HybridOptimizer, RLOptimizer
 
 __all__ = ["AgentRelaxer", "HybridRelaxer"]
 
@@ -47,24 +47,25 @@ class HybridRelaxer(ASEOptimizerRelaxer):
 
     :param model: TD3/SAC model, :class:`~sb3_crystal.relax.CrystalAgent`, or ``None`` for the shipped agent.
     :param f_switch: handover threshold, eV/Å.
-    :param optimizer: ``"BFGS"``, ``"LBFGS"``, ``"FIRE"`` or an ASE Optimizer class.
-    :param name: name in tables (default ``"RL+BFGS@0.1"``).
+    :param optimizer: a name of :data:`~sb3_crystal.relax.optimizer.CLASSICAL_OPTIMIZERS` or an ASE Optimizer class
+        (default :data:`~sb3_crystal.relax.optimizer.DEFAULT_FINISHER`, BFGSLineSearch).
+    :param name: name in tables (default ``"RL+<optimizer>@<f_switch>"``, e.g. ``"RL+BFGSLineSearch@0.1"``).
     :param kwargs: further :class:`~sb3_crystal.relax.HybridOptimizer` arguments (``patience``, ``max_energy_rise``,
-        ``optimizer_kwargs``, move settings).
+        ``warm_start``, ``optimizer_kwargs``, move settings).
     """
 
     def __init__(
         self,
         model: Any = None,
         f_switch: float = 0.1,
-        optimizer: str | type[Optimizer] = "BFGS",
+        optimizer: str | type[Optimizer] = DEFAULT_FINISHER,
         name: str | None = None,
         **kwargs: Any,
     ) -> None:
         self.agent = _agent(model)
         cls = HybridOptimizer.classical_optimizer(optimizer)
         # Only optimizers known to ignore fmax in their steps keep the one-run read-off exact.
-        exact = cls in CLASSICAL_OPTIMIZERS.values()
+        exact = cls in FMAX_INDEPENDENT_OPTIMIZERS
         name = name or f"RL+{cls.__name__}@{f_switch:g}"
         super().__init__(
             name, HybridOptimizer, fmax_independent=exact, model=self.agent, f_switch=f_switch, optimizer=cls, **kwargs

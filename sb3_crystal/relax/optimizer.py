@@ -15,8 +15,10 @@ going back to a geometry seen before is free. Afterwards the calculator is put b
 
 from __future__ import annotations
 
+import functools
+import itertools
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import IO, Any
 
@@ -24,7 +26,7 @@ import numpy as np
 import torch as th
 from ase import Atoms
 from ase.calculators.calculator import Calculator
-from ase.optimize import BFGS, FIRE, LBFGS
+from ase.optimize import BFGS, FIRE, LBFGS, BFGSLineSearch, GPMin
 from ase.optimize.optimize import DEFAULT_MAX_STEPS, Optimizer
 
 from sb3_crystal.benchmark.classical import ForceCallCounter
@@ -33,10 +35,41 @@ from sb3_crystal.envs.moves import MoveRule
 from sb3_crystal.relax.agent_io import CrystalAgent, as_agent, load_default_agent
 from sb3_crystal.structures.geometry import closest_pair
 
-__all__ = ["CLASSICAL_OPTIMIZERS", "HybridOptimizer", "RLOptimizer", "check_agent_can_relax"]
+__all__ = [
+    "CLASSICAL_OPTIMIZERS",
+    "DEFAULT_FINISHER",
+    "FMAX_INDEPENDENT_OPTIMIZERS",
+    "MIN_CURVATURE",
+    "HybridOptimizer",
+    "RLOptimizer",
+    "bfgs_hessian",
+    "bfgs_inverse_hessian",
+    "check_agent_can_relax",
+    "secant_pairs",
+    "warm_start",
+]
 
-#: Classical optimizers the hybrid hands over to, by name (each evaluates forces once per step).
-CLASSICAL_OPTIMIZERS: dict[str, type[Optimizer]] = {"BFGS": BFGS, "LBFGS": LBFGS, "FIRE": FIRE}
+#: Classical optimizers the hybrid hands over to, by name.
+CLASSICAL_OPTIMIZERS: dict[str, type[Optimizer]] = {
+    "BFGS": BFGS,
+    "LBFGS": LBFGS,
+    "BFGSLineSearch": BFGSLineSearch,
+    "FIRE": FIRE,
+    "GPMin": GPMin,
+}
+
+#: The hybrid's classical optimizer unless told otherwise (chosen by measurement, see :class:`HybridOptimizer`).
+DEFAULT_FINISHER = "BFGSLineSearch"
+
+#: Those of :data:`CLASSICAL_OPTIMIZERS` whose path ignores ``fmax`` (it only decides when to stop); GPMin's inner
+#: retry loop stops at the first point below ``fmax``.
+FMAX_INDEPENDENT_OPTIMIZERS: tuple[type[Optimizer], ...] = (BFGS, LBFGS, BFGSLineSearch, FIRE)
+
+#: A secant pair (s, y) of the agent's path informs the finisher's Hessian only when the curvature along s,
+#: s·y / s·s, is at least this, eV/Å² (the BFGS condition s·y > 0, with a margin: a rigid translation changes the
+#: gradient only by noise, whose tiny s·y would give the inverse Hessian a huge entry). EAM curvatures of the cells
+#: here are 2–200 eV/Å².
+MIN_CURVATURE = 0.1
 
 #: Relative fmax decrease that counts as progress of the agent (smaller changes are numerical noise).
 _IMPROVEMENT = 1e-6
@@ -254,6 +287,105 @@ class RLOptimizer(_CountedOptimizer):
             self.optimizable.set_x((self.atoms.positions + shifts).ravel())
 
 
+def secant_pairs(path: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The secant pairs ``(s, y)`` = (Δx, Δgradient) between consecutive points of a path that have positive
+    curvature along ``s``: ``s·y ≥`` :data:`MIN_CURVATURE` ``· s·s`` (``s·y > 0`` keeps a BFGS Hessian positive
+    definite).
+
+    :param path: ``(x, gradient)`` of each evaluated point, flat arrays, in the order visited.
+    """
+    pairs = []
+    for (x0, g0), (x1, g1) in itertools.pairwise(path):
+        s, y = x1 - x0, g1 - g0
+        if np.abs(s).max() < 1e-7:  # the same geometry (a blocked move)
+            continue
+        if s @ y >= MIN_CURVATURE * (s @ s):
+            pairs.append((s, y))
+    return pairs
+
+
+def bfgs_hessian(pairs: Sequence[tuple[np.ndarray, np.ndarray]], initial: np.ndarray) -> np.ndarray:
+    """The Hessian after BFGS updates with ``pairs`` (each satisfying ``s·y > 0``), starting from ``initial``."""
+    hessian = np.array(initial, dtype=np.float64)
+    for s, y in pairs:
+        hs = hessian @ s
+        hessian += np.outer(y, y) / (s @ y) - np.outer(hs, hs) / (s @ hs)
+    return hessian
+
+
+def bfgs_inverse_hessian(pairs: Sequence[tuple[np.ndarray, np.ndarray]], initial: np.ndarray) -> np.ndarray:
+    """The inverse Hessian after BFGS updates with ``pairs`` (each satisfying ``s·y > 0``), from ``initial``."""
+    inverse = np.array(initial, dtype=np.float64)
+    eye = np.eye(len(inverse))
+    for s, y in pairs:
+        rho = 1.0 / (s @ y)
+        left = eye - rho * np.outer(s, y)
+        inverse = left @ inverse @ left.T + rho * np.outer(s, s)
+    return inverse
+
+
+class _PresetInverseHessian:
+    """Mixin for :class:`~ase.optimize.BFGSLineSearch`: an inverse Hessian set before the first step is kept
+    (ASE's first update would replace it by the identity, or fail on the missing previous point)."""
+
+    H: np.ndarray | None
+    optimizable: Any
+
+    def update(self, r: np.ndarray, g: np.ndarray, r0: np.ndarray | None, g0: np.ndarray | None, p0: Any) -> None:
+        if r0 is None and self.H is not None:
+            self.I = np.eye(self.optimizable.ndofs(), dtype=int)
+            return
+        super().update(r, g, r0, g0, p0)  # type: ignore[misc]
+
+
+@functools.cache
+def _with_preset_inverse_hessian(cls: type[Optimizer]) -> type[Optimizer]:
+    return type(cls.__name__, (_PresetInverseHessian, cls), {"__doc__": cls.__doc__})
+
+
+def warm_start(optimizer: Optimizer, path: Sequence[tuple[np.ndarray, float, np.ndarray]]) -> int:
+    """Give a freshly made quasi-Newton or Gaussian-process optimizer what earlier force calls taught.
+
+    - :class:`~ase.optimize.BFGS`: its initial Hessian becomes the BFGS update of ``alpha·I`` by the secant pairs of
+      ``path`` (:func:`secant_pairs`);
+    - :class:`~ase.optimize.BFGSLineSearch`: likewise for its initial inverse Hessian (in its scaled units); it must
+      be made by :meth:`HybridOptimizer.finisher_class` (which keeps a preset inverse Hessian);
+    - :class:`~ase.optimize.GPMin`: the points of ``path`` (but the current geometry, which its first step adds)
+      join its training set;
+    - any other optimizer is left alone.
+
+    The optimizer's own updates then go on from there, exactly as after its own steps.
+
+    :param optimizer: the optimizer, before its first step.
+    :param path: ``(x, energy, gradient)`` of each evaluated geometry, flat arrays, in the order visited.
+    :return: the number of secant pairs (BFGS) or points (GPMin) used.
+    """
+    if isinstance(optimizer, GPMin):
+        # Only points within the kernel's length scale inform the model where it steps next; farther (higher) ones
+        # would mostly raise its prior, the largest energy seen, and with it the model's curvature.
+        here = optimizer.optimizable.get_x()
+        reach = float(optimizer.kernel.l)
+        points = [(x, e, g) for x, e, g in path if 0 < np.linalg.norm(x - here) <= reach]
+        for x, energy, gradient in points:
+            optimizer.x_list.append(np.array(x, dtype=np.float64))
+            optimizer.y_list.append(np.append(energy, gradient))
+        return len(points)
+    pairs = secant_pairs([(x, g) for x, _, g in path])
+    if not pairs:
+        return 0
+    if isinstance(optimizer, BFGS):
+        optimizer.H0 = bfgs_hessian(pairs, optimizer.H0)
+    elif isinstance(optimizer, BFGSLineSearch):
+        if not isinstance(optimizer, _PresetInverseHessian):
+            raise TypeError(f"{type(optimizer).__name__} needs HybridOptimizer.finisher_class to keep a preset Hessian")
+        scale = 1.0 / optimizer.alpha  # BFGSLineSearch works with gradients divided by alpha
+        start = optimizer.H if optimizer.H is not None else np.eye(optimizer.optimizable.ndofs())
+        optimizer.H = bfgs_inverse_hessian([(s, y * scale) for s, y in pairs], start)
+    else:
+        return 0
+    return len(pairs)
+
+
 class HybridOptimizer(_CountedOptimizer):
     """The agent relaxes until the largest force is at most ``f_switch``, then a classical optimizer finishes.
 
@@ -266,6 +398,13 @@ class HybridOptimizer(_CountedOptimizer):
     - it raises the energy more than ``max_energy_rise`` eV/atom above the lowest seen;
     - it has taken ``max_agent_steps`` steps.
 
+    The defaults keep the agent only while each step cuts the smallest fmax by 30 % and lowers the energy: on
+    structures it never saw, a trained agent's first one or two steps from a distorted start are its useful ones.
+
+    With ``warm_start`` the agent's force calls also inform the classical optimizer (:func:`warm_start`): a
+    quasi-Newton finisher starts from the BFGS update of its initial Hessian by the secant pairs of the agent's
+    path, GPMin from a training set holding the agent's points near the handover geometry.
+
     After the handover the path is the classical optimizer's from that geometry, so the hybrid converges whenever
     the classical optimizer does from there, even with an untrained agent. Force calls cover both phases, each
     geometry once (the handover geometry is not counted again).
@@ -273,12 +412,16 @@ class HybridOptimizer(_CountedOptimizer):
     :param atoms: the structure (with a calculator, fully periodic); relaxed in place.
     :param model: as for :class:`RLOptimizer`.
     :param f_switch: hand over at fmax ≤ this, eV/Å.
-    :param optimizer: classical optimizer: ``"BFGS"``, ``"LBFGS"``, ``"FIRE"`` (any case) or an ASE Optimizer class.
+    :param optimizer: classical optimizer: a name of :data:`CLASSICAL_OPTIMIZERS` (any case) or an ASE Optimizer
+        class. BFGSLineSearch, the default, needed the fewest force calls after the shipped agent on unseen
+        structures (``docs/results.md``); GPMin is as good on small cells but its cost grows with the cube of
+        (steps × 3N) and its path depends on ``fmax``.
     :param optimizer_kwargs: its arguments (``maxstep`` ...).
     :param patience: agent steps without enough fmax improvement before a stall handover.
-    :param min_improvement: relative drop of the smallest fmax seen that counts as progress (0.1 = 10 %).
-    :param max_energy_rise: energy rise over the lowest seen that triggers a handover, eV per atom.
+    :param min_improvement: relative drop of the smallest fmax seen that counts as progress (0.3 = 30 %).
+    :param max_energy_rise: energy rise over the lowest seen that triggers a handover, eV per atom (0: any rise).
     :param max_agent_steps: most agent steps (``None``: no limit).
+    :param warm_start: give the classical optimizer what the agent's force calls taught (see above).
     :param logfile: as in ASE.
     :param trajectory: as in ASE: one frame per step of either phase, the start included.
     :param append_trajectory: append to an existing trajectory file.
@@ -290,12 +433,13 @@ class HybridOptimizer(_CountedOptimizer):
         atoms: Atoms,
         model: Any = None,
         f_switch: float = 0.1,
-        optimizer: str | type[Optimizer] = "BFGS",
+        optimizer: str | type[Optimizer] = DEFAULT_FINISHER,
         optimizer_kwargs: dict[str, Any] | None = None,
-        patience: int = 5,
-        min_improvement: float = 0.1,
-        max_energy_rise: float = 0.05,
+        patience: int = 1,
+        min_improvement: float = 0.3,
+        max_energy_rise: float = 0.0,
         max_agent_steps: int | None = None,
+        warm_start: bool = True,
         logfile: IO | str | None = "-",
         trajectory: Any = None,
         append_trajectory: bool = False,
@@ -318,6 +462,9 @@ class HybridOptimizer(_CountedOptimizer):
         self.min_improvement = float(min_improvement)
         self.max_energy_rise = float(max_energy_rise)
         self.max_agent_steps = max_agent_steps
+        self.warm_start = bool(warm_start)
+        #: secant pairs (BFGS, BFGSLineSearch) or points (GPMin) of the agent's path given to the classical optimizer.
+        self.warm_start_size = 0
         #: the agent's optimizer (steps only: this optimizer logs, writes the trajectory and counts).
         self.agent_optimizer = RLOptimizer(atoms, model, logfile=None, **move_settings)
         self.agent = self.agent_optimizer.agent
@@ -336,17 +483,26 @@ class HybridOptimizer(_CountedOptimizer):
         self._best_positions: np.ndarray | None = None
         self._best_fmax = np.inf
         self._since_improvement = 0
+        self._path: list[tuple[np.ndarray, float, np.ndarray]] = []  # (x, energy, gradient) of the agent's geometries
         super().__init__(atoms, logfile=logfile, trajectory=trajectory, append_trajectory=append_trajectory)
 
     @staticmethod
     def classical_optimizer(optimizer: str | type[Optimizer]) -> type[Optimizer]:
-        """An optimizer class by name (``BFGS``, ``LBFGS``, ``FIRE``, any case), or the class itself."""
+        """An optimizer class by name (a key of :data:`CLASSICAL_OPTIMIZERS`, any case), or the class itself."""
         if isinstance(optimizer, type) and issubclass(optimizer, Optimizer):
             return optimizer
         lookup = {name.lower(): cls for name, cls in CLASSICAL_OPTIMIZERS.items()}
         if not isinstance(optimizer, str) or optimizer.lower() not in lookup:
             raise ValueError(f"Unknown classical optimizer {optimizer!r}: choose from {', '.join(CLASSICAL_OPTIMIZERS)}")
         return lookup[optimizer.lower()]
+
+    def finisher_class(self) -> type[Optimizer]:
+        """The class the classical optimizer is made of: :attr:`optimizer_class`, but for a BFGSLineSearch with
+        warm start a subclass that keeps the inverse Hessian :func:`warm_start` sets."""
+        cls = self.optimizer_class
+        if self.warm_start and issubclass(cls, BFGSLineSearch):
+            return _with_preset_inverse_hessian(cls)
+        return cls
 
     def todict(self) -> dict[str, Any]:
         description = super().todict()
@@ -356,6 +512,7 @@ class HybridOptimizer(_CountedOptimizer):
             classical=self.optimizer_class.__name__,
             patience=self.patience,
             max_energy_rise=self.max_energy_rise,
+            warm_start=self.warm_start,
         )
         return description
 
@@ -378,6 +535,7 @@ class HybridOptimizer(_CountedOptimizer):
         """Update the records with the current geometry and say whether (and why) the agent hands over now."""
         energy, forces = self._current()
         fmax = float(np.sqrt((forces**2).sum(axis=1)).max()) if len(forces) else 0.0
+        self._path.append((self.optimizable.get_x().copy(), energy, -forces.ravel()))
         if energy < self._best_energy:
             self._best_energy, self._best_positions = energy, self.atoms.positions.copy()
         if fmax < self._best_fmax * (1.0 - max(self.min_improvement, _IMPROVEMENT)):
@@ -408,11 +566,14 @@ class HybridOptimizer(_CountedOptimizer):
         if restart:
             assert self._best_positions is not None
             self.optimizable.set_x(self._best_positions.ravel())
-        self.classical = self.optimizer_class(self.atoms, logfile=None, **self.optimizer_kwargs)
+        self.classical = self.finisher_class()(self.atoms, logfile=None, **self.optimizer_kwargs)
         self.classical.fmax = self.fmax
+        if self.warm_start:
+            self.warm_start_size = warm_start(self.classical, self._path)
         where = "the lowest-energy geometry" if restart else "here"
+        taught = f", warm-started with {self.warm_start_size} of the agent's points" if self.warm_start_size else ""
         self.logfile.write(
             f"{type(self).__name__}: agent hands over to {self.optimizer_class.__name__} after {self.agent_steps} "
-            f"steps ({reason}), from {where}\n"
+            f"steps ({reason}), from {where}{taught}\n"
         )
         return restart

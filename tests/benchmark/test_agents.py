@@ -69,13 +69,20 @@ def test_hybrid_read_off_equals_separate_runs(model, minimum):
         assert (alone.force_calls, alone.steps) == (together[fmax].force_calls, together[fmax].steps)
 
 
-def test_hybrid_handing_over_at_once_matches_bfgs(model, minimum):
-    rows = run_benchmark(
-        [minimum], ["BFGS", HybridRelaxer(model, f_switch=1e3, name="H")], beta=0.3, fmaxes=(0.05,), n_starts=3, progress=False
-    )
-    bfgs = [(r["force_calls"], r["steps"], r["final_energy"]) for r in rows if r["optimizer"] == "BFGS"]
+@pytest.mark.parametrize("optimizer", ["BFGS", "BFGSLineSearch"])
+def test_hybrid_handing_over_at_once_matches_the_classical_optimizer(model, minimum, optimizer):
+    hybrid_relaxer = HybridRelaxer(model, f_switch=1e3, optimizer=optimizer, name="H")
+    rows = run_benchmark([minimum], [optimizer, hybrid_relaxer], beta=0.3, fmaxes=(0.05,), n_starts=3, progress=False)
+    classical = [(r["force_calls"], r["steps"], r["final_energy"]) for r in rows if r["optimizer"] == optimizer]
     hybrid = [(r["force_calls"], r["steps"], r["final_energy"]) for r in rows if r["optimizer"] == "H"]
-    assert bfgs == hybrid
+    assert classical == hybrid
+
+
+def test_hybrid_default_name_and_read_off(model):
+    """The default finisher is BFGSLineSearch (read off once for every ε); GPMin's path depends on ε."""
+    default = HybridRelaxer(model)
+    assert default.name == "RL+BFGSLineSearch@0.1" and default.fmax_independent
+    assert not HybridRelaxer(model, optimizer="GPMin").fmax_independent
 
 
 def test_species_errors_are_not_swallowed(model, minimum):

@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 from ase.calculators.calculator import Calculator, all_changes
 from ase.io import read
-from ase.optimize import BFGS
+from ase.optimize import BFGS, BFGSLineSearch, GPMin
 
 from sb3_crystal.algorithms import CrystalTD3
 from sb3_crystal.calculators import LammpsEAMCalculator, UnsupportedElementsError
 from sb3_crystal.envs.crystal_relax import CrystalRelaxEnv
 from sb3_crystal.relax import CrystalAgent, HybridOptimizer, NoDefaultAgentError, RLOptimizer, agent_io, save_agent
+from sb3_crystal.relax.optimizer import bfgs_hessian, bfgs_inverse_hessian, secant_pairs, warm_start
 from sb3_crystal.structures.geometry import distort
 
 TINY_TFN = dict(n_layers=1, mul=4, lmax=1, num_basis=4, radial_neurons=8, species_dim=4, force_basis=4, action_basis=4)
@@ -226,7 +227,7 @@ def test_unseen_species_are_refused_by_name(mlp, minimum):
 
 def test_no_default_agent_installed(minimum, mlp, monkeypatch, tmp_path):
     monkeypatch.setattr(agent_io, "DEFAULT_AGENT_DIR", tmp_path / "default_agent")
-    with pytest.raises(NoDefaultAgentError, match="No default agent is installed"):
+    with pytest.raises(NoDefaultAgentError, match="No agent is installed"):
         RLOptimizer(start(minimum))
     save_agent(mlp, tmp_path / "default_agent")  # the hook loads whatever is installed there
     assert RLOptimizer(start(minimum), logfile=None).agent.n_max == 2
@@ -244,7 +245,7 @@ def test_needs_a_calculator_and_periodic_cell(mlp, minimum):
 
 
 # -- hybrid ------------------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("optimizer", ["BFGS", "lbfgs", "FIRE"])
+@pytest.mark.parametrize("optimizer", ["BFGS", "lbfgs", "FIRE", "BFGSLineSearch", "GPMin"])
 def test_hybrid_converges_from_an_untrained_agent(mlp, minimum, optimizer, tmp_path):
     atoms = start(minimum, seed=5, beta=0.4)
     path = tmp_path / "hybrid.traj"
@@ -254,26 +255,140 @@ def test_hybrid_converges_from_an_untrained_agent(mlp, minimum, optimizer, tmp_p
     assert hybrid.nsteps == hybrid.agent_steps + hybrid.classical_steps + (hybrid.handover_reason != "f_switch")
     images = frames(path)
     assert len(images) == hybrid.nsteps + 1
-    assert hybrid.force_calls == atoms.calc.count == distinct(images)
+    assert hybrid.force_calls == atoms.calc.count
+    if optimizer in ("BFGSLineSearch", "GPMin"):  # line searches / retries evaluate geometries between frames
+        assert hybrid.force_calls >= distinct(images)
+    else:
+        assert hybrid.force_calls == distinct(images)
     assert np.sqrt((atoms.get_forces() ** 2).sum(axis=1)).max() < 0.01
 
 
-def test_hybrid_handing_over_at_once_is_the_classical_optimizer(mlp, minimum):
-    """f_switch above the start's fmax: the hybrid is BFGS, force calls included (the start counted once)."""
+@pytest.mark.parametrize("optimizer", [BFGS, BFGSLineSearch])
+def test_hybrid_handing_over_at_once_is_the_classical_optimizer(mlp, minimum, optimizer):
+    """f_switch above the start's fmax: the hybrid is the classical optimizer, force calls included (the start
+    counted once), warm start or not (there is nothing to learn from)."""
     atoms = start(minimum, seed=6)
-    hybrid = HybridOptimizer(atoms, model=mlp, f_switch=1e3, logfile=None)
+    hybrid = HybridOptimizer(atoms, model=mlp, f_switch=1e3, optimizer=optimizer, logfile=None)
     assert hybrid.run(fmax=0.01, steps=200)
     reference = start(minimum, seed=6)
-    bfgs = BFGS(reference, logfile=None)
-    bfgs.run(fmax=0.01, steps=200)
+    classical = optimizer(reference, logfile=None)
+    classical.run(fmax=0.01, steps=200)
     assert hybrid.handover_reason == "f_switch" and hybrid.agent_steps == 0 and hybrid.handover_force_calls == 1
-    assert hybrid.nsteps == bfgs.nsteps and hybrid.force_calls == reference.calc.count
+    assert hybrid.warm_start_size == 0
+    assert hybrid.nsteps == classical.nsteps and hybrid.force_calls == reference.calc.count
     np.testing.assert_array_equal(atoms.positions, reference.positions)
+
+
+def test_the_default_finisher_is_bfgs_line_search_with_early_handover(mlp, minimum):
+    hybrid = HybridOptimizer(start(minimum), mlp, logfile=None)
+    assert hybrid.optimizer_class is BFGSLineSearch and hybrid.warm_start
+    assert (hybrid.patience, hybrid.min_improvement, hybrid.max_energy_rise) == (1, 0.3, 0.0)
+
+
+# -- warm start of the classical optimizer from the agent's path ------------------------------------------------------
+def quadratic_path(n_points=4, ndofs=6, seed=0):
+    """Points of a path on E = ½ xᵀAx (A positive definite), with their energies and gradients."""
+    rng = np.random.default_rng(seed)
+    q = rng.normal(size=(ndofs, ndofs))
+    a = q @ q.T + ndofs * np.eye(ndofs)
+    xs = np.cumsum(rng.normal(scale=0.1, size=(n_points, ndofs)), axis=0)
+    return [(x, 0.5 * x @ a @ x, a @ x) for x in xs]
+
+
+def test_secant_pairs_skip_negative_curvature_and_repeated_points():
+    x0, x1 = np.zeros(3), np.array([0.1, 0.0, 0.0])
+    up, down = np.array([1.0, 0.0, 0.0]), np.array([-1.0, 0.0, 0.0])
+    noise = np.array([-1e-12, 0.0, 0.0])
+    path = [(x0, np.zeros(3)), (x1, up), (x1, up), (x0, up), (x1, up + down), (x0, up + down + noise)]
+    pairs = secant_pairs(path)
+    # (x0→x1, +curvature) kept; x1→x1 (blocked move) and x1→x0 with no gradient change skipped; x0→x1 with the
+    # gradient falling along the step (negative curvature) skipped; a rigid translation (gradient noise) skipped
+    assert len(pairs) == 1
+    np.testing.assert_allclose(pairs[0][0], x1 - x0)
+
+
+def test_bfgs_hessian_and_its_inverse_satisfy_the_secant_condition():
+    path = quadratic_path()
+    pairs = secant_pairs([(x, g) for x, _, g in path])
+    assert len(pairs) == 3
+    hessian = bfgs_hessian(pairs, 70.0 * np.eye(6))
+    inverse = bfgs_inverse_hessian(pairs, np.eye(6) / 70.0)
+    s, y = pairs[-1]
+    np.testing.assert_allclose(hessian @ s, y, rtol=1e-10)
+    np.testing.assert_allclose(inverse @ y, s, rtol=1e-10)
+    np.testing.assert_allclose(inverse, np.linalg.inv(hessian), rtol=1e-8, atol=1e-12)
+    assert np.all(np.linalg.eigvalsh(hessian) > 0)  # positive curvature pairs keep it positive definite
+
+
+def test_warm_start_sets_the_finishers_hessian_from_the_agents_path(mlp, minimum):
+    """Replayed on a real (EAM) path, the quasi-Newton finisher's Hessian differs from its initial one and satisfies
+    the secant condition of the last pair; a BFGSLineSearch keeps it (in its units: gradients / alpha) at step one."""
+    atoms = start(minimum, seed=12, beta=0.3)
+    path = []
+    for _ in range(4):
+        path.append((atoms.positions.ravel().copy(), atoms.get_potential_energy(), -atoms.get_forces().ravel()))
+        atoms.positions += 0.02 * atoms.get_forces()  # steepest descent: an agent stand-in
+    pairs = secant_pairs([(x, g) for x, _, g in path])
+    assert pairs
+    s, y = pairs[-1]
+
+    bfgs = BFGS(atoms, logfile=None)
+    assert warm_start(bfgs, path) == len(pairs)
+    assert not np.allclose(bfgs.H0, 70.0 * np.eye(6))
+    np.testing.assert_allclose(bfgs.H0 @ s, y, rtol=1e-8)
+    bfgs.step()
+    np.testing.assert_allclose(bfgs.H, bfgs_hessian(pairs, 70.0 * np.eye(6)))  # the first step used it as it is
+
+    hybrid = HybridOptimizer(atoms, mlp, logfile=None)
+    line_search = hybrid.finisher_class()(atoms, logfile=None)
+    assert isinstance(line_search, BFGSLineSearch)
+    assert warm_start(line_search, path) == len(pairs)
+    np.testing.assert_allclose(line_search.H @ (y / line_search.alpha), s, rtol=1e-8)
+    preset = line_search.H.copy()
+    line_search.step()
+    np.testing.assert_allclose(line_search.H, preset)  # ASE's first update would have reset it to the identity
+    with pytest.raises(TypeError, match="finisher_class"):
+        warm_start(BFGSLineSearch(atoms, logfile=None), path)
+
+
+def test_warm_start_gives_gpmin_the_agents_points_near_the_handover_geometry(minimum):
+    atoms = start(minimum, seed=13, beta=0.2)
+    here = atoms.positions.ravel().copy()
+    gradient = -atoms.get_forces().ravel()
+    near, far = here + 0.05, here + 1.0
+    path = [(far, 1.0, gradient), (near, 0.5, gradient), (here, 0.0, gradient)]
+    gpmin = GPMin(atoms, logfile=None)
+    assert warm_start(gpmin, path) == 1  # the far point and the current geometry (its own first point) left out
+    np.testing.assert_array_equal(gpmin.x_list[0], near)
+    np.testing.assert_array_equal(gpmin.y_list[0], np.append(0.5, gradient))
+
+
+def test_hybrid_warm_start_counts_each_geometry_once(minimum, tmp_path):
+    """The agent's steps inform the finisher (the secant pairs of its path) and cost nothing more."""
+    results = {}
+    for warm in (True, False):
+        atoms = start(minimum, seed=7, beta=0.2)
+        path = tmp_path / f"warm_{warm}.traj"
+        hybrid = HybridOptimizer(
+            atoms, ForcePolicy.agent(gain=0.03), f_switch=0.5, patience=50, max_energy_rise=0.05, optimizer="BFGS",
+            warm_start=warm, logfile=None, trajectory=str(path),
+        )  # fmt: skip
+        assert hybrid.run(fmax=0.01, steps=100)
+        assert hybrid.handover_reason == "f_switch" and hybrid.agent_steps >= 2
+        assert (hybrid.warm_start_size > 0) is warm
+        assert hybrid.handover_force_calls == hybrid.agent_steps + 1
+        assert hybrid.force_calls == hybrid.handover_force_calls + hybrid.classical_steps == atoms.calc.count
+        assert hybrid.force_calls == distinct(frames(path))
+        results[warm] = (hybrid.agent_steps, hybrid.classical.H0)
+    assert results[True][0] == results[False][0]  # the same agent phase
+    assert not np.allclose(results[True][1], results[False][1])  # a different start for BFGS
 
 
 def test_hybrid_hands_over_at_f_switch_without_double_counting(minimum):
     atoms = start(minimum, seed=7, beta=0.2)
-    hybrid = HybridOptimizer(atoms, ForcePolicy.agent(gain=0.03), f_switch=0.5, patience=50, logfile=None)
+    hybrid = HybridOptimizer(
+        atoms, ForcePolicy.agent(gain=0.03), f_switch=0.5, patience=50, max_energy_rise=0.05, logfile=None
+    )
     assert hybrid.run(fmax=0.01, steps=100)
     assert hybrid.handover_reason == "f_switch" and hybrid.agent_steps >= 2
     # every agent step is a new geometry; the handover geometry is the classical start, counted once
@@ -287,7 +402,14 @@ def test_hybrid_hands_over_on_an_energy_rise_and_restarts_from_the_lowest_energy
     push = np.array([[1.0, 1.0, 1.0], [-1.0, -1.0, -1.0]])  # atoms 0 and 1 straight at each other
     path = tmp_path / "energy.traj"
     hybrid = HybridOptimizer(
-        atoms, scripted(push), f_switch=1e-4, max_energy_rise=1e-3, patience=50, logfile=None, trajectory=str(path)
+        atoms,
+        scripted(push),
+        f_switch=1e-4,
+        max_energy_rise=1e-3,
+        patience=50,
+        optimizer="BFGS",  # one force call per step
+        logfile=None,
+        trajectory=str(path),
     )
     assert hybrid.run(fmax=0.01, steps=100)
     assert hybrid.handover_reason == "energy" and hybrid.agent_steps == 1
@@ -301,7 +423,7 @@ def test_hybrid_hands_over_on_an_energy_rise_and_restarts_from_the_lowest_energy
 def test_hybrid_hands_over_when_the_agent_stalls(minimum):
     atoms = start(minimum, seed=9, beta=0.2)
     translate = np.array([[0.1, 0.0, 0.0], [0.1, 0.0, 0.0]])  # a rigid translation: forces never improve
-    hybrid = HybridOptimizer(atoms, scripted(translate), f_switch=1e-4, patience=3, logfile=None)
+    hybrid = HybridOptimizer(atoms, scripted(translate), f_switch=1e-4, patience=3, max_energy_rise=0.05, logfile=None)
     assert hybrid.run(fmax=0.01, steps=100)
     assert hybrid.handover_reason == "stall" and hybrid.agent_steps == 3
     assert hybrid.force_calls == atoms.calc.count
@@ -316,7 +438,13 @@ def test_hybrid_hands_over_when_every_move_is_blocked(minimum):
 def test_hybrid_hands_over_after_max_agent_steps(minimum):
     translate = np.array([[0.1, 0.0, 0.0], [0.1, 0.0, 0.0]])
     hybrid = HybridOptimizer(
-        start(minimum, seed=11), scripted(translate), f_switch=1e-4, patience=50, max_agent_steps=2, logfile=None
+        start(minimum, seed=11),
+        scripted(translate),
+        f_switch=1e-4,
+        patience=50,
+        max_energy_rise=0.05,
+        max_agent_steps=2,
+        logfile=None,
     )
     assert hybrid.run(fmax=0.01, steps=100)
     assert hybrid.handover_reason == "agent_steps" and hybrid.agent_steps == 2
