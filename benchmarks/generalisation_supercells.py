@@ -41,7 +41,7 @@ def main() -> None:
         atoms.info["source"] = name
         structures.append(atoms)
     minima = StructureDataset(structures).minima
-    relaxers = ["BFGS", "BFGSLineSearch", "FIRE", AgentRelaxer(model, name="RL"), HybridRelaxer(model, name="RL+BFGS@0.1")]
+    relaxers = ["BFGS", "BFGSLineSearch", "FIRE", AgentRelaxer(model, name="RL"), HybridRelaxer(model)]
     rows = run_benchmark(
         minima, relaxers, beta=0.5, fmaxes=(0.1, 0.05), n_starts=args.n_starts, seed=args.seed, min_distance=1.5
     )

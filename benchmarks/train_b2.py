@@ -33,6 +33,7 @@ from sb3_crystal.exploration.expert import add_expert_transitions
 
 ENV = {"structures": "AlFe-B2", "beta": 0.5, "max_steps": 100}
 FINAL_EPSILON = 0.05
+FINETUNE_EPSILON = 0.03
 CURRICULUM = [
     {"reward": "hybrid", "reward_weights": [1.0, 0.0, 0.5], "epsilon": 0.1, "target_steps": 12, "min_success": 0.9},
     {"reward": "step", "epsilon": 0.1, "target_steps": 8, "min_success": 0.9},
@@ -60,9 +61,14 @@ def train(
     expert_episodes: int = 0,
     policy_kwargs: dict | None = None,
     tag: str = "",
+    init: Path | None = None,
 ) -> RelaxationEvalCallback:
     th.set_num_threads(1)
     reward = {"reward": "hybrid", "reward_weights": (1.0, 0.0, 0.5), "epsilon": FINAL_EPSILON}
+    settings = dict(TD3_SETTINGS)
+    if variant == "finetune":  # from a trained model: the step reward at a tighter ε, less noise, a smaller step size
+        reward = {"reward": "step", "epsilon": FINETUNE_EPSILON}
+        settings.update(learning_rate=1e-4, learning_starts=200)
     env = CrystalRelaxEnv(**ENV, **reward, action_scale=action_scale)
     n_actions = env.action_space.shape[0]
     exploration = {
@@ -70,8 +76,11 @@ def train(
         "action_noise": {"action_noise": NormalActionNoise(np.zeros(n_actions), 0.1 * np.ones(n_actions))},
         "curriculum": {"state_noise": {"level": 0.2}},
         "curriculum_action_noise": {"action_noise": NormalActionNoise(np.zeros(n_actions), 0.1 * np.ones(n_actions))},
+        "finetune": {"action_noise": NormalActionNoise(np.zeros(n_actions), 0.05 * np.ones(n_actions))},
     }[variant]
-    model = CrystalTD3("CrystalTFNPolicy", env, seed=seed, policy_kwargs=policy_kwargs, **TD3_SETTINGS, **exploration)
+    model = CrystalTD3("CrystalTFNPolicy", env, seed=seed, policy_kwargs=policy_kwargs, **settings, **exploration)
+    if init is not None:
+        model.set_parameters(str(init), exact_match=True)
     name = f"{variant}_{action_scale}{f'_expert{expert_episodes}' if expert_episodes else ''}{tag}_s{seed}"
     evaluation = RelaxationEvalCallback(
         eval_freq=1000,
@@ -138,7 +147,7 @@ def plot(folder: Path, n_starts: int = 50, compare: bool = True) -> None:
     relaxers: list = ["BFGS", "FIRE"]
     for run in runs:
         model = CrystalTD3.load(folder / f"{run.stem}.zip")
-        relaxers += [AgentRelaxer(model, name=f"RL {run.stem}"), HybridRelaxer(model, name=f"RL+BFGS {run.stem}")]
+        relaxers += [AgentRelaxer(model, name=f"RL {run.stem}"), HybridRelaxer(model, name=f"RL+BFGSLineSearch {run.stem}")]
     rows = run_benchmark(
         minimum, relaxers, beta=0.5, fmaxes=(0.1, FINAL_EPSILON), n_starts=n_starts, seed=100, min_distance=1.5
     )
@@ -160,7 +169,8 @@ def install(best_model: Path, command: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--variant", choices=["state_noise", "action_noise", "curriculum", "curriculum_action_noise"])
+    variants = ["state_noise", "action_noise", "curriculum", "curriculum_action_noise", "finetune"]
+    parser.add_argument("--variant", choices=variants)
     parser.add_argument("--plot", type=Path, default=None, help="plot and compare the runs in this folder")
     parser.add_argument("--curves-only", action="store_true", help="with --plot: learning curves only, no comparison")
     parser.add_argument("--steps", type=int, default=25_000)
@@ -168,13 +178,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("results/train_b2"))
     parser.add_argument("--action-scale", choices=["fixed", "force"], default="force")
     parser.add_argument("--expert-episodes", type=int, default=0, help="BFGS episodes seeded into the replay buffer")
+    parser.add_argument("--init", type=Path, default=None, help="finetune: the trained model (SB3 zip) to start from")
     parser.add_argument("--install", action="store_true", help="ship the run's best model at ε 0.05 as the 'b2' agent")
     args = parser.parse_args()
     if args.plot is not None:
         plot(args.plot, compare=not args.curves_only)
         return
     if not (args.install and (args.out / f"{args.variant}_{args.action_scale}_s{args.seed}_best").is_dir()):
-        train(args.variant, args.steps, args.seed, args.out, args.action_scale, args.expert_episodes)
+        train(args.variant, args.steps, args.seed, args.out, args.action_scale, args.expert_episodes, init=args.init)
     if args.install:  # an existing run is installed without training again
         best = args.out / f"{args.variant}_{args.action_scale}_s{args.seed}_best" / f"best_model_eps{FINAL_EPSILON}.zip"
         run = f"--variant {args.variant} --steps {args.steps} --seed {args.seed}"
