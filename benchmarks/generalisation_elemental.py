@@ -126,17 +126,25 @@ def alfe_test_cells() -> list:
     return minima
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def experiment_parser(
+    description: str, out: str, steps: int, n_starts: int, start_seed: int, fmax: list[float]
+) -> argparse.ArgumentParser:
+    """The options both generalisation experiments share (train or ``--model``, then benchmark), with their defaults."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=None, help="an agent (SB3 zip or agent folder); default: train one")
-    parser.add_argument("--out", type=Path, default=Path("results/generalisation_elemental"))
-    parser.add_argument("--steps", type=int, default=8_000, help="training steps")
+    parser.add_argument("--out", type=Path, default=Path(out))
+    parser.add_argument("--steps", type=int, default=steps, help="training steps")
     parser.add_argument("--seed", type=int, default=0, help="training seed")
     parser.add_argument("--eval-freq", type=int, default=2000, help="training steps between evaluations")
-    parser.add_argument("--n-starts", type=int, default=20, help="benchmark starts per test cell")
-    parser.add_argument("--start-seed", type=int, default=200, help="start k uses seed start_seed + k")
+    parser.add_argument("--n-starts", type=int, default=n_starts, help="benchmark starts per test cell")
+    parser.add_argument("--start-seed", type=int, default=start_seed, help="start k uses seed start_seed + k")
     parser.add_argument("--max-steps", type=int, default=300, help="step cap of every benchmark run")
-    parser.add_argument("--fmax", type=float, nargs="+", default=[0.1, 0.05, 0.01], help="thresholds ε, eV/Å")
+    parser.add_argument("--fmax", type=float, nargs="+", default=fmax, help="thresholds ε, eV/Å")
+    return parser
+
+
+def main() -> None:
+    parser = experiment_parser(__doc__, "results/generalisation_elemental", 8_000, 20, 200, [0.1, 0.05, 0.01])
     args = parser.parse_args()
     th.set_num_threads(1)
     model_path = args.model

@@ -21,14 +21,12 @@ to 0.1 eV/Å, then BFGS) and BFGS / BFGSLineSearch / FIRE / GPMin at ε 0.2, 0.1
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import torch as th
-from generalisation_elemental import CLASSICAL, train_agent
+from generalisation_elemental import CLASSICAL, experiment_parser, train_agent
 from train_default_agent import ENV as DEFAULT_ENV
 
 from sb3_crystal.benchmark.agents import AgentRelaxer, HybridRelaxer
@@ -72,17 +70,8 @@ def pool_rows(rows: list[dict[str, Any]], group_of: dict[str, str]) -> list[dict
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, default=None, help="an agent (SB3 zip or agent folder); default: train one")
-    parser.add_argument("--out", type=Path, default=Path("results/generalisation_random_cells"))
-    parser.add_argument("--steps", type=int, default=10_000, help="training steps")
-    parser.add_argument("--seed", type=int, default=0, help="training seed")
-    parser.add_argument("--eval-freq", type=int, default=2000, help="training steps between evaluations")
+    parser = experiment_parser(__doc__, "results/generalisation_random_cells", 10_000, 3, 300, [0.2, 0.1, 0.05])
     parser.add_argument("--cells", type=int, default=10, help="test cells per size (N = 4 and N = 5)")
-    parser.add_argument("--n-starts", type=int, default=3, help="benchmark starts per test cell")
-    parser.add_argument("--start-seed", type=int, default=300, help="start k of every cell uses seed start_seed + k")
-    parser.add_argument("--max-steps", type=int, default=300, help="step cap of every benchmark run")
-    parser.add_argument("--fmax", type=float, nargs="+", default=[0.2, 0.1, 0.05], help="thresholds ε, eV/Å")
     args = parser.parse_args()
     th.set_num_threads(1)
     groups = random_test_cells(args.cells)
