@@ -68,6 +68,7 @@ def train(
     policy_kwargs: dict | None = None,
     tag: str = "",
     init: Path | None = None,
+    max_displacement: float = 0.5,
 ) -> RelaxationEvalCallback:
     th.set_num_threads(1)
     reward = {"reward": "hybrid", "reward_weights": (1.0, 0.0, 0.5), "epsilon": FINAL_EPSILON}
@@ -75,7 +76,7 @@ def train(
     if variant == "finetune":  # from a trained model: the step reward at a tighter ε, less noise, a smaller step size
         reward = {"reward": "step", "epsilon": FINETUNE_EPSILON}
         settings.update(learning_rate=1e-4, learning_starts=200)
-    env = CrystalRelaxEnv(**ENV, **reward, action_scale=action_scale)
+    env = CrystalRelaxEnv(**ENV, **reward, action_scale=action_scale, max_displacement=max_displacement)
     n_actions = env.action_space.shape[0]
     exploration = {
         "state_noise": {"state_noise": {"level": 0.2}},
@@ -88,6 +89,7 @@ def train(
     model = CrystalTD3("CrystalTFNPolicy", env, seed=seed, policy_kwargs=policy_kwargs, **settings, **exploration)
     if init is not None:
         model.set_parameters(str(init), exact_match=True)
+    tag += f"_dmax{max_displacement:g}" if max_displacement != 0.5 else ""
     name = f"{variant}_{action_scale}{f'_expert{expert_episodes}' if expert_episodes else ''}{tag}_s{seed}"
     evaluation = RelaxationEvalCallback(
         eval_freq=1000,
@@ -185,6 +187,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("results/train_b2"))
     parser.add_argument("--action-scale", choices=["fixed", "force"], default="force")
     parser.add_argument("--expert-episodes", type=int, default=0, help="BFGS episodes seeded into the replay buffer")
+    parser.add_argument("--max-displacement", type=float, default=0.5, help="shift per unit action, Å")
     parser.add_argument("--init", type=Path, default=None, help="finetune: the trained model (SB3 zip) to start from")
     parser.add_argument("--install", action="store_true", help="ship the run's best model at ε 0.05 as the 'b2' agent")
     args = parser.parse_args()
@@ -192,7 +195,16 @@ def main() -> None:
         plot(args.plot, compare=not args.curves_only)
         return
     if not (args.install and (args.out / f"{args.variant}_{args.action_scale}_s{args.seed}_best").is_dir()):
-        train(args.variant, args.steps, args.seed, args.out, args.action_scale, args.expert_episodes, init=args.init)
+        train(
+            args.variant,
+            args.steps,
+            args.seed,
+            args.out,
+            args.action_scale,
+            args.expert_episodes,
+            init=args.init,
+            max_displacement=args.max_displacement,
+        )
     if args.install:  # an existing run is installed without training again
         best = args.out / f"{args.variant}_{args.action_scale}_s{args.seed}_best" / f"best_model_eps{FINAL_EPSILON}.zip"
         run = f"--variant {args.variant} --steps {args.steps} --seed {args.seed}"
