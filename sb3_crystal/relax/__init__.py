@@ -1,5 +1,6 @@
 """Relaxing structures with trained agents: ASE optimizers (:class:`RLOptimizer`, :class:`HybridOptimizer`) and
-agent files (:func:`save_agent`, :func:`load_agent`, :func:`load_model`, :func:`load_default_agent`)."""
+agent files (:func:`save_agent`, :func:`load_agent`, :func:`load_model`, :func:`load_default_agent`,
+:func:`load_shipped_agent`)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from sb3_crystal.relax.agent_io import (
     load_agent,
     load_default_agent,
     load_model,
+    load_shipped_agent,
     save_agent,
     trained_species,
 )
@@ -28,6 +30,7 @@ __all__ = [
     "load_agent",
     "load_default_agent",
     "load_model",
+    "load_shipped_agent",
     "save_agent",
     "trained_species",
 ]
