@@ -143,6 +143,23 @@ def experiment_parser(
     return parser
 
 
+def benchmark_agent(model_path: Path, cells: list, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The agent, its hybrid and :data:`CLASSICAL` on the same seeded starts (β 0.5 Å) of ``cells``, per the options."""
+    print(f"benchmarking {model_path}", flush=True)
+    model = load_model(model_path)
+    relaxers = [*CLASSICAL, AgentRelaxer(model, name="RL"), HybridRelaxer(model)]
+    return run_benchmark(
+        cells,
+        relaxers,
+        beta=0.5,
+        fmaxes=args.fmax,
+        n_starts=args.n_starts,
+        seed=args.start_seed,
+        max_steps=args.max_steps,
+        min_distance=1.5,
+    )
+
+
 def main() -> None:
     parser = experiment_parser(__doc__, "results/generalisation_elemental", 8_000, 20, 200, [0.1, 0.05, 0.01])
     args = parser.parse_args()
@@ -152,20 +169,8 @@ def main() -> None:
         validation = {"B2": {"structures": "AlFe-B2"}, "hex": {"structures": "AlFe-hex", "saddles": "keep"}}
         command = "python " + " ".join(sys.argv)
         model_path = train_agent(ENV, args.steps, args.seed, args.out / "training", validation, args.eval_freq, 2, command)
-    print(f"benchmarking {model_path}", flush=True)
-    model = load_model(model_path)
-    relaxers = [*CLASSICAL, AgentRelaxer(model, name="RL"), HybridRelaxer(model)]
     start = time.time()
-    rows = run_benchmark(
-        alfe_test_cells(),
-        relaxers,
-        beta=0.5,
-        fmaxes=args.fmax,
-        n_starts=args.n_starts,
-        seed=args.start_seed,
-        max_steps=args.max_steps,
-        min_distance=1.5,
-    )
+    rows = benchmark_agent(model_path, alfe_test_cells(), args)
     title = f"Single-element-trained agent on AlFe, β = 0.5 Å, {args.n_starts} starts per cell (seeds {args.start_seed}–)"
     write_results(rows, args.out, title=title)
     print(format_table(summarize(rows)))

@@ -26,12 +26,10 @@ import time
 from typing import Any
 
 import torch as th
-from generalisation_elemental import CLASSICAL, experiment_parser, train_agent
+from generalisation_elemental import benchmark_agent, experiment_parser, train_agent
 from train_default_agent import ENV as DEFAULT_ENV
 
-from sb3_crystal.benchmark.agents import AgentRelaxer, HybridRelaxer
-from sb3_crystal.benchmark.harness import format_table, run_benchmark, summarize, write_results
-from sb3_crystal.relax.agent_io import load_model
+from sb3_crystal.benchmark.harness import format_table, summarize, write_results
 from sb3_crystal.structures import RelaxationError, StructureDataset, load_structures
 
 TRAINING_CELLS = "random:count=20,atoms=2-3,seed=0"
@@ -83,22 +81,10 @@ def main() -> None:
         }
         command = "python " + " ".join(sys.argv)
         model_path = train_agent(ENV, args.steps, args.seed, args.out / "training", validation, args.eval_freq, 1, command)
-    print(f"benchmarking {model_path}", flush=True)
-    model = load_model(model_path)
-    relaxers = [*CLASSICAL, AgentRelaxer(model, name="RL"), HybridRelaxer(model)]
     cells = [cell for group in groups.values() for cell in group]
     group_of = {cell.info["name"]: group for group, members in groups.items() for cell in members}
     start = time.time()
-    rows = run_benchmark(
-        cells,
-        relaxers,
-        beta=0.5,
-        fmaxes=args.fmax,
-        n_starts=args.n_starts,
-        seed=args.start_seed,
-        max_steps=args.max_steps,
-        min_distance=1.5,
-    )
+    rows = benchmark_agent(model_path, cells, args)
     setting = f"β = 0.5 Å, {args.cells} cells × {args.n_starts} starts (seeds {args.start_seed}–)"
     write_results(rows, args.out / "per_cell", title=f"Agent trained on N = 2–3 random cells, per test cell, {setting}")
     pooled = pool_rows(rows, group_of)
