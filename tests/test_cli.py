@@ -320,3 +320,12 @@ def test_shipped_agent_names(tmp_path, monkeypatch):
     monkeypatch.setitem(agent_io.SHIPPED_AGENTS, "b2", tmp_path / "nothing")
     with pytest.raises(agent_io.NoDefaultAgentError, match="No agent is installed"):
         agent_io.load_shipped_agent("b2")
+
+
+def test_cli_hybrid_optimizer_names_follow_the_relax_module():
+    # the CLI spells the names out (importing sb3_crystal.relax loads torch and slows --help): keep them in step
+    from sb3_crystal.cli import _HYBRID_OPTIMIZERS
+    from sb3_crystal.relax.optimizer import CLASSICAL_OPTIMIZERS, DEFAULT_FINISHER
+
+    assert _HYBRID_OPTIMIZERS[0] == DEFAULT_FINISHER
+    assert sorted(_HYBRID_OPTIMIZERS) == sorted(CLASSICAL_OPTIMIZERS)
