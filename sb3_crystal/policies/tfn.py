@@ -14,6 +14,7 @@ Two presets (see :data:`TFN_PRESETS`):
   ``tp_mode="uvu"`` with the same sizes is the reference's exact e3nn ``gate_points_2101`` message tensor product.
 """
 
+import copy
 import math
 from typing import Any, ClassVar, NamedTuple
 
@@ -249,8 +250,7 @@ class DepthwiseTensorProductL1:
         x = th.randn(1, irreps_in1.dim, generator=generator, dtype=th.float64)
         y = th.randn(1, irreps_in2.dim, generator=generator, dtype=th.float64)
         weight = th.ones(1, tp.weight_numel, dtype=th.float64)
-        reference = tp.to(th.float64)(x, y, weight)
-        tp.to(th.float32)
+        reference = copy.deepcopy(tp).to(th.float64)(x, y, weight)  # a copy: ``tp`` keeps its dtype and device
         raw = fast(x, y, weight)
         for k, path in enumerate(paths):
             out = irreps_out.slices()[path[3]]
