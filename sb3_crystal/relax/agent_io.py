@@ -399,7 +399,7 @@ def load_default_agent(device: str | th.device = "cpu") -> CrystalAgent:
 
     :raises NoDefaultAgentError: when no agent is installed in :data:`DEFAULT_AGENT_DIR`.
     """
-    return _load_installed(DEFAULT_AGENT_DIR, device)
+    return load_shipped_agent("alfe", device=device)
 
 
 def load_shipped_agent(name: str, device: str | th.device = "cpu") -> CrystalAgent:
@@ -412,10 +412,7 @@ def load_shipped_agent(name: str, device: str | th.device = "cpu") -> CrystalAge
     """
     if name not in SHIPPED_AGENTS:
         raise ValueError(f"unknown shipped agent {name!r}; shipped: {sorted(SHIPPED_AGENTS)}")
-    return _load_installed(DEFAULT_AGENT_DIR if name == "alfe" else SHIPPED_AGENTS[name], device)
-
-
-def _load_installed(folder: Path, device: str | th.device) -> CrystalAgent:
+    folder = SHIPPED_AGENTS[name]
     if not (folder / SETTINGS_FILE).is_file():
         raise NoDefaultAgentError(
             f"No agent is installed in {folder} (expected {SETTINGS_FILE} and {WEIGHTS_FILE}): "

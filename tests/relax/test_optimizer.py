@@ -226,7 +226,7 @@ def test_unseen_species_are_refused_by_name(mlp, minimum):
 
 
 def test_no_default_agent_installed(minimum, mlp, monkeypatch, tmp_path):
-    monkeypatch.setattr(agent_io, "DEFAULT_AGENT_DIR", tmp_path / "default_agent")
+    monkeypatch.setitem(agent_io.SHIPPED_AGENTS, "alfe", tmp_path / "default_agent")
     with pytest.raises(NoDefaultAgentError, match="No agent is installed"):
         RLOptimizer(start(minimum))
     save_agent(mlp, tmp_path / "default_agent")  # the hook loads whatever is installed there
