@@ -58,6 +58,20 @@ TD3_SETTINGS = {
 }
 
 
+def run_name(
+    variant: str,
+    seed: int,
+    action_scale: str = "force",
+    expert_episodes: int = 0,
+    tag: str = "",
+    max_displacement: float = 0.5,
+) -> str:
+    """The name of a run's files in ``out``: ``<name>.csv``, ``<name>.zip``, ``<name>_best/``."""
+    expert = f"_expert{expert_episodes}" if expert_episodes else ""
+    dmax = f"_dmax{max_displacement:g}" if max_displacement != 0.5 else ""
+    return f"{variant}_{action_scale}{expert}{tag}{dmax}_s{seed}"
+
+
 def train(
     variant: str,
     steps: int,
@@ -89,8 +103,7 @@ def train(
     model = CrystalTD3("CrystalTFNPolicy", env, seed=seed, policy_kwargs=policy_kwargs, **settings, **exploration)
     if init is not None:
         model.set_parameters(str(init), exact_match=True)
-    tag += f"_dmax{max_displacement:g}" if max_displacement != 0.5 else ""
-    name = f"{variant}_{action_scale}{f'_expert{expert_episodes}' if expert_episodes else ''}{tag}_s{seed}"
+    name = run_name(variant, seed, action_scale, expert_episodes, tag, max_displacement)
     evaluation = RelaxationEvalCallback(
         eval_freq=1000,
         n_episodes=20,
@@ -194,7 +207,8 @@ def main() -> None:
     if args.plot is not None:
         plot(args.plot, compare=not args.curves_only)
         return
-    if not (args.install and (args.out / f"{args.variant}_{args.action_scale}_s{args.seed}_best").is_dir()):
+    name = run_name(args.variant, args.seed, args.action_scale, args.expert_episodes, max_displacement=args.max_displacement)
+    if not (args.install and (args.out / f"{name}_best").is_dir()):
         train(
             args.variant,
             args.steps,
@@ -206,7 +220,7 @@ def main() -> None:
             max_displacement=args.max_displacement,
         )
     if args.install:  # an existing run is installed without training again
-        best = args.out / f"{args.variant}_{args.action_scale}_s{args.seed}_best" / f"best_model_eps{FINAL_EPSILON}.zip"
+        best = args.out / f"{name}_best" / f"best_model_eps{FINAL_EPSILON}.zip"
         run = f"--variant {args.variant} --steps {args.steps} --seed {args.seed}"
         install(best, f"python benchmarks/train_b2.py {run} --install")
 
