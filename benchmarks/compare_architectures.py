@@ -54,12 +54,12 @@ def update_costs(names: list[str], blocks: int = 5) -> dict[str, dict]:
     times: dict[str, list[float]] = {name: [] for name in names}
     for block in range(blocks):
         for name, model in models.items():
-            n_updates = 20 if name in ("small", "lmax2", "deep_r5") else 2
             if name == "paper" and block > 0:
                 continue  # ~40 s per update on 2 CPU cores: one is enough
+            n_updates = 20 if name in ("small", "lmax2", "deep_r5") else 1 if name == "paper" else 2
             start = time.perf_counter()
-            model.train(gradient_steps=1 if name == "paper" else n_updates, batch_size=100)
-            times[name].append((time.perf_counter() - start) / (1 if name == "paper" else n_updates) * 1e3)
+            model.train(gradient_steps=n_updates, batch_size=100)
+            times[name].append((time.perf_counter() - start) / n_updates * 1e3)
         print(f"cost block {block + 1}/{blocks}: " + ", ".join(f"{n} {statistics.median(t):.1f} ms" for n, t in times.items()))
     return {
         name: {"ms": statistics.median(t), "params": sum(p.numel() for p in models[name].policy.parameters())}
