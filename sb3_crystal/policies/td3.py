@@ -61,8 +61,8 @@ def fused_adam_kwargs(
 ) -> dict[str, Any] | None:
     """Optimizer kwargs with ``fused=True`` for Adam/AdamW unless the user chose an implementation.
 
-    The crystal networks have few, small parameter tensors: the per-tensor loop of the default CPU Adam is a
-    measurable part of a TD3 update (fused Adam: ~4 % faster updates on B2 AlFe, same arithmetic).
+    The crystal networks have few, small parameter tensors, so one fused kernel replaces a per-tensor loop; on the idle
+    2-core CPU the TD3 update is no measurably faster for it (``benchmarks/bench_td3_update_ab.py``, 0.99-1.02x).
 
     :param optimizer_class: the policy's optimizer class
     :param optimizer_kwargs: the user's kwargs (``None``: none)
