@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch as th
+from stable_baselines3.common.callbacks import CallbackList, CheckpointCallback
 from stable_baselines3.common.noise import NormalActionNoise
 
 from sb3_crystal import CrystalRelaxEnv
@@ -83,6 +84,7 @@ def train(
     tag: str = "",
     init: Path | None = None,
     max_displacement: float = 0.5,
+    checkpoint_every: int = 0,
 ) -> RelaxationEvalCallback:
     th.set_num_threads(1)
     reward = {"reward": "hybrid", "reward_weights": (1.0, 0.0, 0.5), "epsilon": FINAL_EPSILON}
@@ -114,8 +116,11 @@ def train(
     )
     if expert_episodes:
         add_expert_transitions(model, env, expert_episodes, seed=20_000)
+    callbacks: list = [evaluation]
+    if checkpoint_every:  # every model, for a selection on held-out starts (benchmarks/select_b2.py)
+        callbacks.append(CheckpointCallback(checkpoint_every, str(out / f"{name}_checkpoints"), name_prefix="model"))
     start = time.time()
-    model.learn(steps, callback=evaluation)
+    model.learn(steps, callback=CallbackList(callbacks))
     out.mkdir(parents=True, exist_ok=True)
     model.save(out / f"{name}.zip")
     with open(out / f"{name}.csv", "w", newline="") as handle:
@@ -202,6 +207,7 @@ def main() -> None:
     parser.add_argument("--expert-episodes", type=int, default=0, help="BFGS episodes seeded into the replay buffer")
     parser.add_argument("--max-displacement", type=float, default=0.5, help="shift per unit action, Å")
     parser.add_argument("--init", type=Path, default=None, help="finetune: the trained model (SB3 zip) to start from")
+    parser.add_argument("--checkpoint-every", type=int, default=0, help="also save the model every N steps")
     parser.add_argument("--install", action="store_true", help="ship the run's best model at ε 0.05 as the 'b2' agent")
     args = parser.parse_args()
     if args.plot is not None:
@@ -218,6 +224,7 @@ def main() -> None:
             args.expert_episodes,
             init=args.init,
             max_displacement=args.max_displacement,
+            checkpoint_every=args.checkpoint_every,
         )
     if args.install:  # an existing run is installed without training again
         best = args.out / f"{name}_best" / f"best_model_eps{FINAL_EPSILON}.zip"
