@@ -29,7 +29,7 @@ from ase.calculators.calculator import Calculator
 from ase.optimize import BFGS, FIRE, LBFGS, BFGSLineSearch, GPMin
 from ase.optimize.optimize import DEFAULT_MAX_STEPS, Optimizer
 
-from sb3_crystal.benchmark.classical import ForceCallCounter
+from sb3_crystal.benchmark.classical import ForceCallCounter, GPMinFitted
 from sb3_crystal.calculators import UnsupportedElementsError, calculator_elements, check_elements
 from sb3_crystal.envs.moves import MoveRule
 from sb3_crystal.relax.agent_io import CrystalAgent, as_agent, load_default_agent
@@ -56,6 +56,7 @@ CLASSICAL_OPTIMIZERS: dict[str, type[Optimizer]] = {
     "BFGSLineSearch": BFGSLineSearch,
     "FIRE": FIRE,
     "GPMin": GPMin,
+    "GPMinFitted": GPMinFitted,
 }
 
 #: The hybrid's classical optimizer unless told otherwise (chosen by measurement, see :class:`HybridOptimizer`).

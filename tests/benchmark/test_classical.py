@@ -8,7 +8,14 @@ from ase.build import bulk
 from ase.calculators.emt import EMT
 from ase.optimize.sciopt import OptimizerConvergenceError, SciPyFminCG
 
-from sb3_crystal.benchmark.classical import OPTIMIZERS, ForceCallCounter, Relaxer, make_relaxer
+from sb3_crystal.benchmark.classical import (
+    DEFAULT_OPTIMIZERS,
+    OPTIMIZERS,
+    ForceCallCounter,
+    GPMinFitted,
+    Relaxer,
+    make_relaxer,
+)
 from sb3_crystal.benchmark.harness import compare_to_reference
 from sb3_crystal.cli import blas_threads
 from sb3_crystal.structures.geometry import distort
@@ -100,6 +107,26 @@ def test_make_relaxer_names():
     assert make_relaxer(relaxer) is relaxer
     with pytest.raises(KeyError, match="Unknown optimizer 'Newton'"):
         make_relaxer("Newton")
+
+
+def test_default_baselines_are_the_issue_list_and_gpmin_fitted_is_extra():
+    assert DEFAULT_OPTIMIZERS == ("BFGS", "LBFGS", "BFGSLineSearch", "FIRE", "GPMin", "CG")
+    assert set(OPTIMIZERS) == {*DEFAULT_OPTIMIZERS, "GPMinFitted"}
+    assert make_relaxer("gpminfitted").name == "GPMinFitted"
+
+
+def test_gpmin_fitted_refits_its_kernel_and_plain_gpmin_does_not(b2, counter):
+    scales = {}
+    for fitted in (True, False):
+        atoms = distort(b2, 0.5, np.random.default_rng(3))
+        atoms.calc = counter
+        optimizer = GPMinFitted(atoms, logfile=None, update_hyperparams=fitted)
+        assert optimizer.update_hp is fitted
+        optimizer.run(fmax=0.01, steps=200)
+        assert max_force(atoms.get_forces()) < 0.01
+        scales[fitted] = float(optimizer.kernel.l)
+    assert scales[False] == pytest.approx(0.4)  # ASE's default length scale, never touched
+    assert scales[True] != pytest.approx(0.4, abs=1e-3)
 
 
 @pytest.mark.parametrize("name", list(OPTIMIZERS))

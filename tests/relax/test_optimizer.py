@@ -245,7 +245,7 @@ def test_needs_a_calculator_and_periodic_cell(mlp, minimum):
 
 
 # -- hybrid ------------------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("optimizer", ["BFGS", "lbfgs", "FIRE", "BFGSLineSearch", "GPMin"])
+@pytest.mark.parametrize("optimizer", ["BFGS", "lbfgs", "FIRE", "BFGSLineSearch", "GPMin", "GPMinFitted"])
 def test_hybrid_converges_from_an_untrained_agent(mlp, minimum, optimizer, tmp_path):
     atoms = start(minimum, seed=5, beta=0.4)
     path = tmp_path / "hybrid.traj"
@@ -256,7 +256,7 @@ def test_hybrid_converges_from_an_untrained_agent(mlp, minimum, optimizer, tmp_p
     images = frames(path)
     assert len(images) == hybrid.nsteps + 1
     assert hybrid.force_calls == atoms.calc.count
-    if optimizer in ("BFGSLineSearch", "GPMin"):  # line searches / retries evaluate geometries between frames
+    if optimizer in ("BFGSLineSearch", "GPMin", "GPMinFitted"):  # line searches / retries: geometries between frames
         assert hybrid.force_calls >= distinct(images)
     else:
         assert hybrid.force_calls == distinct(images)
