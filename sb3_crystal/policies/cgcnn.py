@@ -118,7 +118,7 @@ class CGCNNActor(_CGCNNMixin, CrystalActorBase):
 
     def __init__(self, *args: Any, cgcnn_kwargs: dict[str, Any] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.cgcnn_kwargs = {**CGCNN_DEFAULTS, **(cgcnn_kwargs or {})}
+        self.cgcnn_kwargs = _resolve_cgcnn_kwargs(cgcnn_kwargs or {})
         self.trunk = self._trunk()
         self.head = self._head(3, nn.Tanh())
 
@@ -139,7 +139,7 @@ class CGCNNCritic(_CGCNNMixin, CrystalCriticBase):
 
     def __init__(self, *args: Any, cgcnn_kwargs: dict[str, Any] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.cgcnn_kwargs = {**CGCNN_DEFAULTS, **(cgcnn_kwargs or {})}
+        self.cgcnn_kwargs = _resolve_cgcnn_kwargs(cgcnn_kwargs or {})
         self.q_trunks = nn.ModuleList(self._trunk(extra_node_dim=3) for _ in range(self.n_critics))
         self.q_heads = nn.ModuleList(self._head(1) for _ in range(self.n_critics))
 
@@ -193,7 +193,7 @@ class CGCNNSACActor(_CGCNNMixin, CrystalSACActorBase):
 
     def __init__(self, *args: Any, cgcnn_kwargs: dict[str, Any] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.cgcnn_kwargs = {**CGCNN_DEFAULTS, **(cgcnn_kwargs or {})}
+        self.cgcnn_kwargs = _resolve_cgcnn_kwargs(cgcnn_kwargs or {})
         self.trunk = self._trunk()
         self.head = self._head(6)
         self.log_std_offset = nn.Parameter(th.tensor(float(self.log_std_init)))
