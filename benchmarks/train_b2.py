@@ -31,10 +31,13 @@ from sb3_crystal import CrystalRelaxEnv
 from sb3_crystal.algorithms import CrystalTD3
 from sb3_crystal.callbacks import RelaxationEvalCallback
 from sb3_crystal.exploration.expert import add_expert_transitions
+from sb3_crystal.training.pretrain import pretrain_actor, reference_moves
 
 ENV = {"structures": "AlFe-B2", "beta": 0.5, "max_steps": 100}
 FINAL_EPSILON = 0.05
 FINETUNE_EPSILON = 0.03
+#: reference-move samples are drawn from seeds PRETRAIN_SEED + seed, … (apart from the evaluation and selection seeds)
+PRETRAIN_SEED = 1_000_000
 CURRICULUM = [
     {"reward": "hybrid", "reward_weights": [1.0, 0.0, 0.5], "epsilon": 0.1, "target_steps": 12, "min_success": 0.9},
     {"reward": "step", "epsilon": 0.1, "target_steps": 8, "min_success": 0.9},
@@ -66,11 +69,13 @@ def run_name(
     expert_episodes: int = 0,
     tag: str = "",
     max_displacement: float = 0.5,
+    pretrain_samples: int = 0,
 ) -> str:
     """The name of a run's files in ``out``: ``<name>.csv``, ``<name>.zip``, ``<name>_best/``."""
     expert = f"_expert{expert_episodes}" if expert_episodes else ""
     dmax = f"_dmax{max_displacement:g}" if max_displacement != 0.5 else ""
-    return f"{variant}_{action_scale}{expert}{tag}{dmax}_s{seed}"
+    pretrain = f"_pre{pretrain_samples}" if pretrain_samples else ""
+    return f"{variant}_{action_scale}{expert}{pretrain}{tag}{dmax}_s{seed}"
 
 
 def train(
@@ -85,6 +90,8 @@ def train(
     init: Path | None = None,
     max_displacement: float = 0.5,
     checkpoint_every: int = 0,
+    pretrain_samples: int = 0,
+    pretrain_epochs: int = 60,
 ) -> RelaxationEvalCallback:
     th.set_num_threads(1)
     reward = {"reward": "hybrid", "reward_weights": (1.0, 0.0, 0.5), "epsilon": FINAL_EPSILON}
@@ -105,7 +112,11 @@ def train(
     model = CrystalTD3("CrystalTFNPolicy", env, seed=seed, policy_kwargs=policy_kwargs, **settings, **exploration)
     if init is not None:
         model.set_parameters(str(init), exact_match=True)
-    name = run_name(variant, seed, action_scale, expert_episodes, tag, max_displacement)
+    name = run_name(variant, seed, action_scale, expert_episodes, tag, max_displacement, pretrain_samples)
+    start = time.time()
+    if pretrain_samples:  # regression onto the move back to the minimum (sb3_crystal.training.pretrain)
+        samples = reference_moves(env, pretrain_samples, seed=PRETRAIN_SEED + seed)
+        pretrain_actor(model, samples, epochs=pretrain_epochs, seed=seed)
     evaluation = RelaxationEvalCallback(
         eval_freq=1000,
         n_episodes=20,
@@ -119,9 +130,10 @@ def train(
     callbacks: list = [evaluation]
     if checkpoint_every:  # every model, for a selection on held-out starts (benchmarks/select_b2.py)
         callbacks.append(CheckpointCallback(checkpoint_every, str(out / f"{name}_checkpoints"), name_prefix="model"))
-    start = time.time()
-    model.learn(steps, callback=CallbackList(callbacks))
     out.mkdir(parents=True, exist_ok=True)
+    model.learn(steps, callback=CallbackList(callbacks))
+    if steps == 0:  # pretraining only: one evaluation, which saves the model as the run's best
+        evaluation.evaluate()
     model.save(out / f"{name}.zip")
     with open(out / f"{name}.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(evaluation.history[0]))
@@ -209,11 +221,20 @@ def main() -> None:
     parser.add_argument("--init", type=Path, default=None, help="finetune: the trained model (SB3 zip) to start from")
     parser.add_argument("--checkpoint-every", type=int, default=0, help="also save the model every N steps")
     parser.add_argument("--install", action="store_true", help="ship the run's best model at ε 0.05 as the 'b2' agent")
+    parser.add_argument("--pretrain-samples", type=int, default=0, help="regress the actor onto N reference moves first")
+    parser.add_argument("--pretrain-epochs", type=int, default=60, help="passes over the reference moves")
     args = parser.parse_args()
     if args.plot is not None:
         plot(args.plot, compare=not args.curves_only)
         return
-    name = run_name(args.variant, args.seed, args.action_scale, args.expert_episodes, max_displacement=args.max_displacement)
+    name = run_name(
+        args.variant,
+        args.seed,
+        args.action_scale,
+        args.expert_episodes,
+        max_displacement=args.max_displacement,
+        pretrain_samples=args.pretrain_samples,
+    )
     if not (args.install and (args.out / f"{name}_best").is_dir()):
         train(
             args.variant,
@@ -225,10 +246,14 @@ def main() -> None:
             init=args.init,
             max_displacement=args.max_displacement,
             checkpoint_every=args.checkpoint_every,
+            pretrain_samples=args.pretrain_samples,
+            pretrain_epochs=args.pretrain_epochs,
         )
     if args.install:  # an existing run is installed without training again
         best = args.out / f"{name}_best" / f"best_model_eps{FINAL_EPSILON}.zip"
         run = f"--variant {args.variant} --steps {args.steps} --seed {args.seed}"
+        if args.pretrain_samples:
+            run += f" --pretrain-samples {args.pretrain_samples} --pretrain-epochs {args.pretrain_epochs}"
         install(best, f"python benchmarks/train_b2.py {run} --install")
 
 

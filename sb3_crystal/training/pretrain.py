@@ -1,0 +1,185 @@
+"""Actor pretraining: regress the policy onto the move that takes a distorted start back to its reference minimum.
+
+Every start of :class:`~sb3_crystal.envs.CrystalRelaxEnv` is a relaxed reference structure plus a random
+distortion, so the move that undoes the distortion is known during training. Regressing the actor onto it (behaviour
+cloning of an oracle, as in RL from demonstrations) gives TD3 a policy that already steps towards the minimum; TD3 then
+trains its critics on that policy's transitions and may refine it with the RL reward. On a single structure this
+removes the seed lottery of TD3 from scratch (see docs/results.md, *B2 specialist*). The oracle needs the reference,
+so it serves training structures only; the trained actor is used on unseen ones like any other.
+
+Why the samples span many distortion sizes: after its first move the agent sits close to the minimum, and its next
+move must be accurate there too, so the distortion β is drawn log-uniformly between ``min_beta`` and the
+environment's β.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+import torch as th
+from ase import Atoms
+from stable_baselines3 import SAC
+from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+
+from sb3_crystal.envs import CrystalRelaxEnv
+
+#: Per-atom action norm of the regression targets at most this: a radially squashed actor (norm < 1) can reach them.
+MAX_TARGET_NORM = 0.98
+
+
+def reference_move(start: Atoms, reference: Atoms) -> np.ndarray:
+    """Shifts (n_atoms, 3), Å, that take ``start`` onto ``reference`` up to a rigid translation (minimum image).
+
+    The mean shift is removed: a translation of the whole cell changes no force, and translation-invariant
+    policies cannot predict it.
+
+    :raises ValueError: different atom counts, species or cells.
+    """
+    if len(start) != len(reference) or not np.array_equal(start.numbers, reference.numbers):
+        raise ValueError(
+            f"start {start.get_chemical_formula()} and reference {reference.get_chemical_formula()} "
+            "must hold the same atoms in the same order"
+        )
+    cell = np.array(start.cell, dtype=np.float64)
+    if not np.allclose(cell, np.array(reference.cell), atol=1e-8):
+        raise ValueError("start and reference must share their cell")
+    delta = np.asarray(reference.positions, dtype=np.float64) - np.asarray(start.positions, dtype=np.float64)
+    fractional = np.linalg.solve(cell.T, delta.T).T
+    delta = (fractional - np.round(fractional)) @ cell
+    return delta - delta.mean(axis=0)
+
+
+@dataclass
+class ReferenceMoves:
+    """Observations of distorted starts and the actions (flat, padded, in [−1, 1]) that undo their distortion.
+
+    :param observations: the environment's observation dict, each entry stacked to (n_samples, ...).
+    :param actions: shape (n_samples, 3·n_max).
+    :param betas: distortion β of each sample, Å.
+    :param structure_indices: the dataset structure each sample was drawn from.
+    """
+
+    observations: dict[str, np.ndarray]
+    actions: np.ndarray
+    betas: np.ndarray
+    structure_indices: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.actions)
+
+
+def reference_moves(env: CrystalRelaxEnv, n_samples: int, seed: int = 0, min_beta: float = 0.005) -> ReferenceMoves:
+    """Distorted starts of ``env``'s structures with the actions that move them back to their reference minima.
+
+    Each sample draws a structure (``env``'s structure weights), β log-uniformly in [``min_beta``, ``env.beta``],
+    resets ``env`` with seed ``seed + i`` (its contact rule applies) and expresses :func:`reference_move` as an
+    action through ``env``'s move rule, clipped to [−1, 1] per component and to :data:`MAX_TARGET_NORM` per atom.
+    ``env``'s β is restored afterwards.
+
+    :param env: the training environment.
+    :param n_samples: number of starts.
+    :param seed: seeds β draws and resets (``seed``, ``seed + 1``, ...).
+    :param min_beta: smallest distortion, Å.
+    :raises ValueError: ``n_samples`` < 1 or ``min_beta`` not in (0, env.beta].
+    """
+    if not (isinstance(n_samples, (int, np.integer)) and n_samples >= 1):
+        raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}")
+    if not (isinstance(min_beta, (int, float)) and 0 < min_beta <= env.beta):
+        raise ValueError(f"min_beta must be in (0, env.beta = {env.beta}] Å, got {min_beta!r}")
+    rng = np.random.default_rng(seed)
+    betas = np.exp(rng.uniform(math.log(min_beta), math.log(env.beta), size=n_samples))
+    structures = rng.choice(len(env.dataset), size=n_samples, p=env.structure_weights)
+    beta = env.beta
+    observations: list[dict[str, np.ndarray]] = [{}] * n_samples
+    actions = np.zeros((n_samples, 3 * env.n_max), np.float32)
+    try:
+        # structure by structure: a calculator that caches its set-up per cell (LAMMPS) then sets up once per cell
+        for i in np.argsort(structures, kind="stable"):
+            env.set_beta(float(betas[i]))
+            obs, _ = env.reset(seed=seed + int(i), options={"structure_index": int(structures[i])})
+            move = reference_move(env.atoms, env.dataset[int(structures[i])])
+            action = env.moves.action_for(move, env.forces, env.n_max).reshape(env.n_max, 3)
+            norms = np.linalg.norm(action, axis=1, keepdims=True)
+            actions[i] = (action * np.minimum(1.0, MAX_TARGET_NORM / np.maximum(norms, 1e-12))).ravel()
+            observations[i] = obs
+    finally:
+        env.set_beta(beta)
+    stacked = {key: np.stack([obs[key] for obs in observations]) for key in observations[0]}
+    return ReferenceMoves(stacked, actions, betas, structures)
+
+
+def _deterministic_actions(model: OffPolicyAlgorithm, obs: dict[str, th.Tensor]) -> th.Tensor:
+    if isinstance(model, SAC):
+        return model.actor(obs, deterministic=True)
+    return model.actor(obs)
+
+
+def pretrain_actor(
+    model: OffPolicyAlgorithm,
+    samples: ReferenceMoves,
+    epochs: int = 60,
+    batch_size: int = 256,
+    learning_rate: float = 1e-3,
+    seed: int = 0,
+    verbose: int = 1,
+) -> list[float]:
+    """Regress ``model``'s actor (its deterministic action) onto ``samples.actions``; returns the loss per epoch.
+
+    Mean squared error of the per-atom action vectors, Adam with a cosine-decayed learning rate. For TD3/DDPG the
+    target actor is set to the result, so TD3's first updates start from it. The critics are untouched.
+
+    :param model: a TD3, DDPG or SAC model whose observation space matches the samples.
+    :param samples: from :func:`reference_moves`.
+    :param epochs: passes over the samples.
+    :param batch_size: samples per gradient step.
+    :param learning_rate: initial Adam learning rate.
+    :param seed: seeds the batch order.
+    :param verbose: 1 prints the loss after every epoch (to stderr).
+    :raises ValueError: bad epochs, batch size or learning rate, or samples of another action size.
+    """
+    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
+        if not (isinstance(value, (int, np.integer)) and value >= 1):
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if not (isinstance(learning_rate, (int, float)) and math.isfinite(learning_rate) and learning_rate > 0):
+        raise ValueError(f"learning_rate must be a finite number > 0, got {learning_rate!r}")
+    n_actions = int(np.prod(model.action_space.shape))  # type: ignore[arg-type]
+    if samples.actions.shape[1] != n_actions:
+        raise ValueError(
+            f"samples hold actions of size {samples.actions.shape[1]}, the model's action space has {n_actions} "
+            "(were they drawn from an environment with another n_max?)"
+        )
+    device = model.device
+    observations = {key: th.as_tensor(value, device=device) for key, value in samples.observations.items()}
+    targets = th.as_tensor(samples.actions, device=device)
+    actor = model.actor
+    optimizer = th.optim.Adam(actor.parameters(), lr=learning_rate)
+    batches_per_epoch = max(1, len(samples) // batch_size)
+    schedule = th.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs * batches_per_epoch)
+    generator = th.Generator().manual_seed(seed)
+    n_max = n_actions // 3
+    actor.set_training_mode(True)
+    losses: list[float] = []
+    for epoch in range(epochs):
+        order = th.randperm(len(samples), generator=generator).to(device)
+        total = 0.0
+        for batch in range(batches_per_epoch):
+            index = order[batch * batch_size : (batch + 1) * batch_size]
+            predicted = _deterministic_actions(model, {key: value[index] for key, value in observations.items()})
+            error = (predicted - targets[index]).reshape(len(index), n_max, 3)
+            loss = (error**2).sum(dim=-1).mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            total += float(loss.detach())
+        losses.append(total / batches_per_epoch)
+        if verbose:
+            print(f"[pretrain] epoch {epoch + 1}/{epochs}: loss {losses[-1]:.3g}", file=sys.stderr, flush=True)
+    actor.set_training_mode(False)
+    actor_target = getattr(model, "actor_target", None)
+    if actor_target is not None:
+        actor_target.load_state_dict(actor.state_dict())
+    return losses
