@@ -38,13 +38,16 @@ B2_AGENT_DIR = SHIPPED_AGENTS["b2"]
 
 
 @pytest.mark.skipif(not (B2_AGENT_DIR / "settings.json").is_file(), reason="no B2 agent installed")
-@pytest.mark.parametrize("seed", [100, 101, 102])
-def test_shipped_b2_specialist_relaxes_b2(seed):
+def test_shipped_b2_specialist_relaxes_b2_in_half_the_classical_force_calls():
     agent = load_shipped_agent("b2")
     assert agent.species == ("Al", "Fe")
     assert {p.name for p in B2_AGENT_DIR.iterdir()} <= {"settings.json", "weights.pt", "training.json"}
-    atoms = distort(build_prototype("AlFe-B2"), 0.5, np.random.default_rng(seed), min_distance=1.5)
-    atoms.calc = make_calculator()
-    optimizer = RLOptimizer(atoms, model=agent, logfile=None)
-    assert optimizer.run(fmax=0.05, steps=30)
-    assert optimizer.force_calls <= 6  # the best classical optimizer needs a median of 6.5 on such starts
+    calls = []
+    for seed in range(100, 110):
+        atoms = distort(build_prototype("AlFe-B2"), 0.5, np.random.default_rng(seed), min_distance=1.5)
+        atoms.calc = make_calculator()
+        optimizer = RLOptimizer(atoms, model=agent, logfile=None)
+        assert optimizer.run(fmax=0.05, steps=30), f"start seed {seed} did not converge"
+        calls.append(optimizer.force_calls)
+    # the best classical optimizer needs a median of 6-7 force calls on such starts (docs/results.md)
+    assert np.median(calls) <= 3 and max(calls) <= 5, calls
