@@ -9,6 +9,8 @@ its worst case. GPMin variants with other settings are run alone as well: a fini
 optimizer must beat that optimizer too.
 
     python benchmarks/hybrid_finisher_search.py --out results/hybrid_finisher_search [--write-docs]
+    python benchmarks/hybrid_finisher_search.py --agent <agent folder> --hybrids "hybrid, default (BFGSLineSearch)" \
+        --classical-from results/hybrid_finisher_search/runs.csv --out results/<name>    # another agent, same starts
 
 About 30 minutes on the 2-core CPU (GPMin with hyperparameter fitting is most of it).
 """
@@ -16,6 +18,7 @@ About 30 minutes on the 2-core CPU (GPMin with hyperparameter fitting is most of
 from __future__ import annotations
 
 import argparse
+import csv
 import math
 import time
 from pathlib import Path
@@ -30,6 +33,7 @@ from sb3_crystal.benchmark.classical import ASEOptimizerRelaxer
 from sb3_crystal.benchmark.harness import run_benchmark, structure_name, write_csv
 from sb3_crystal.calculators import make_calculator
 from sb3_crystal.relax import load_default_agent
+from sb3_crystal.relax.agent_io import load_model
 from sb3_crystal.structures.dataset import load_structures, with_two_atoms_at_least
 from sb3_crystal.structures.minima import relaxed_minimum
 
@@ -54,6 +58,8 @@ HYBRIDS: list[tuple[str, dict[str, Any]]] = [
     ("hybrid, default (BFGSLineSearch)", {}),
     ("hybrid, BFGSLineSearch, f_switch 3", {"f_switch": 3.0}),
     ("hybrid, BFGSLineSearch, ≤ 1 agent step", {"max_agent_steps": 1}),
+    ("hybrid, BFGSLineSearch, patience 2", {"patience": 2}),
+    ("hybrid, BFGSLineSearch, patience 3", {"patience": 3}),
     ("hybrid, GPMin", {"optimizer": GPMin}),
     ("hybrid, GPMin, no warm start", {"optimizer": GPMin, "warm_start": False}),
     ("hybrid, GPMin, ≤ 1 agent step, no warm start", {"optimizer": GPMin, "max_agent_steps": 1, "warm_start": False}),
@@ -61,6 +67,19 @@ HYBRIDS: list[tuple[str, dict[str, Any]]] = [
     ("hybrid, GPMin (prior: mean energy)", {"optimizer": GPMin, "optimizer_kwargs": {"update_prior_strategy": "average"}}),
     ("hybrid, PreconLBFGS (Exp)", {"optimizer": PreconLBFGS, "optimizer_kwargs": {"precon": "Exp"}}),
 ]
+
+
+def classical_rows(path: Path, seed: int, n_starts: int) -> list[dict[str, Any]]:
+    """The classical optimizers' rows of an earlier ``runs.csv`` on the same starts (seeds seed … seed+n_starts−1)."""
+    names = {name for name, _, _ in CLASSICAL}
+    with open(path, newline="") as handle:
+        rows = [row for row in csv.DictReader(handle) if row["optimizer"] in names]
+    rows = [row for row in rows if seed <= int(row["start_seed"]) < seed + n_starts]
+    rows = [dict(row, converged=row["converged"] == "True") for row in rows]
+    missing = names - {row["optimizer"] for row in rows}
+    if missing:
+        raise SystemExit(f"{path} lacks runs of {sorted(missing)} on seeds {seed}–{seed + n_starts - 1}")
+    return rows
 
 
 def ratio_table(rows: list[dict[str, Any]], baselines: tuple[str, ...] = BASELINES) -> tuple[list[str], list[list[Any]]]:
@@ -95,7 +114,18 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=100, help="validation starts: seeds seed … seed+n_starts−1")
     parser.add_argument("--out", type=Path, default=Path("results/hybrid_finisher_search"))
     parser.add_argument("--write-docs", action="store_true", help="write docs/data/hybrid_finisher_search.md")
+    parser.add_argument("--agent", type=Path, default=None, help="agent folder or SB3 zip (default: the shipped agent)")
+    parser.add_argument(
+        "--hybrids", nargs="+", default=None, metavar="NAME", help="only these candidate hybrids (names as in the table)"
+    )
+    parser.add_argument(
+        "--classical-from", type=Path, default=None, help="reuse the classical runs of an earlier runs.csv (same starts)"
+    )
     args = parser.parse_args()
+    known = [name for name, _ in HYBRIDS]
+    unknown = sorted(set(args.hybrids or ()) - set(known))
+    if unknown:
+        raise SystemExit(f"unknown hybrids {unknown}; known: {known}")
 
     start = time.time()
     calc = make_calculator("lammps")
@@ -109,9 +139,11 @@ def main() -> None:
     names = [
         str(m.info["source"]) if "/" not in str(m.info["source"]) else m.get_chemical_formula(mode="metal") for m in minima
     ]
-    agent = load_default_agent()
-    relaxers: list[Any] = [ASEOptimizerRelaxer(name, cls, **kwargs) for name, cls, kwargs in CLASSICAL]
-    relaxers += [HybridRelaxer(agent, name=name, **kwargs) for name, kwargs in HYBRIDS]
+    agent = load_default_agent() if args.agent is None else load_model(args.agent)
+    relaxers: list[Any] = []
+    if args.classical_from is None:
+        relaxers += [ASEOptimizerRelaxer(name, cls, **kwargs) for name, cls, kwargs in CLASSICAL]
+    relaxers += [HybridRelaxer(agent, name=name, **kwargs) for name, kwargs in HYBRIDS if name in (args.hybrids or known)]
     rows = run_benchmark(
         minima,
         relaxers,
@@ -125,11 +157,14 @@ def main() -> None:
     )
     args.out.mkdir(parents=True, exist_ok=True)
     write_csv(rows, args.out / "runs.csv")
+    if args.classical_from is not None:
+        rows = classical_rows(args.classical_from, args.seed, args.n_starts) + rows
     structures, table = ratio_table(rows)
     labels = dict(zip([structure_name(m) for m in minima], names, strict=True))
     header = (
         f"Median force calls to 0.05 eV/Å ÷ the smaller median of BFGSLineSearch and GPMin alone; {args.n_starts} "
-        f"starts per structure (seeds {args.seed}–{args.seed + args.n_starts - 1}, β 0.5 Å), shipped Al–Fe agent; "
+        f"starts per structure (seeds {args.seed}–{args.seed + args.n_starts - 1}, β 0.5 Å), "
+        f"{'shipped Al–Fe agent' if args.agent is None else f'agent {args.agent}'}; "
         f"bold: above 1.2. `python benchmarks/hybrid_finisher_search.py`, {time.time() - start:.0f} s."
     )
     text = markdown([labels[s] for s in structures], table, header)

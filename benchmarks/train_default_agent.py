@@ -9,6 +9,12 @@ eV/Å, Gaussian action noise σ 0.1 (it learned faster than state noise on B2, s
 steps the agent relaxes 20 fixed B2 starts and 2 starts of every training cell; the model with the best B2
 evaluation (success, then fewest steps) is written as weights + plain-data settings (no pickled code) with
 :func:`sb3_crystal.relax.save_agent`.
+
+With ``--pretrain-samples N`` the actor is first regressed onto N moves back to the training cells' minima
+(:mod:`sb3_crystal.training.pretrain`); with ``--steps 0`` that pretrained actor is the agent (the shipped agent since
+session 4, see docs/results.md):
+
+    python benchmarks/train_default_agent.py --steps 0 --pretrain-samples 60000 --pretrain-epochs 40 --install
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -28,9 +35,19 @@ from sb3_crystal import CrystalRelaxEnv
 from sb3_crystal.algorithms import CrystalTD3
 from sb3_crystal.callbacks import RelaxationEvalCallback
 from sb3_crystal.relax.agent_io import DEFAULT_AGENT_DIR, save_agent
+from sb3_crystal.training.pretrain import pretrain_actor, reference_moves
 
 PROTOTYPES = ["AlFe-B2", "AlFe-hex", "Al-fcc", "Al-hcp", "Fe-bcc", "Fe-fcc", "Al-I4mmm"]
-RANDOM = "random:count=24,atoms=2-8,seed=0"
+#: reference-move samples are drawn from seeds PRETRAIN_SEED + seed, … (apart from the evaluation seeds)
+PRETRAIN_SEED = 1_000_000
+
+
+def random_cells(count: int) -> str:
+    """The structure spec of ``count`` random symmetric Al–Fe cells of 2–8 atoms (pyxtal, seed 0)."""
+    return f"random:count={count},atoms=2-8,seed=0"
+
+
+RANDOM = random_cells(24)
 ENV = {
     "structures": [*PROTOTYPES, RANDOM],
     "n_max": 8,
@@ -81,13 +98,19 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("results/default_agent"), help="run folder (models, logs)")
     parser.add_argument("--install", action="store_true", help=f"write the best agent into {DEFAULT_AGENT_DIR}")
     parser.add_argument("--export-only", action="store_true", help="skip training: export the run in --work")
+    parser.add_argument("--random-count", type=int, default=24, help="random Al–Fe cells of 2–8 atoms in the set")
+    parser.add_argument("--policy-kwargs", type=json.loads, default={}, help='e.g. \'{"mul": 16, "n_layers": 2}\'')
+    parser.add_argument("--pretrain-samples", type=int, default=0, help="regress the actor onto N reference moves first")
+    parser.add_argument("--pretrain-epochs", type=int, default=40, help="passes over the reference moves")
     args = parser.parse_args()
     th.set_num_threads(1)
-    env = CrystalRelaxEnv(**ENV)
+    structures = [*PROTOTYPES, random_cells(args.random_count)]
+    env = CrystalRelaxEnv(**{**ENV, "structures": structures})
     print(env.dataset.summary())
     if args.export_only:
         meta = json.loads((args.work / "training.json").read_text())
-        export_agent(env, args.work, meta, args.install)
+        final = args.work / "final.zip"  # a pretraining-only run has no best model
+        export_agent(env, args.work, meta, args.install, fallback=CrystalTD3.load(final) if final.is_file() else None)
         return
     n_actions = env.action_space.shape[0]
     model = CrystalTD3(
@@ -96,22 +119,30 @@ def main() -> None:
         seed=args.seed,
         action_noise=NormalActionNoise(np.zeros(n_actions), 0.1 * np.ones(n_actions)),
         tensorboard_log=str(args.work / "tb"),
+        policy_kwargs=args.policy_kwargs or None,
         **TD3_SETTINGS,
     )
+    start = time.time()
+    if args.pretrain_samples:  # regression onto the moves back to the minima (sb3_crystal.training.pretrain)
+        samples = reference_moves(env, args.pretrain_samples, seed=PRETRAIN_SEED + args.seed)
+        pretrain_actor(model, samples, epochs=args.pretrain_epochs, seed=args.seed)
     evaluation = RelaxationEvalCallback(
         eval_freq=2000,
         n_episodes=20,
         max_steps=100,
         seed=10_000,
         env_kwargs={**ENV, "structures": "AlFe-B2"},
-        validation={"train": {"structures": [*PROTOTYPES, RANDOM]}},
+        validation={"train": {"structures": structures}},
         best_model_save_path=args.work / "best",
         verbose=1,
     )
-    start = time.time()
-    model.learn(args.steps, callback=evaluation, progress_bar=False)
+    if args.steps > 0:
+        model.learn(args.steps, callback=evaluation, progress_bar=False)
+    else:  # pretraining only: the pretrained model is the agent
+        args.work.mkdir(parents=True, exist_ok=True)
     model.save(args.work / "final.zip")
-    meta = {"command": "python benchmarks/train_default_agent.py", "steps": args.steps, "seed": args.seed}
+    command = "python benchmarks/train_default_agent.py " + " ".join(sys.argv[1:])
+    meta = {"command": command, "steps": args.steps, "seed": args.seed}
     meta.update(wall_s=round(time.time() - start), history=evaluation.history)
     (args.work / "training.json").write_text(json.dumps(meta, indent=1))
     export_agent(env, args.work, meta, args.install, fallback=model)
