@@ -20,6 +20,8 @@ from __future__ import annotations
 import argparse
 import csv
 import math
+import shlex
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -165,7 +167,8 @@ def main() -> None:
         f"Median force calls to 0.05 eV/Å ÷ the smaller median of BFGSLineSearch and GPMin alone; {args.n_starts} "
         f"starts per structure (seeds {args.seed}–{args.seed + args.n_starts - 1}, β 0.5 Å), "
         f"{'shipped Al–Fe agent' if args.agent is None else f'agent {args.agent}'}; "
-        f"bold: above 1.2. `python benchmarks/hybrid_finisher_search.py`, {time.time() - start:.0f} s."
+        f"bold: above 1.2. `{shlex.join(['python', 'benchmarks/hybrid_finisher_search.py', *sys.argv[1:]])}`, "
+        f"{time.time() - start:.0f} s."
     )
     text = markdown([labels[s] for s in structures], table, header)
     (args.out / "ratios.md").write_text(text)

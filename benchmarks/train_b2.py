@@ -28,7 +28,7 @@ from stable_baselines3.common.callbacks import CallbackList, CheckpointCallback
 from stable_baselines3.common.noise import NormalActionNoise
 
 from sb3_crystal import CrystalRelaxEnv
-from sb3_crystal.algorithms import CrystalTD3
+from sb3_crystal.algorithms import CrystalTD3, CrystalTD3BC
 from sb3_crystal.callbacks import RelaxationEvalCallback
 from sb3_crystal.exploration.expert import add_expert_transitions
 from sb3_crystal.training.pretrain import pretrain_actor, reference_moves
@@ -70,12 +70,14 @@ def run_name(
     tag: str = "",
     max_displacement: float = 0.5,
     pretrain_samples: int = 0,
+    bc_alpha: float | None = None,
 ) -> str:
     """The name of a run's files in ``out``: ``<name>.csv``, ``<name>.zip``, ``<name>_best/``."""
     expert = f"_expert{expert_episodes}" if expert_episodes else ""
     dmax = f"_dmax{max_displacement:g}" if max_displacement != 0.5 else ""
     pretrain = f"_pre{pretrain_samples}" if pretrain_samples else ""
-    return f"{variant}_{action_scale}{expert}{pretrain}{tag}{dmax}_s{seed}"
+    bc = f"_bc{bc_alpha:g}" if bc_alpha is not None else ""
+    return f"{variant}_{action_scale}{expert}{pretrain}{bc}{tag}{dmax}_s{seed}"
 
 
 def train(
@@ -92,6 +94,8 @@ def train(
     checkpoint_every: int = 0,
     pretrain_samples: int = 0,
     pretrain_epochs: int = 60,
+    bc_alpha: float | None = None,
+    bc_samples: int = 20_000,
 ) -> RelaxationEvalCallback:
     th.set_num_threads(1)
     reward = {"reward": "hybrid", "reward_weights": (1.0, 0.0, 0.5), "epsilon": FINAL_EPSILON}
@@ -109,14 +113,22 @@ def train(
         "finetune": {"action_noise": NormalActionNoise(np.zeros(n_actions), 0.05 * np.ones(n_actions))},
         "curriculum_tight": {"action_noise": NormalActionNoise(np.zeros(n_actions), 0.1 * np.ones(n_actions))},
     }[variant]
-    model = CrystalTD3("CrystalTFNPolicy", env, seed=seed, policy_kwargs=policy_kwargs, **settings, **exploration)
+    if bc_alpha is None:
+        model = CrystalTD3("CrystalTFNPolicy", env, seed=seed, policy_kwargs=policy_kwargs, **settings, **exploration)
+    else:  # TD3+BC: the actor stays close to the reference moves while TD3 trains it
+        model = CrystalTD3BC(
+            "CrystalTFNPolicy", env, seed=seed, policy_kwargs=policy_kwargs, bc_alpha=bc_alpha, **settings, **exploration
+        )
     if init is not None:
         model.set_parameters(str(init), exact_match=True)
-    name = run_name(variant, seed, action_scale, expert_episodes, tag, max_displacement, pretrain_samples)
+    name = run_name(variant, seed, action_scale, expert_episodes, tag, max_displacement, pretrain_samples, bc_alpha)
     start = time.time()
+    n_samples = max(pretrain_samples, bc_samples if bc_alpha is not None else 0)
+    samples = reference_moves(env, n_samples, seed=PRETRAIN_SEED + seed) if n_samples else None
     if pretrain_samples:  # regression onto the move back to the minimum (sb3_crystal.training.pretrain)
-        samples = reference_moves(env, pretrain_samples, seed=PRETRAIN_SEED + seed)
         pretrain_actor(model, samples, epochs=pretrain_epochs, seed=seed)
+    if isinstance(model, CrystalTD3BC):
+        model.set_demonstrations(samples)
     evaluation = RelaxationEvalCallback(
         eval_freq=1000,
         n_episodes=20,
@@ -223,6 +235,8 @@ def main() -> None:
     parser.add_argument("--install", action="store_true", help="ship the run's best model at ε 0.05 as the 'b2' agent")
     parser.add_argument("--pretrain-samples", type=int, default=0, help="regress the actor onto N reference moves first")
     parser.add_argument("--pretrain-epochs", type=int, default=60, help="passes over the reference moves")
+    parser.add_argument("--bc-alpha", type=float, default=None, help="TD3+BC with this α (CrystalTD3BC)")
+    parser.add_argument("--bc-samples", type=int, default=20_000, help="reference moves the TD3+BC term regresses onto")
     args = parser.parse_args()
     if args.plot is not None:
         plot(args.plot, compare=not args.curves_only)
@@ -234,6 +248,7 @@ def main() -> None:
         args.expert_episodes,
         max_displacement=args.max_displacement,
         pretrain_samples=args.pretrain_samples,
+        bc_alpha=args.bc_alpha,
     )
     if not (args.install and (args.out / f"{name}_best").is_dir()):
         train(
@@ -248,6 +263,8 @@ def main() -> None:
             checkpoint_every=args.checkpoint_every,
             pretrain_samples=args.pretrain_samples,
             pretrain_epochs=args.pretrain_epochs,
+            bc_alpha=args.bc_alpha,
+            bc_samples=args.bc_samples,
         )
     if args.install:  # an existing run is installed without training again
         best = args.out / f"{name}_best" / f"best_model_eps{FINAL_EPSILON}.zip"

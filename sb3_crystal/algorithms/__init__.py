@@ -1,6 +1,7 @@
-"""Algorithms: SB3's TD3 and SAC with state-noise and greedy exploration."""
+"""Algorithms: SB3's TD3 and SAC with state-noise and greedy exploration, and TD3+BC for fine-tuning a cloned actor."""
 
 from sb3_crystal.algorithms.sac import CrystalSAC
 from sb3_crystal.algorithms.td3 import CrystalTD3
+from sb3_crystal.algorithms.td3_bc import CrystalTD3BC  # after CrystalTD3: td3_bc reaches the zoo, which needs it
 
-__all__ = ["CrystalSAC", "CrystalTD3"]
+__all__ = ["CrystalSAC", "CrystalTD3", "CrystalTD3BC"]

@@ -111,6 +111,16 @@ def reference_moves(env: CrystalRelaxEnv, n_samples: int, seed: int = 0, min_bet
     return ReferenceMoves(stacked, actions, betas, structures)
 
 
+def action_regression_loss(predicted: th.Tensor, targets: th.Tensor) -> th.Tensor:
+    """Mean over samples and atom slots of the squared distance between predicted and target per-atom actions.
+
+    :param predicted: flat actions, shape (batch, 3·n_max).
+    :param targets: the same shape.
+    """
+    error = (predicted - targets).reshape(len(targets), -1, 3)
+    return (error**2).sum(dim=-1).mean()
+
+
 def _deterministic_actions(model: OffPolicyAlgorithm, obs: dict[str, th.Tensor]) -> th.Tensor:
     if isinstance(model, SAC):
         return model.actor(obs, deterministic=True)
@@ -159,7 +169,6 @@ def pretrain_actor(
     batches_per_epoch = max(1, len(samples) // batch_size)
     schedule = th.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs * batches_per_epoch)
     generator = th.Generator().manual_seed(seed)
-    n_max = n_actions // 3
     actor.set_training_mode(True)
     losses: list[float] = []
     for epoch in range(epochs):
@@ -168,8 +177,7 @@ def pretrain_actor(
         for batch in range(batches_per_epoch):
             index = order[batch * batch_size : (batch + 1) * batch_size]
             predicted = _deterministic_actions(model, {key: value[index] for key, value in observations.items()})
-            error = (predicted - targets[index]).reshape(len(index), n_max, 3)
-            loss = (error**2).sum(dim=-1).mean()
+            loss = action_regression_loss(predicted, targets[index])
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
