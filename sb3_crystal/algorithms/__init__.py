@@ -2,6 +2,6 @@
 
 from sb3_crystal.algorithms.sac import CrystalSAC
 from sb3_crystal.algorithms.td3 import CrystalTD3
-from sb3_crystal.algorithms.td3_bc import CrystalTD3BC  # after CrystalTD3: td3_bc reaches the zoo, which needs it
+from sb3_crystal.algorithms.td3_bc import CrystalTD3BC
 
 __all__ = ["CrystalSAC", "CrystalTD3", "CrystalTD3BC"]

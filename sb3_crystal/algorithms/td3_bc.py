@@ -27,7 +27,11 @@ from stable_baselines3.common.utils import polyak_update
 from torch.nn import functional as F
 
 from sb3_crystal.algorithms.td3 import CrystalTD3
-from sb3_crystal.training.pretrain import ReferenceMoves, action_regression_loss
+from sb3_crystal.envs import CrystalRelaxEnv
+from sb3_crystal.training.pretrain import ReferenceMoves, action_regression_loss, pretrain_actor, reference_moves
+
+#: Demonstrations drawn by number use seeds from here on (the training episodes use the model's seed).
+DEMONSTRATION_SEED = 1_000_000
 
 
 class CrystalTD3BC(CrystalTD3):
@@ -39,7 +43,11 @@ class CrystalTD3BC(CrystalTD3):
     :param policy: policy name (``"CrystalTFNPolicy"``, ...) or class.
     :param env: environment or id.
     :param demonstrations: observations and actions to stay close to, from
-        :func:`~sb3_crystal.training.pretrain.reference_moves`; required before the first gradient step.
+        :func:`~sb3_crystal.training.pretrain.reference_moves`, or a number of such samples to draw from a copy of the
+        training environment (a :class:`~sb3_crystal.envs.CrystalRelaxEnv`; seeds ``seed + 1_000_000`` on, apart
+        from the training episodes); required before the first gradient step.
+    :param pretrain_epochs: first regress the actor onto the demonstrations for this many epochs
+        (:func:`~sb3_crystal.training.pretrain.pretrain_actor`): clone, then fine-tune.
     :param bc_alpha: α, the weight of the normalised Q term (0 is pure behaviour cloning; the TD3+BC paper used 2.5,
         which undoes a cloned relaxer here).
     :param bc_batch_size: demonstrations per actor update (default: the replay batch size).
@@ -51,7 +59,8 @@ class CrystalTD3BC(CrystalTD3):
         policy: Any,
         env: Any,
         *args: Any,
-        demonstrations: ReferenceMoves | None = None,
+        demonstrations: ReferenceMoves | int | None = None,
+        pretrain_epochs: int = 0,
         bc_alpha: float = 0.02,
         bc_batch_size: int | None = None,
         **kwargs: Any,
@@ -62,10 +71,35 @@ class CrystalTD3BC(CrystalTD3):
             raise ValueError(f"bc_batch_size must be a positive integer or None, got {bc_batch_size!r}")
         self.bc_alpha = float(bc_alpha)
         self.bc_batch_size = bc_batch_size
+        if not (isinstance(pretrain_epochs, int) and pretrain_epochs >= 0):
+            raise ValueError(f"pretrain_epochs must be an integer ≥ 0, got {pretrain_epochs!r}")
+        if pretrain_epochs and demonstrations is None:
+            raise ValueError("pretrain_epochs needs demonstrations")
         self._demonstrations: dict[str, Any] | None = None
         super().__init__(policy, env, *args, **kwargs)
+        if isinstance(demonstrations, (int, np.integer)) and not isinstance(demonstrations, bool):
+            demonstrations = self.draw_demonstrations(int(demonstrations))
         if demonstrations is not None:
             self.set_demonstrations(demonstrations)
+            if pretrain_epochs:
+                pretrain_actor(self, demonstrations, epochs=pretrain_epochs, seed=self.seed or 0, verbose=self.verbose)
+
+    def draw_demonstrations(self, n_samples: int) -> ReferenceMoves:
+        """``n_samples`` reference moves from a fresh copy of the training environment (its recorded arguments).
+
+        :raises ValueError: the model was not built on a :class:`~sb3_crystal.envs.CrystalRelaxEnv`.
+        """
+        settings = getattr(self, "crystal_env_kwargs", None)
+        if not settings:
+            raise ValueError(
+                "demonstrations=<number> draws reference moves from the training environment, which must be a "
+                "CrystalRelaxEnv; pass ReferenceMoves instead"
+            )
+        env = CrystalRelaxEnv(**settings)
+        try:
+            return reference_moves(env, n_samples, seed=(self.seed or 0) + DEMONSTRATION_SEED)
+        finally:
+            env.close()
 
     def set_demonstrations(self, demonstrations: ReferenceMoves) -> None:
         """Use ``demonstrations`` for the behaviour-cloning term from now on.

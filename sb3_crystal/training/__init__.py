@@ -1,5 +1,7 @@
 """Training entry points: rl-zoo integration with crash-safe checkpoints and resume, and actor pretraining."""
 
+from typing import Any
+
 from sb3_crystal.training.pretrain import (
     ReferenceMoves,
     action_regression_loss,
@@ -7,7 +9,6 @@ from sb3_crystal.training.pretrain import (
     reference_move,
     reference_moves,
 )
-from sb3_crystal.training.zoo import register_with_zoo, train
 
 __all__ = [
     "ReferenceMoves",
@@ -18,3 +19,13 @@ __all__ = [
     "register_with_zoo",
     "train",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # The zoo part is imported on first use: it needs rl-zoo, and it imports the algorithms, whose TD3+BC imports
+    # the pretraining module of this package.
+    if name in ("register_with_zoo", "train"):
+        from sb3_crystal.training import zoo
+
+        return getattr(zoo, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -25,11 +25,18 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import CheckpointCallback
 from stable_baselines3.common.vec_env import VecEnv
 
-from sb3_crystal.algorithms import CrystalSAC, CrystalTD3
+from sb3_crystal.algorithms import CrystalSAC, CrystalTD3, CrystalTD3BC
 from sb3_crystal.callbacks.checkpoint import RNG_FILE, CrystalCheckpointCallback, set_rng_state
 
 #: Where our algorithms go in rl-zoo's ALGOS table.
-ZOO_ALGOS = {"td3": CrystalTD3, "sac": CrystalSAC, "crystal_td3": CrystalTD3, "crystal_sac": CrystalSAC}
+ZOO_ALGOS = {
+    "td3": CrystalTD3,
+    "sac": CrystalSAC,
+    "td3bc": CrystalTD3BC,
+    "crystal_td3": CrystalTD3,
+    "crystal_sac": CrystalSAC,
+    "crystal_td3bc": CrystalTD3BC,
+}
 
 
 def register_with_zoo() -> None:

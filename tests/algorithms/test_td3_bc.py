@@ -62,3 +62,15 @@ def test_demonstrations_are_checked_and_not_saved(env, demonstrations, tmp_path)
     assert loaded.bc_alpha == 0.02 and loaded._demonstrations is None
     loaded.set_demonstrations(demonstrations)
     loaded.learn(10)
+
+
+def test_demonstrations_by_number_are_drawn_from_the_training_env_and_cloned_first(env):
+    settings = {"seed": 0, "policy_kwargs": TINY_TFN, "verbose": 0}
+    held_out = reference_moves(env, n_samples=32, seed=5, min_beta=0.05)
+    raw = CrystalTD3BC("CrystalTFNPolicy", env, demonstrations=96, **settings)
+    cloned = CrystalTD3BC("CrystalTFNPolicy", env, demonstrations=96, pretrain_epochs=40, **settings)
+    assert len(raw._demonstrations["actions"]) == 96
+    np.testing.assert_array_equal(raw._demonstrations["actions"], cloned._demonstrations["actions"])  # seeded draws
+    assert regression_error(cloned, held_out) < 0.5 * regression_error(raw, held_out)
+    with pytest.raises(ValueError, match="pretrain_epochs needs demonstrations"):
+        CrystalTD3BC("CrystalTFNPolicy", env, pretrain_epochs=2, **settings)

@@ -20,7 +20,7 @@ SLOW = {"CrystalRelaxRandomAlFe-v0"}  # relaxes 120 random cells with Hessians t
 
 
 def entries():
-    for algo in ("td3", "sac"):
+    for algo in ("td3", "sac", "td3bc"):
         for env_id, hyperparams in yaml.safe_load((CONFIGS / f"{algo}.yml").read_text()).items():
             yield pytest.param(algo, env_id, hyperparams, id=f"{algo}-{env_id}")
 
@@ -38,6 +38,8 @@ def test_entry_builds(algo, env_id, hyperparams):
         return
     env = gym.make(env_id, **hyperparams["env_kwargs"])
     kwargs = {k: v for k, v in hyperparams.items() if k not in ZOO_KEYS}
+    if "demonstrations" in kwargs:  # a few reference moves and one pretraining epoch are enough to build
+        kwargs.update(demonstrations=8, pretrain_epochs=1, verbose=0)
     model = ZOO_ALGOS[algo](hyperparams["policy"], env, **kwargs)
     obs, _ = env.reset(seed=0)
     action, _ = model.predict(obs, deterministic=True)
