@@ -35,11 +35,36 @@ from sb3_crystal import CrystalRelaxEnv
 from sb3_crystal.algorithms import CrystalTD3
 from sb3_crystal.callbacks import RelaxationEvalCallback
 from sb3_crystal.relax.agent_io import DEFAULT_AGENT_DIR, save_agent
-from sb3_crystal.training.pretrain import pretrain_actor, reference_moves
+from sb3_crystal.training.pretrain import ReferenceMoves, pretrain_actor, reference_moves, relaxation_moves
 
 PROTOTYPES = ["AlFe-B2", "AlFe-hex", "Al-fcc", "Al-hcp", "Fe-bcc", "Fe-fcc", "Al-I4mmm"]
 #: reference-move samples are drawn from seeds PRETRAIN_SEED + seed, … (apart from the evaluation seeds)
 PRETRAIN_SEED = 1_000_000
+#: relaxation-path samples: seeds PATH_SEED + seed, … (apart from the reference moves)
+PATH_SEED = 2_000_000
+
+
+def unseen_matches(env: CrystalRelaxEnv, specs: list[str]) -> list[int]:
+    """Indices of ``env``'s random training cells that match (pymatgen StructureMatcher, volume scaled) a structure
+    of ``specs`` or the minimum it escapes to: those cells would make a benchmark structure "seen"."""
+    from pymatgen.analysis.structure_matcher import StructureMatcher
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    from sb3_crystal.structures import StructureDataset
+
+    to_structure = AseAtomsAdaptor().get_structure
+    others = [*StructureDataset(specs, saddles="keep"), *StructureDataset(specs, saddles="escape")]
+    others = [to_structure(atoms) for atoms in others]
+    matcher = StructureMatcher(ltol=0.2, stol=0.3, angle_tol=5, primitive_cell=True, scale=True)
+    found = []
+    for index, atoms in enumerate(env.dataset):
+        if not str(atoms.info.get("source", "")).startswith("random:"):
+            continue  # the named prototypes stay: they are the issue's training set
+        mine = to_structure(atoms)
+        formula = mine.composition.reduced_formula
+        if any(other.composition.reduced_formula == formula and matcher.fit(mine, other) for other in others):
+            found.append(index)
+    return found
 
 
 def random_cells(count: int) -> str:
@@ -102,10 +127,20 @@ def main() -> None:
     parser.add_argument("--policy-kwargs", type=json.loads, default={}, help='e.g. \'{"mul": 16, "n_layers": 2}\'')
     parser.add_argument("--pretrain-samples", type=int, default=0, help="regress the actor onto N reference moves first")
     parser.add_argument("--pretrain-epochs", type=int, default=40, help="passes over the reference moves")
+    parser.add_argument(
+        "--exclude-like", nargs="+", default=[], metavar="SPEC", help="drop random cells that match these structures"
+    )
+    parser.add_argument("--path-samples", type=int, default=0, help="with --pretrain-samples: add N relaxation-path samples")
     args = parser.parse_args()
     th.set_num_threads(1)
     structures = [*PROTOTYPES, random_cells(args.random_count)]
     env = CrystalRelaxEnv(**{**ENV, "structures": structures})
+    if args.exclude_like:  # zero weight: never drawn for pretraining or resets
+        excluded = unseen_matches(env, args.exclude_like)
+        print(f"excluded {len(excluded)} random cells like {args.exclude_like}: {excluded}", flush=True)
+        weights = np.ones(len(env.dataset))
+        weights[excluded] = 0.0
+        env = CrystalRelaxEnv(**{**ENV, "structures": structures, "structure_weights": weights.tolist()})
     print(env.dataset.summary())
     if args.export_only:
         meta = json.loads((args.work / "training.json").read_text())
@@ -125,6 +160,10 @@ def main() -> None:
     start = time.time()
     if args.pretrain_samples:  # regression onto the moves back to the minima (sb3_crystal.training.pretrain)
         samples = reference_moves(env, args.pretrain_samples, seed=PRETRAIN_SEED + args.seed)
+        if args.path_samples:  # and onto moves from points of relaxation paths to where they end
+            paths = relaxation_moves(env, args.path_samples, seed=PATH_SEED + args.seed)
+            print(f"{len(paths)} relaxation-path samples", flush=True)
+            samples = ReferenceMoves.concatenate([samples, paths])
         pretrain_actor(model, samples, epochs=args.pretrain_epochs, seed=args.seed)
     evaluation = RelaxationEvalCallback(
         eval_freq=2000,

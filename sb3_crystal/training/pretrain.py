@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch as th
 from ase import Atoms
+from ase.optimize import BFGS
 from stable_baselines3 import SAC
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 
@@ -70,6 +72,19 @@ class ReferenceMoves:
     def __len__(self) -> int:
         return len(self.actions)
 
+    @staticmethod
+    def concatenate(parts: Sequence[ReferenceMoves]) -> ReferenceMoves:
+        """One set holding the samples of ``parts`` in order (same environment layout)."""
+        if not parts:
+            raise ValueError("nothing to concatenate")
+        keys = parts[0].observations.keys()
+        return ReferenceMoves(
+            {key: np.concatenate([part.observations[key] for part in parts]) for key in keys},
+            np.concatenate([part.actions for part in parts]),
+            np.concatenate([part.betas for part in parts]),
+            np.concatenate([part.structure_indices for part in parts]),
+        )
+
 
 def reference_moves(env: CrystalRelaxEnv, n_samples: int, seed: int = 0, min_beta: float = 0.005) -> ReferenceMoves:
     """Distorted starts of ``env``'s structures with the actions that move them back to their reference minima.
@@ -100,15 +115,89 @@ def reference_moves(env: CrystalRelaxEnv, n_samples: int, seed: int = 0, min_bet
         for i in np.argsort(structures, kind="stable"):
             env.set_beta(float(betas[i]))
             obs, _ = env.reset(seed=seed + int(i), options={"structure_index": int(structures[i])})
-            move = reference_move(env.atoms, env.dataset[int(structures[i])])
-            action = env.moves.action_for(move, env.forces, env.n_max).reshape(env.n_max, 3)
-            norms = np.linalg.norm(action, axis=1, keepdims=True)
-            actions[i] = (action * np.minimum(1.0, MAX_TARGET_NORM / np.maximum(norms, 1e-12))).ravel()
+            actions[i] = _target_action(env, reference_move(env.atoms, env.dataset[int(structures[i])]))
             observations[i] = obs
     finally:
         env.set_beta(beta)
     stacked = {key: np.stack([obs[key] for obs in observations]) for key in observations[0]}
     return ReferenceMoves(stacked, actions, betas, structures)
+
+
+def _target_action(env: CrystalRelaxEnv, move: np.ndarray) -> np.ndarray:
+    """``move`` (Å) as a flat action of ``env`` at its current forces, clipped to what a squashed actor reaches."""
+    action = env.moves.action_for(move, env.forces, env.n_max).reshape(env.n_max, 3)
+    norms = np.linalg.norm(action, axis=1, keepdims=True)
+    return (action * np.minimum(1.0, MAX_TARGET_NORM / np.maximum(norms, 1e-12))).ravel()
+
+
+def relaxation_moves(
+    env: CrystalRelaxEnv,
+    n_samples: int,
+    seed: int = 0,
+    min_beta: float = 0.005,
+    points_per_path: int = 8,
+    fmax: float = 1e-3,
+    max_steps: int = 500,
+) -> ReferenceMoves:
+    """Geometries along BFGS relaxations of distorted starts, each with the move to where that relaxation ends.
+
+    Unlike :func:`reference_moves`, the target is the local minimum the start actually relaxes to, which differs
+    from the reference when a large distortion crosses into another basin, and the samples cover the geometries
+    an optimizer passes through on its way down, close to the minimum included. Starts are drawn as in
+    :func:`reference_moves` (seeds ``seed + path``); each is relaxed with ASE's BFGS on ``env``'s calculator to
+    ``fmax``; the start and ``points_per_path − 1`` other points of the path chosen at random become samples.
+    Paths that do not reach ``fmax`` within ``max_steps`` are dropped.
+
+    :param env: the training environment (its calculator must be an ASE calculator).
+    :param n_samples: number of samples wanted (paths × ``points_per_path``, fewer if paths are short).
+    :param seed: seeds β, structure and point draws and the resets.
+    :param min_beta: smallest distortion, Å.
+    :param points_per_path: samples taken from one relaxation.
+    :param fmax: force threshold that defines the end of a relaxation, eV/Å.
+    :param max_steps: BFGS steps at most per relaxation.
+    :raises ValueError: bad ``n_samples``, ``min_beta`` or ``points_per_path``.
+    """
+    if not (isinstance(n_samples, (int, np.integer)) and n_samples >= 1):
+        raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}")
+    if not (isinstance(points_per_path, (int, np.integer)) and points_per_path >= 1):
+        raise ValueError(f"points_per_path must be a positive integer, got {points_per_path!r}")
+    if not (isinstance(min_beta, (int, float)) and 0 < min_beta <= env.beta):
+        raise ValueError(f"min_beta must be in (0, env.beta = {env.beta}] Å, got {min_beta!r}")
+    rng = np.random.default_rng(seed)
+    n_paths = -(-n_samples // points_per_path)
+    betas = np.exp(rng.uniform(math.log(min_beta), math.log(env.beta), size=n_paths))
+    structures = rng.choice(len(env.dataset), size=n_paths, p=env.structure_weights)
+    beta = env.beta
+    observations: list[dict[str, np.ndarray]] = []
+    actions: list[np.ndarray] = []
+    kept_betas: list[float] = []
+    kept_structures: list[int] = []
+    try:
+        for i in np.argsort(structures, kind="stable"):
+            env.set_beta(float(betas[i]))
+            env.reset(seed=seed + int(i), options={"structure_index": int(structures[i])})
+            atoms = env.atoms
+            atoms.calc = env.calculator
+            path = [atoms.positions.copy()]
+            optimizer = BFGS(atoms, logfile=None)
+            optimizer.attach(lambda atoms=atoms, path=path: path.append(atoms.positions.copy()))
+            if not optimizer.run(fmax=fmax, steps=max_steps):
+                continue
+            end = atoms.copy()
+            chosen = [0, *rng.permutation(np.arange(1, len(path)))[: points_per_path - 1]]
+            for k in chosen:
+                point = end.copy()
+                point.positions = path[k]
+                observations.append(env.reset(options={"atoms": point})[0])
+                actions.append(_target_action(env, reference_move(point, end)))
+                kept_betas.append(float(betas[i]))
+                kept_structures.append(int(structures[i]))
+    finally:
+        env.set_beta(beta)
+    if not actions:
+        raise RuntimeError(f"no relaxation reached fmax {fmax} eV/Å within {max_steps} steps")
+    stacked = {key: np.stack([obs[key] for obs in observations]) for key in observations[0]}
+    return ReferenceMoves(stacked, np.stack(actions), np.array(kept_betas), np.array(kept_structures))
 
 
 def action_regression_loss(predicted: th.Tensor, targets: th.Tensor) -> th.Tensor:

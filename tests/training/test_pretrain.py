@@ -7,7 +7,14 @@ from hypothesis import strategies as st
 from sb3_crystal import CrystalRelaxEnv
 from sb3_crystal.algorithms import CrystalSAC, CrystalTD3
 from sb3_crystal.structures import StructureDataset
-from sb3_crystal.training.pretrain import MAX_TARGET_NORM, pretrain_actor, reference_move, reference_moves
+from sb3_crystal.training.pretrain import (
+    MAX_TARGET_NORM,
+    ReferenceMoves,
+    pretrain_actor,
+    reference_move,
+    reference_moves,
+    relaxation_moves,
+)
 
 TINY_TFN = {"tfn_preset": "small", "mul": 4, "radial_neurons": 8}
 
@@ -113,3 +120,31 @@ def test_pretraining_a_sac_actor_and_bad_arguments(env):
     other = reference_moves(CrystalRelaxEnv(epsilon=0.05, n_max=4), n_samples=4)
     with pytest.raises(ValueError, match="n_max"):
         pretrain_actor(model, other)
+
+
+def test_relaxation_moves_take_path_points_to_the_end_of_their_relaxation(env):
+    samples = relaxation_moves(env, n_samples=24, seed=1, points_per_path=4)
+    assert 6 <= len(samples) <= 24 and samples.actions.shape[1] == 3 * env.n_max
+    assert env.beta == 0.5  # restored
+    starts = 0
+    replayed = 0
+    for i in range(len(samples)):
+        n = int(samples.observations["mask"][i].sum())
+        point = Atoms(
+            numbers=samples.observations["species"][i, :n].astype(int),
+            positions=samples.observations["positions"][i, :n].astype(np.float64),
+            cell=samples.observations["cell"][i].astype(np.float64),
+            pbc=True,
+        )
+        norms = np.linalg.norm(samples.actions[i].reshape(-1, 3), axis=1)
+        if norms.max() < MAX_TARGET_NORM and np.abs(samples.actions[i]).max() < 1.0:
+            env.reset(options={"atoms": point})
+            _, _, _, _, info = env.step(samples.actions[i])
+            assert info["fmax"] < 0.02  # the end of the relaxation, up to the float32 positions of the observation
+            replayed += 1
+        starts += int(np.linalg.norm(samples.observations["forces"][i], axis=1).max() > 1.0)
+    assert replayed >= len(samples) // 3 and starts >= 3  # distorted starts and points near the minimum alike
+    both = ReferenceMoves.concatenate([samples, reference_moves(env, n_samples=5, seed=0)])
+    assert len(both) == len(samples) + 5 and both.observations["forces"].shape[0] == len(both)
+    with pytest.raises(ValueError, match="points_per_path"):
+        relaxation_moves(env, n_samples=4, points_per_path=0)
