@@ -57,7 +57,8 @@ CLASSICAL: list[tuple[str, type, dict[str, Any]]] = [
 ]
 #: (name, HybridRelaxer keyword arguments) of the candidate hybrids; the first is the package default.
 HYBRIDS: list[tuple[str, dict[str, Any]]] = [
-    ("hybrid, default (BFGSLineSearch)", {}),
+    ("hybrid, default (auto)", {}),
+    ("hybrid, default (BFGSLineSearch)", {"optimizer": BFGSLineSearch}),
     ("hybrid, BFGSLineSearch, f_switch 3", {"f_switch": 3.0}),
     ("hybrid, BFGSLineSearch, ≤ 1 agent step", {"max_agent_steps": 1}),
     ("hybrid, BFGSLineSearch, patience 2", {"patience": 2}),

@@ -230,7 +230,7 @@ def _agent_relaxers(args: argparse.Namespace) -> list[Any]:
 
 # sb3_crystal.relax.optimizer.CLASSICAL_OPTIMIZERS, its DEFAULT_FINISHER first, spelled out: importing it (torch)
 # slows --help
-_HYBRID_OPTIMIZERS = ("BFGSLineSearch", "BFGS", "LBFGS", "FIRE", "GPMin", "GPMinFitted")
+_HYBRID_OPTIMIZERS = ("auto", "BFGSLineSearch", "BFGS", "LBFGS", "FIRE", "GPMin", "GPMinFitted")
 
 
 def _hybrid_optimizer_name(text: str) -> str:

@@ -288,7 +288,7 @@ def test_benchmark_with_a_trained_model_adds_the_agent_and_the_hybrid(tmp_path, 
     argv = ["benchmark", "--n-starts", "2", "--optimizers", "BFGS", "--fmax", "0.05", "--out", str(tmp_path / "out")]
     assert main([*argv, "--model", str(tmp_path / "agent.zip"), "--no-progress"]) == 0
     table = capsys.readouterr().out
-    assert "| RL " in table and "RL+BFGSLineSearch@0.1" in table
+    assert "| RL " in table and "RL+auto@0.1" in table
     assert main([*argv, "--model", "none", "--no-progress"]) == 0
     assert "RL" not in capsys.readouterr().out.split("Force calls to reach")[-1]
     assert main([*argv, "--model", str(tmp_path / "missing.zip")]) == 2
@@ -328,4 +328,4 @@ def test_cli_hybrid_optimizer_names_follow_the_relax_module():
     from sb3_crystal.relax.optimizer import CLASSICAL_OPTIMIZERS, DEFAULT_FINISHER
 
     assert _HYBRID_OPTIMIZERS[0] == DEFAULT_FINISHER
-    assert sorted(_HYBRID_OPTIMIZERS) == sorted(CLASSICAL_OPTIMIZERS)
+    assert sorted(_HYBRID_OPTIMIZERS) == sorted(["auto", *CLASSICAL_OPTIMIZERS])

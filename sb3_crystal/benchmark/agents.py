@@ -47,9 +47,10 @@ class HybridRelaxer(ASEOptimizerRelaxer):
 
     :param model: TD3/SAC model, :class:`~sb3_crystal.relax.CrystalAgent`, or ``None`` for the shipped agent.
     :param f_switch: handover threshold, eV/Å.
-    :param optimizer: a name of :data:`~sb3_crystal.relax.optimizer.CLASSICAL_OPTIMIZERS` or an ASE Optimizer class
-        (default :data:`~sb3_crystal.relax.optimizer.DEFAULT_FINISHER`, BFGSLineSearch).
-    :param name: name in tables (default ``"RL+<optimizer>@<f_switch>"``, e.g. ``"RL+BFGSLineSearch@0.1"``).
+    :param optimizer: a name of :data:`~sb3_crystal.relax.optimizer.CLASSICAL_OPTIMIZERS`, an ASE Optimizer class,
+        or ``"auto"`` (:data:`~sb3_crystal.relax.optimizer.DEFAULT_FINISHER`: GPMin on small cells, BFGSLineSearch on
+        large ones).
+    :param name: name in tables (default ``"RL+<optimizer>@<f_switch>"``, e.g. ``"RL+auto@0.1"``).
     :param kwargs: further :class:`~sb3_crystal.relax.HybridOptimizer` arguments (``patience``, ``max_energy_rise``,
         ``warm_start``, ``optimizer_kwargs``, move settings).
     """
@@ -63,10 +64,11 @@ class HybridRelaxer(ASEOptimizerRelaxer):
         **kwargs: Any,
     ) -> None:
         self.agent = _agent(model)
-        cls = HybridOptimizer.classical_optimizer(optimizer)
-        # Only optimizers known to ignore fmax in their steps keep the one-run read-off exact.
-        exact = cls in FMAX_INDEPENDENT_OPTIMIZERS
-        name = name or f"RL+{cls.__name__}@{f_switch:g}"
+        auto = isinstance(optimizer, str) and optimizer.lower() == "auto"
+        chosen: str | type[Optimizer] = "auto" if auto else HybridOptimizer.classical_optimizer(optimizer)
+        # Only optimizers known to ignore fmax in their steps keep the one-run read-off exact ("auto" may be GPMin).
+        exact = not auto and chosen in FMAX_INDEPENDENT_OPTIMIZERS
+        name = name or f"RL+{'auto' if auto else chosen.__name__}@{f_switch:g}"  # type: ignore[union-attr]
         super().__init__(
-            name, HybridOptimizer, fmax_independent=exact, model=self.agent, f_switch=f_switch, optimizer=cls, **kwargs
+            name, HybridOptimizer, fmax_independent=exact, model=self.agent, f_switch=f_switch, optimizer=chosen, **kwargs
         )

@@ -14,7 +14,13 @@ from sb3_crystal.algorithms import CrystalTD3
 from sb3_crystal.calculators import LammpsEAMCalculator, UnsupportedElementsError
 from sb3_crystal.envs.crystal_relax import CrystalRelaxEnv
 from sb3_crystal.relax import CrystalAgent, HybridOptimizer, NoDefaultAgentError, RLOptimizer, agent_io, save_agent
-from sb3_crystal.relax.optimizer import bfgs_hessian, bfgs_inverse_hessian, secant_pairs, warm_start
+from sb3_crystal.relax.optimizer import (
+    AUTO_GPMIN_MAX_ATOMS,
+    bfgs_hessian,
+    bfgs_inverse_hessian,
+    secant_pairs,
+    warm_start,
+)
 from sb3_crystal.structures.geometry import distort
 
 TINY_TFN = dict(n_layers=1, mul=4, lmax=1, num_basis=4, radial_neurons=8, species_dim=4, force_basis=4, action_basis=4)
@@ -279,10 +285,17 @@ def test_hybrid_handing_over_at_once_is_the_classical_optimizer(mlp, minimum, op
     np.testing.assert_array_equal(atoms.positions, reference.positions)
 
 
-def test_the_default_finisher_is_bfgs_line_search_with_early_handover(mlp, minimum):
+def test_the_default_finisher_is_gpmin_on_small_cells_and_bfgs_line_search_on_large_ones(mlp, minimum):
     hybrid = HybridOptimizer(start(minimum), mlp, logfile=None)
-    assert hybrid.optimizer_class is BFGSLineSearch and hybrid.warm_start
+    assert len(minimum) <= AUTO_GPMIN_MAX_ATOMS
+    assert hybrid.optimizer_class is GPMin and hybrid.warm_start
     assert (hybrid.patience, hybrid.min_improvement, hybrid.max_energy_rise) == (1, 0.3, 0.0)
+    assert HybridOptimizer.classical_optimizer("AUTO", AUTO_GPMIN_MAX_ATOMS + 1) is BFGSLineSearch
+    assert HybridOptimizer.classical_optimizer("auto", AUTO_GPMIN_MAX_ATOMS) is GPMin
+    with pytest.raises(ValueError, match="n_atoms"):
+        HybridOptimizer.classical_optimizer("auto")
+    with pytest.raises(ValueError, match="choose from auto"):
+        HybridOptimizer.classical_optimizer("newton")
 
 
 # -- warm start of the classical optimizer from the agent's path ------------------------------------------------------
@@ -339,7 +352,7 @@ def test_warm_start_sets_the_finishers_hessian_from_the_agents_path(mlp, minimum
     bfgs.step()
     np.testing.assert_allclose(bfgs.H, bfgs_hessian(pairs, 70.0 * np.eye(6)))  # the first step used it as it is
 
-    hybrid = HybridOptimizer(atoms, mlp, logfile=None)
+    hybrid = HybridOptimizer(atoms, mlp, optimizer="BFGSLineSearch", logfile=None)
     line_search = hybrid.finisher_class()(atoms, logfile=None)
     assert isinstance(line_search, BFGSLineSearch)
     assert warm_start(line_search, path) == len(pairs)
@@ -427,6 +440,15 @@ def test_hybrid_hands_over_when_the_agent_stalls(minimum):
     assert hybrid.run(fmax=0.01, steps=100)
     assert hybrid.handover_reason == "stall" and hybrid.agent_steps == 3
     assert hybrid.force_calls == atoms.calc.count
+
+
+def test_auto_finisher_is_bfgs_line_search_at_f_switch_and_gpmin_after_an_early_handover(mlp, minimum):
+    near = HybridOptimizer(start(minimum, seed=6), model=mlp, f_switch=1e3, logfile=None)  # reached at once
+    assert near.run(fmax=0.01, steps=200) and near.handover_reason == "f_switch"
+    assert near.optimizer_class is BFGSLineSearch and isinstance(near.classical, BFGSLineSearch)
+    far = HybridOptimizer(start(minimum, seed=10), scripted(np.zeros((2, 3))), f_switch=1e-4, logfile=None)
+    assert far.run(fmax=0.01, steps=200) and far.handover_reason == "blocked"
+    assert isinstance(far.classical, GPMin)
 
 
 def test_hybrid_hands_over_when_every_move_is_blocked(minimum):
