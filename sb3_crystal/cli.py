@@ -270,7 +270,7 @@ def _add_benchmark(subparsers: Any) -> None:
         nargs="+",
         default=["auto"],
         metavar="MODEL",
-        help="trained agents (folders or SB3 zips), each run alone (RL) and as a hybrid with BFGS; 'default' = the "
+        help="trained agents (folders or SB3 zips), each run alone (RL) and as a hybrid; 'default' = the "
         "shipped Al-Fe agent, 'b2' = the shipped B2 AlFe specialist, 'auto' = 'default', plus 'b2' when the structure "
         "is the default AlFe-B2; 'none' = classical optimizers only",
     )
@@ -323,12 +323,14 @@ def cmd_relax(args: argparse.Namespace) -> int:
     """``sb3-crystal relax``: relax one structure at fixed cell with a trained agent (optionally + a classical optimizer)."""
     from sb3_crystal.calculators import PotentialNotFoundError, make_calculator
     from sb3_crystal.relax import AgentFormatError, HybridOptimizer, RLOptimizer, load_model
+    from sb3_crystal.relax.agent_io import NoDefaultAgentError, load_shipped_agent
     from sb3_crystal.structures.io import write_structure
 
     atoms = _read_one_structure(args.structure)
+    shipped = None if os.path.exists(args.model) else SHIPPED_MODEL_NAMES.get(args.model.lower())
     try:
-        agent = load_model(args.model)
-    except (OSError, AgentFormatError) as err:
+        agent = load_shipped_agent(shipped[0]) if shipped else load_model(args.model)
+    except (OSError, AgentFormatError, NoDefaultAgentError) as err:
         raise UserError(f"model '{args.model}': {err}") from err
     try:
         atoms.calc = make_calculator(args.calculator)
@@ -356,10 +358,11 @@ def cmd_relax(args: argparse.Namespace) -> int:
     print(f"converged: {'yes' if converged else 'no'} (fmax {fmax:.4g} eV/Å, target {args.fmax:g})")
     print(f"force calls: {optimizer.force_calls}, steps: {optimizer.nsteps}, energy: {atoms.get_potential_energy():.6f} eV")
     if args.hybrid:
-        handover = (
-            f"after {optimizer.agent_steps} agent steps ({optimizer.handover_reason})" if optimizer.handover_reason else "none"
-        )
-        print(f"handover to {optimizer.optimizer_class.__name__}: {handover}")
+        if optimizer.handover_reason:
+            name = optimizer.optimizer_class.__name__
+            print(f"handover to {name}: after {optimizer.agent_steps} agent steps ({optimizer.handover_reason})")
+        else:
+            print(f"handover: none (the agent relaxed it in {optimizer.agent_steps} steps)")
     print(f"wrote {args.out}" + (f" and {args.trajectory}" if args.trajectory else ""))
     return 0 if converged else 1
 
@@ -377,7 +380,12 @@ def _add_relax(subparsers: Any) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("structure", metavar="STRUCTURE_FILE", help="structure file of one structure (or a prototype name)")
-    parser.add_argument("--model", required=True, metavar="PATH", help="SB3 model .zip or agent folder")
+    parser.add_argument(
+        "--model",
+        default="default",
+        metavar="PATH",
+        help="SB3 model .zip or agent folder; 'default' = the shipped Al-Fe agent, 'b2' = the shipped B2 AlFe specialist",
+    )
     parser.add_argument("--fmax", type=_positive_float, default=0.05, help="force threshold, eV/Å")
     parser.add_argument("--steps", type=_positive_int, default=200, help="step cap")
     parser.add_argument("--hybrid", action="store_true", help="agent first, then a classical optimizer")

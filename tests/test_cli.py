@@ -225,7 +225,7 @@ def test_relax_agent_folder_alone(relax_inputs, tmp_path, capsys):
         (["{inputs}/cu.extxyz", "--model", "{inputs}/agent"], "Cu not seen in training"),
         (["{inputs}/start.extxyz", "--model", "{inputs}/agent", "--optimizer", "Newton"], "unknown optimizer 'Newton'"),
         (["{inputs}/start.extxyz", "--model", "{inputs}/agent", "--fmax", "0"], "argument --fmax: 0 is not > 0"),
-        (["{inputs}/start.extxyz"], "the following arguments are required: --model"),
+        (["{inputs}/start.extxyz", "--model", "nonsense"], "No model at nonsense"),
     ],
 )
 def test_relax_user_errors_are_one_line(relax_inputs, args, message, tmp_path, capsys):
@@ -234,6 +234,15 @@ def test_relax_user_errors_are_one_line(relax_inputs, args, message, tmp_path, c
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and message in err and "Traceback" not in err
     assert not list(tmp_path.iterdir())
+
+
+def test_relax_uses_the_shipped_agents_by_name(relax_inputs, tmp_path, capsys):
+    start = str(relax_inputs / "start.extxyz")
+    assert main(["relax", start, "--hybrid", "--quiet", "--out", str(tmp_path / "a.extxyz")]) == 0  # no --model
+    printed = capsys.readouterr().out
+    assert "converged: yes" in printed and "handover" in printed
+    assert main(["relax", start, "--model", "B2", "--quiet", "--out", str(tmp_path / "b.extxyz")]) == 0
+    assert "converged: yes" in capsys.readouterr().out
 
 
 def test_relax_help(capsys):
