@@ -32,7 +32,7 @@ from ase.data import chemical_symbols
 from stable_baselines3.common.noise import NormalActionNoise
 
 from sb3_crystal import CrystalRelaxEnv
-from sb3_crystal.algorithms import CrystalTD3
+from sb3_crystal.algorithms import CrystalTD3, CrystalTD3BC
 from sb3_crystal.callbacks import RelaxationEvalCallback
 from sb3_crystal.relax.agent_io import DEFAULT_AGENT_DIR, save_agent
 from sb3_crystal.training.pretrain import ReferenceMoves, pretrain_actor, reference_moves, relaxation_moves
@@ -131,6 +131,9 @@ def main() -> None:
         "--exclude-like", nargs="+", default=[], metavar="SPEC", help="drop random cells that match these structures"
     )
     parser.add_argument("--path-samples", type=int, default=0, help="with --pretrain-samples: add N relaxation-path samples")
+    parser.add_argument("--init", type=Path, default=None, help="start from this model's weights (SB3 zip)")
+    parser.add_argument("--bc-alpha", type=float, default=None, help="TD3+BC with this α (CrystalTD3BC)")
+    parser.add_argument("--bc-samples", type=int, default=20_000, help="reference moves the TD3+BC term regresses onto")
     args = parser.parse_args()
     th.set_num_threads(1)
     structures = [*PROTOTYPES, random_cells(args.random_count)]
@@ -148,7 +151,10 @@ def main() -> None:
         export_agent(env, args.work, meta, args.install, fallback=CrystalTD3.load(final) if final.is_file() else None)
         return
     n_actions = env.action_space.shape[0]
-    model = CrystalTD3(
+    algorithm, extra = CrystalTD3, {}
+    if args.bc_alpha is not None:  # TD3+BC: the actor stays close to the reference moves while TD3 trains it
+        algorithm, extra = CrystalTD3BC, {"bc_alpha": args.bc_alpha}
+    model = algorithm(
         "CrystalTFNPolicy",
         env,
         seed=args.seed,
@@ -156,8 +162,13 @@ def main() -> None:
         tensorboard_log=str(args.work / "tb"),
         policy_kwargs=args.policy_kwargs or None,
         **TD3_SETTINGS,
+        **extra,
     )
+    if args.init is not None:
+        model.set_parameters(str(args.init), exact_match=True)
     start = time.time()
+    if isinstance(model, CrystalTD3BC):
+        model.set_demonstrations(reference_moves(env, args.bc_samples, seed=PRETRAIN_SEED + args.seed))
     if args.pretrain_samples:  # regression onto the moves back to the minima (sb3_crystal.training.pretrain)
         samples = reference_moves(env, args.pretrain_samples, seed=PRETRAIN_SEED + args.seed)
         if args.path_samples:  # and onto moves from points of relaxation paths to where they end
