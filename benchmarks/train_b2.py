@@ -31,13 +31,11 @@ from sb3_crystal import CrystalRelaxEnv
 from sb3_crystal.algorithms import CrystalTD3, CrystalTD3BC
 from sb3_crystal.callbacks import RelaxationEvalCallback
 from sb3_crystal.exploration.expert import add_expert_transitions
-from sb3_crystal.training.pretrain import pretrain_actor, reference_moves
+from sb3_crystal.training.pretrain import REFERENCE_MOVES_SEED, pretrain_actor, reference_moves
 
 ENV = {"structures": "AlFe-B2", "beta": 0.5, "max_steps": 100}
 FINAL_EPSILON = 0.05
 FINETUNE_EPSILON = 0.03
-#: reference-move samples are drawn from seeds PRETRAIN_SEED + seed, … (apart from the evaluation and selection seeds)
-PRETRAIN_SEED = 1_000_000
 CURRICULUM = [
     {"reward": "hybrid", "reward_weights": [1.0, 0.0, 0.5], "epsilon": 0.1, "target_steps": 12, "min_success": 0.9},
     {"reward": "step", "epsilon": 0.1, "target_steps": 8, "min_success": 0.9},
@@ -124,7 +122,7 @@ def train(
     name = run_name(variant, seed, action_scale, expert_episodes, tag, max_displacement, pretrain_samples, bc_alpha)
     start = time.time()
     n_samples = max(pretrain_samples, bc_samples if bc_alpha is not None else 0)
-    samples = reference_moves(env, n_samples, seed=PRETRAIN_SEED + seed) if n_samples else None
+    samples = reference_moves(env, n_samples, seed=REFERENCE_MOVES_SEED + seed) if n_samples else None
     if pretrain_samples:  # regression onto the move back to the minimum (sb3_crystal.training.pretrain)
         pretrain_actor(model, samples, epochs=pretrain_epochs, seed=seed)
     if isinstance(model, CrystalTD3BC):

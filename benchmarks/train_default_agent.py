@@ -35,11 +35,15 @@ from sb3_crystal import CrystalRelaxEnv
 from sb3_crystal.algorithms import CrystalTD3, CrystalTD3BC
 from sb3_crystal.callbacks import RelaxationEvalCallback
 from sb3_crystal.relax.agent_io import DEFAULT_AGENT_DIR, save_agent
-from sb3_crystal.training.pretrain import ReferenceMoves, pretrain_actor, reference_moves, relaxation_moves
+from sb3_crystal.training.pretrain import (
+    REFERENCE_MOVES_SEED,
+    ReferenceMoves,
+    pretrain_actor,
+    reference_moves,
+    relaxation_moves,
+)
 
 PROTOTYPES = ["AlFe-B2", "AlFe-hex", "Al-fcc", "Al-hcp", "Fe-bcc", "Fe-fcc", "Al-I4mmm"]
-#: reference-move samples are drawn from seeds PRETRAIN_SEED + seed, … (apart from the evaluation seeds)
-PRETRAIN_SEED = 1_000_000
 #: relaxation-path samples: seeds PATH_SEED + seed, … (apart from the reference moves)
 PATH_SEED = 2_000_000
 
@@ -167,10 +171,13 @@ def main() -> None:
     if args.init is not None:
         model.set_parameters(str(args.init), exact_match=True)
     start = time.time()
+    # one draw of reference moves serves pretraining and the TD3+BC term
+    n_reference = max(args.pretrain_samples, args.bc_samples if isinstance(model, CrystalTD3BC) else 0)
+    references = reference_moves(env, n_reference, seed=REFERENCE_MOVES_SEED + args.seed) if n_reference else None
     if isinstance(model, CrystalTD3BC):
-        model.set_demonstrations(reference_moves(env, args.bc_samples, seed=PRETRAIN_SEED + args.seed))
+        model.set_demonstrations(references)
     if args.pretrain_samples:  # regression onto the moves back to the minima (sb3_crystal.training.pretrain)
-        samples = reference_moves(env, args.pretrain_samples, seed=PRETRAIN_SEED + args.seed)
+        samples = references
         if args.path_samples:  # and onto moves from points of relaxation paths to where they end
             paths = relaxation_moves(env, args.path_samples, seed=PATH_SEED + args.seed)
             print(f"{len(paths)} relaxation-path samples", flush=True)

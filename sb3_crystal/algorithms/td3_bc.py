@@ -28,10 +28,14 @@ from torch.nn import functional as F
 
 from sb3_crystal.algorithms.td3 import CrystalTD3
 from sb3_crystal.envs import CrystalRelaxEnv
-from sb3_crystal.training.pretrain import ReferenceMoves, action_regression_loss, pretrain_actor, reference_moves
-
-#: Demonstrations drawn by number use seeds from here on (the training episodes use the model's seed).
-DEMONSTRATION_SEED = 1_000_000
+from sb3_crystal.training.pretrain import (
+    REFERENCE_MOVES_SEED,
+    ReferenceMoves,
+    action_regression_loss,
+    check_action_size,
+    pretrain_actor,
+    reference_moves,
+)
 
 
 class CrystalTD3BC(CrystalTD3):
@@ -44,7 +48,7 @@ class CrystalTD3BC(CrystalTD3):
     :param env: environment or id.
     :param demonstrations: observations and actions to stay close to, from
         :func:`~sb3_crystal.training.pretrain.reference_moves`, or a number of such samples to draw from a copy of the
-        training environment (a :class:`~sb3_crystal.envs.CrystalRelaxEnv`; seeds ``seed + 1_000_000`` on, apart
+        training environment (a :class:`~sb3_crystal.envs.CrystalRelaxEnv`; seeds ``REFERENCE_MOVES_SEED + seed`` on, apart
         from the training episodes); required before the first gradient step.
     :param pretrain_epochs: first regress the actor onto the demonstrations for this many epochs
         (:func:`~sb3_crystal.training.pretrain.pretrain_actor`): clone, then fine-tune.
@@ -97,7 +101,7 @@ class CrystalTD3BC(CrystalTD3):
             )
         env = CrystalRelaxEnv(**settings)
         try:
-            return reference_moves(env, n_samples, seed=(self.seed or 0) + DEMONSTRATION_SEED)
+            return reference_moves(env, n_samples, seed=REFERENCE_MOVES_SEED + (self.seed or 0))
         finally:
             env.close()
 
@@ -106,14 +110,9 @@ class CrystalTD3BC(CrystalTD3):
 
         :raises ValueError: actions of another size than the model's action space, or no samples.
         """
-        n_actions = int(np.prod(self.action_space.shape))  # type: ignore[arg-type]
         if len(demonstrations) == 0:
             raise ValueError("demonstrations hold no samples")
-        if demonstrations.actions.shape[1] != n_actions:
-            raise ValueError(
-                f"demonstrations hold actions of size {demonstrations.actions.shape[1]}, the model's action space has "
-                f"{n_actions} (were they drawn from an environment with another n_max?)"
-            )
+        check_action_size(self, demonstrations)
         self._demonstrations = {
             "observations": {
                 key: th.as_tensor(value, device=self.device) for key, value in demonstrations.observations.items()

@@ -20,7 +20,13 @@ from ase.optimize.optimize import Optimizer
 
 from sb3_crystal.benchmark.classical import ASEOptimizerRelaxer
 from sb3_crystal.relax.agent_io import CrystalAgent, as_agent, load_default_agent
-from sb3_crystal.relax.optimizer import DEFAULT_FINISHER, FMAX_INDEPENDENT_OPTIMIZERS, HybridOptimizer, RLOptimizer
+from sb3_crystal.relax.optimizer import (
+    DEFAULT_FINISHER,
+    FMAX_INDEPENDENT_OPTIMIZERS,
+    HybridOptimizer,
+    RLOptimizer,
+    is_auto_finisher,
+)
 
 __all__ = ["AgentRelaxer", "HybridRelaxer"]
 
@@ -64,7 +70,7 @@ class HybridRelaxer(ASEOptimizerRelaxer):
         **kwargs: Any,
     ) -> None:
         self.agent = _agent(model)
-        auto = isinstance(optimizer, str) and optimizer.lower() == "auto"
+        auto = is_auto_finisher(optimizer)
         chosen: str | type[Optimizer] = "auto" if auto else HybridOptimizer.classical_optimizer(optimizer)
         # Only optimizers known to ignore fmax in their steps keep the one-run read-off exact ("auto" may be GPMin).
         exact = not auto and chosen in FMAX_INDEPENDENT_OPTIMIZERS

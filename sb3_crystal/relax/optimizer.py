@@ -46,6 +46,7 @@ __all__ = [
     "bfgs_hessian",
     "bfgs_inverse_hessian",
     "check_agent_can_relax",
+    "is_auto_finisher",
     "secant_pairs",
     "warm_start",
 ]
@@ -68,6 +69,12 @@ DEFAULT_FINISHER = "auto"
 #: ``"auto"`` finishes with GPMin up to this many atoms, the largest unseen cells it was measured on (docs/results.md).
 #: GPMin's model grows with the cube of (steps × 3N) and had no measured gain on larger cells; BFGSLineSearch takes over.
 AUTO_GPMIN_MAX_ATOMS = 8
+
+
+def is_auto_finisher(optimizer: Any) -> bool:
+    """Whether ``optimizer`` names the ``"auto"`` finisher (any case)."""
+    return isinstance(optimizer, str) and optimizer.lower() == "auto"
+
 
 #: Those of :data:`CLASSICAL_OPTIMIZERS` whose path ignores ``fmax`` (it only decides when to stop); GPMin's inner
 #: retry loop stops at the first point below ``fmax``.
@@ -465,7 +472,7 @@ class HybridOptimizer(_CountedOptimizer):
             raise ValueError(f"max_energy_rise must be ≥ 0 eV/atom, got {max_energy_rise}")
         if max_agent_steps is not None and max_agent_steps < 0:
             raise ValueError(f"max_agent_steps must be ≥ 0 or None, got {max_agent_steps}")
-        self._auto_finisher = isinstance(optimizer, str) and optimizer.lower() == "auto"
+        self._auto_finisher = is_auto_finisher(optimizer)
         #: the classical optimizer's class (for ``"auto"``: the one for a handover far from the minimum).
         self.optimizer_class = self.classical_optimizer(optimizer, len(atoms))
         self.optimizer_kwargs = dict(optimizer_kwargs or {})
@@ -507,7 +514,7 @@ class HybridOptimizer(_CountedOptimizer):
         BFGSLineSearch)."""
         if isinstance(optimizer, type) and issubclass(optimizer, Optimizer):
             return optimizer
-        if isinstance(optimizer, str) and optimizer.lower() == "auto":
+        if is_auto_finisher(optimizer):
             if n_atoms is None:
                 raise ValueError("optimizer 'auto' depends on the number of atoms: give n_atoms")
             return GPMin if n_atoms <= AUTO_GPMIN_MAX_ATOMS else BFGSLineSearch

@@ -31,6 +31,10 @@ from sb3_crystal.envs import CrystalRelaxEnv
 #: Per-atom action norm of the regression targets at most this: a radially squashed actor (norm < 1) can reach them.
 MAX_TARGET_NORM = 0.98
 
+#: First seed of reference-move samples drawn for training (``REFERENCE_MOVES_SEED + training seed``, …): the
+#: training scripts and :class:`~sb3_crystal.algorithms.CrystalTD3BC` keep them apart from evaluation seeds.
+REFERENCE_MOVES_SEED = 1_000_000
+
 
 def reference_move(start: Atoms, reference: Atoms) -> np.ndarray:
     """Shifts (n_atoms, 3), Å, that take ``start`` onto ``reference`` up to a rigid translation (minimum image).
@@ -102,11 +106,7 @@ def reference_moves(env: CrystalRelaxEnv, n_samples: int, seed: int = 0, min_bet
     """
     if not (isinstance(n_samples, (int, np.integer)) and n_samples >= 1):
         raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}")
-    if not (isinstance(min_beta, (int, float)) and 0 < min_beta <= env.beta):
-        raise ValueError(f"min_beta must be in (0, env.beta = {env.beta}] Å, got {min_beta!r}")
-    rng = np.random.default_rng(seed)
-    betas = np.exp(rng.uniform(math.log(min_beta), math.log(env.beta), size=n_samples))
-    structures = rng.choice(len(env.dataset), size=n_samples, p=env.structure_weights)
+    _, betas, structures = _draw_starts(env, n_samples, seed, min_beta)
     beta = env.beta
     observations: list[dict[str, np.ndarray]] = [{}] * n_samples
     actions = np.zeros((n_samples, 3 * env.n_max), np.float32)
@@ -119,8 +119,36 @@ def reference_moves(env: CrystalRelaxEnv, n_samples: int, seed: int = 0, min_bet
             observations[i] = obs
     finally:
         env.set_beta(beta)
-    stacked = {key: np.stack([obs[key] for obs in observations]) for key in observations[0]}
-    return ReferenceMoves(stacked, actions, betas, structures)
+    return ReferenceMoves(_stack(observations), actions, betas, structures)
+
+
+def _draw_starts(
+    env: CrystalRelaxEnv, n_starts: int, seed: int, min_beta: float
+) -> tuple[np.random.Generator, np.ndarray, np.ndarray]:
+    """The generator, β (log-uniform in [``min_beta``, ``env.beta``]) and structure (``env``'s weights) of each start.
+
+    :raises ValueError: ``min_beta`` not in (0, env.beta].
+    """
+    if not (isinstance(min_beta, (int, float)) and 0 < min_beta <= env.beta):
+        raise ValueError(f"min_beta must be in (0, env.beta = {env.beta}] Å, got {min_beta!r}")
+    rng = np.random.default_rng(seed)
+    betas = np.exp(rng.uniform(math.log(min_beta), math.log(env.beta), size=n_starts))
+    structures = rng.choice(len(env.dataset), size=n_starts, p=env.structure_weights)
+    return rng, betas, structures
+
+
+def _stack(observations: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    return {key: np.stack([obs[key] for obs in observations]) for key in observations[0]}
+
+
+def check_action_size(model: OffPolicyAlgorithm, samples: ReferenceMoves) -> None:
+    """:raises ValueError: ``samples`` hold actions of another size than ``model``'s action space."""
+    n_actions = int(np.prod(model.action_space.shape))  # type: ignore[arg-type]
+    if samples.actions.shape[1] != n_actions:
+        raise ValueError(
+            f"samples hold actions of size {samples.actions.shape[1]}, the model's action space has {n_actions} "
+            "(were they drawn from an environment with another n_max?)"
+        )
 
 
 def _target_action(env: CrystalRelaxEnv, move: np.ndarray) -> np.ndarray:
@@ -161,12 +189,7 @@ def relaxation_moves(
         raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}")
     if not (isinstance(points_per_path, (int, np.integer)) and points_per_path >= 1):
         raise ValueError(f"points_per_path must be a positive integer, got {points_per_path!r}")
-    if not (isinstance(min_beta, (int, float)) and 0 < min_beta <= env.beta):
-        raise ValueError(f"min_beta must be in (0, env.beta = {env.beta}] Å, got {min_beta!r}")
-    rng = np.random.default_rng(seed)
-    n_paths = -(-n_samples // points_per_path)
-    betas = np.exp(rng.uniform(math.log(min_beta), math.log(env.beta), size=n_paths))
-    structures = rng.choice(len(env.dataset), size=n_paths, p=env.structure_weights)
+    rng, betas, structures = _draw_starts(env, -(-n_samples // points_per_path), seed, min_beta)
     beta = env.beta
     observations: list[dict[str, np.ndarray]] = []
     actions: list[np.ndarray] = []
@@ -196,8 +219,7 @@ def relaxation_moves(
         env.set_beta(beta)
     if not actions:
         raise RuntimeError(f"no relaxation reached fmax {fmax} eV/Å within {max_steps} steps")
-    stacked = {key: np.stack([obs[key] for obs in observations]) for key in observations[0]}
-    return ReferenceMoves(stacked, np.stack(actions), np.array(kept_betas), np.array(kept_structures))
+    return ReferenceMoves(_stack(observations), np.stack(actions), np.array(kept_betas), np.array(kept_structures))
 
 
 def action_regression_loss(predicted: th.Tensor, targets: th.Tensor) -> th.Tensor:
@@ -244,12 +266,7 @@ def pretrain_actor(
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     if not (isinstance(learning_rate, (int, float)) and math.isfinite(learning_rate) and learning_rate > 0):
         raise ValueError(f"learning_rate must be a finite number > 0, got {learning_rate!r}")
-    n_actions = int(np.prod(model.action_space.shape))  # type: ignore[arg-type]
-    if samples.actions.shape[1] != n_actions:
-        raise ValueError(
-            f"samples hold actions of size {samples.actions.shape[1]}, the model's action space has {n_actions} "
-            "(were they drawn from an environment with another n_max?)"
-        )
+    check_action_size(model, samples)
     device = model.device
     observations = {key: th.as_tensor(value, device=device) for key, value in samples.observations.items()}
     targets = th.as_tensor(samples.actions, device=device)
