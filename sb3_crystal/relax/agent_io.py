@@ -35,6 +35,8 @@ from ase.data import atomic_numbers, chemical_symbols
 from gymnasium import spaces
 from stable_baselines3.common.policies import BasePolicy
 
+from sb3_crystal.envs.observation import ObservationLayout
+
 __all__ = [
     "DEFAULT_AGENT_DIR",
     "MOVE_SETTINGS",
@@ -65,7 +67,7 @@ DEFAULT_AGENT_DIR = Path(__file__).resolve().parent / "default_agent"
 SHIPPED_AGENTS: dict[str, Path] = {"alfe": DEFAULT_AGENT_DIR, "b2": Path(__file__).resolve().parent / "b2_agent"}
 
 #: The environment settings that decide how an action moves atoms (see :class:`~sb3_crystal.envs.CrystalRelaxEnv`).
-MOVE_SETTINGS: tuple[str, ...] = ("max_displacement", "action_scale", "force_cap", "min_distance")
+MOVE_SETTINGS: tuple[str, ...] = ("max_displacement", "action_scale", "force_cap", "min_distance", "action_mode")
 
 _CLASS_MODULES = ("torch.nn", "torch.optim")
 
@@ -98,6 +100,8 @@ class CrystalAgent:
         decide how actions move atoms.
     :param species: element symbols seen in training, ``None`` when unknown.
     :param algorithm: ``"TD3"`` or ``"SAC"``.
+    :param observation: the observation layout's settings (:meth:`ObservationLayout.to_dict`), ``None``: read
+        them off the policy's observation space.
     """
 
     policy: BasePolicy
@@ -105,6 +109,7 @@ class CrystalAgent:
     env_settings: dict[str, Any] = field(default_factory=dict)
     species: tuple[str, ...] | None = None
     algorithm: str = "TD3"
+    observation: dict[str, Any] | None = None
 
     @property
     def crystal_env_kwargs(self) -> dict[str, Any]:
@@ -123,6 +128,14 @@ class CrystalAgent:
             raise TypeError(f"Unknown move settings {sorted(unknown)}; known: {list(MOVE_SETTINGS)}")
         settings.update({k: v for k, v in overrides.items() if v is not None})
         return settings
+
+    @property
+    def layout(self) -> ObservationLayout:
+        """What the policy observes: the agent file's ``observation`` entry, else read off the policy's space."""
+        if self.observation is not None:
+            return ObservationLayout.from_dict(self.n_max, self.observation)
+        space = getattr(self.policy, "observation_space", None)
+        return ObservationLayout(self.n_max) if space is None else ObservationLayout.from_space(space)
 
     @property
     def size_agnostic(self) -> bool:
@@ -212,19 +225,13 @@ def as_agent(model: Any) -> CrystalAgent:
     )
 
 
-def crystal_spaces(n_max: int) -> tuple[spaces.Dict, spaces.Box]:
-    """The observation and action spaces of :class:`~sb3_crystal.envs.CrystalRelaxEnv` for ``n_max`` slots."""
-    n = int(n_max)
-    observation_space = spaces.Dict(
-        {
-            "positions": spaces.Box(-np.inf, np.inf, (n, 3), np.float32),
-            "cell": spaces.Box(-np.inf, np.inf, (3, 3), np.float32),
-            "forces": spaces.Box(-np.inf, np.inf, (n, 3), np.float32),
-            "species": spaces.Box(0, 118, (n,), np.float32),
-            "mask": spaces.Box(0, 1, (n,), np.float32),
-        }
-    )
-    return observation_space, spaces.Box(-1.0, 1.0, (3 * n,), np.float32)
+def crystal_spaces(n_max: int, observation: dict[str, Any] | None = None) -> tuple[spaces.Dict, spaces.Box]:
+    """The observation and action spaces of :class:`~sb3_crystal.envs.CrystalRelaxEnv` for ``n_max`` slots.
+
+    :param observation: the layout's settings (:meth:`ObservationLayout.to_dict`); ``None``: the paper's observation.
+    """
+    layout = ObservationLayout.from_dict(n_max, observation)
+    return layout.observation_space(), layout.action_space()
 
 
 # -- plain data -------------------------------------------------------------------------------------------------------
@@ -308,6 +315,7 @@ def save_agent(model: Any, folder: str | os.PathLike) -> Path:
         "policy_class": type(agent.policy).__name__,
         "policy_kwargs": _encode(dict(policy_kwargs), "policy_kwargs"),
         "n_max": agent.n_max,
+        "observation": agent.layout.to_dict(),
         "env_settings": _plain_env_settings(agent.env_settings),
         "species": list(agent.species) if agent.species else None,
         "sb3_crystal_version": _version(),
@@ -373,7 +381,10 @@ def load_agent(folder: str | os.PathLike, device: str | th.device = "cpu") -> Cr
         policy_kwargs = _decode(settings.get("policy_kwargs") or {})
     except KeyError as err:
         raise AgentFormatError(f"{settings_path}: missing entry {err}") from None
-    observation_space, action_space = crystal_spaces(n_max)
+    try:
+        observation_space, action_space = crystal_spaces(n_max, settings.get("observation"))
+    except (TypeError, ValueError) as err:
+        raise AgentFormatError(f"{settings_path}: bad observation entry ({err})") from None
     # the optimizer is built but never stepped: the learning rate is irrelevant
     policy = policy_class(observation_space, action_space, lambda _: 0.0, **policy_kwargs)
     try:
@@ -391,6 +402,7 @@ def load_agent(folder: str | os.PathLike, device: str | th.device = "cpu") -> Cr
         env_settings=dict(settings.get("env_settings") or {}),
         species=tuple(species) if species else None,
         algorithm=algorithm,
+        observation=settings.get("observation"),
     )
 
 

@@ -32,6 +32,7 @@ from ase.optimize.optimize import DEFAULT_MAX_STEPS, Optimizer
 from sb3_crystal.benchmark.classical import ForceCallCounter, GPMinFitted
 from sb3_crystal.calculators import UnsupportedElementsError, calculator_elements, check_elements
 from sb3_crystal.envs.moves import MoveRule
+from sb3_crystal.envs.safeguard import TrustRegion
 from sb3_crystal.relax.agent_io import CrystalAgent, as_agent, load_default_agent
 from sb3_crystal.structures.geometry import closest_pair
 
@@ -211,6 +212,14 @@ class RLOptimizer(_CountedOptimizer):
     :param action_scale: ``"fixed"`` or ``"force"`` (default as above).
     :param force_cap: force cap of the ``"force"`` scale, eV/Å (default as above).
     :param min_distance: closest approach the contact rule allows, Å (default as above).
+    :param trust_region: safeguard against uphill moves (:class:`~sb3_crystal.envs.safeguard.TrustRegion`): a move
+        that raises the energy or the largest force too much is retried shorter, then refused; each try is a
+        counted force call. ``"auto"`` (default): the training environment's setting when it had one, else on;
+        ``True``/``False``, or the rule's settings as a dict.
+    :param patience: the run stops, unconverged, after this many steps without lowering the smallest fmax seen by
+        the fraction ``min_improvement`` (``None``: never), and says so in the log and :attr:`stop_reason`, rather
+        than spend the rest of the step budget; it stops likewise when a force or the energy is no longer finite.
+    :param min_improvement: relative drop of the smallest fmax that counts as progress.
     """
 
     def __init__(
@@ -224,13 +233,40 @@ class RLOptimizer(_CountedOptimizer):
         action_scale: str | None = None,
         force_cap: float | None = None,
         min_distance: float | None = None,
+        trust_region: Any = "auto",
+        patience: int | None = 10,
+        min_improvement: float = 0.01,
     ) -> None:
+        if patience is not None and not (isinstance(patience, int) and patience >= 1):
+            raise ValueError(f"patience must be a positive integer or None, got {patience!r}")
+        if not (isinstance(min_improvement, (int, float)) and 0 <= min_improvement < 1):
+            raise ValueError(f"min_improvement must be in [0, 1), got {min_improvement!r}")
         self.agent = load_default_agent() if model is None else as_agent(model)
         self.settings = self.agent.move_settings(
             max_displacement=max_displacement, action_scale=action_scale, force_cap=force_cap, min_distance=min_distance
         )
         self._moves = MoveRule(**self.settings)  # the environment's own rule; validates the settings
+        #: what the agent observes (its training environment's layout).
+        self.layout = self.agent.layout
+        if self._moves.action_mode == "residual" and self.layout.proposal == "none":
+            raise ValueError("this agent corrects a classical proposal (action_mode='residual') but observes none")
+        #: the points of this relaxation the observation draws its history from.
+        self.history = self.layout.new_history()
+        self._after_step: np.ndarray | None = None
+        self._proposal: np.ndarray | None = None
         check_agent_can_relax(self.agent, atoms)
+        if isinstance(trust_region, str):
+            if trust_region != "auto":
+                raise ValueError(f"trust_region must be 'auto', a bool, a dict or a TrustRegion, got {trust_region!r}")
+            trust_region = self.agent.env_settings.get("trust_region") or True
+        #: the safeguard against uphill moves (``None``: off).
+        self.trust_region = TrustRegion.from_config(trust_region)
+        self.patience, self.min_improvement = patience, float(min_improvement)
+        #: why the last run stopped before converging (``"stalled"``, ``"diverged"``), else ``None``.
+        self.stop_reason: str | None = None
+        #: tries the trust region rejected in this optimizer's runs.
+        self.rejected = 0
+        self._best_fmax, self._since_best = np.inf, 0
         #: fraction of the agent's last move kept by the contact rule, and the largest atomic shift (Å) of that move.
         self.last_fraction = 1.0
         self.last_max_shift = float("nan")
@@ -242,6 +278,11 @@ class RLOptimizer(_CountedOptimizer):
         return description
 
     def _before_run(self) -> None:
+        self._after_step = None  # a run starts a new history
+        self.stop_reason = None
+        forces = self._current()[1]  # the run's first evaluation: ASE asks for it next anyway
+        self._best_fmax = float(np.sqrt((forces**2).sum(axis=1)).max()) if len(forces) else 0.0
+        self._since_best = 0
         distance = self.settings["min_distance"]
         if distance > 0:
             i, j, d = closest_pair(self.atoms, search_radius=distance)
@@ -255,25 +296,26 @@ class RLOptimizer(_CountedOptimizer):
     def observation(self, forces: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """The environment's observation of the current structure, padded to ``max(n_max, len(atoms))`` slots.
 
+        The relaxation history (the agent's layout may observe past steps) is brought up to date first: when the
+        atoms are where this optimizer's last step left them, the current point is recorded as a new step, as the
+        environment records it; when they were moved by anything else (or nothing was recorded yet), the history
+        starts again here.
+
         :param forces: forces of the current structure (default: asked of the calculator).
         """
         atoms = self.atoms
         if forces is None:
             forces = atoms.get_forces()
-        n = len(atoms)
-        slots = max(n, self.agent.n_max)
-        observation = {
-            "positions": np.zeros((slots, 3), np.float32),
-            "cell": np.array(atoms.cell, dtype=np.float32),
-            "forces": np.zeros((slots, 3), np.float32),
-            "species": np.zeros(slots, np.float32),
-            "mask": np.zeros(slots, np.float32),
-        }
-        observation["positions"][:n] = atoms.positions
-        observation["forces"][:n] = forces
-        observation["species"][:n] = atoms.numbers
-        observation["mask"][:n] = 1.0
-        return observation
+        energy = float(atoms.get_potential_energy())
+        positions = np.array(atoms.positions, dtype=np.float64)
+        if self._after_step is not None and np.array_equal(positions, self._after_step):
+            self.history.record(positions, forces, energy)
+        else:
+            self.history.reset(positions, forces, energy)
+        self._after_step = None
+        self._proposal = self.layout.proposal_step(self.history)
+        slots = max(len(atoms), self.agent.n_max)
+        return self.layout.build(atoms.numbers, np.array(atoms.cell), self.history, n_slots=slots, proposal=self._proposal)
 
     def action(self, observation: dict[str, np.ndarray]) -> np.ndarray:
         """The agent's deterministic action for an observation of :meth:`observation`, ``3 * slots`` numbers."""
@@ -295,11 +337,52 @@ class RLOptimizer(_CountedOptimizer):
         observation = self.observation(forces)
         action = self.action(observation)
         positions, cell = self.atoms.positions, np.array(self.atoms.cell)
-        shifts, fraction = self._moves.move(positions, cell, forces, action, observation["mask"].shape[0])
+        shifts, fraction = self._moves.move(positions, cell, forces, action, observation["mask"].shape[0], self._proposal)
         self.last_fraction = float(fraction)
-        self.last_max_shift = float(np.sqrt((shifts**2).sum(axis=1)).max()) if len(shifts) else 0.0
-        if self.last_max_shift > 0:  # a fully blocked move leaves the geometry (and the calculator's cache) alone
+        if self.trust_region is not None and np.abs(shifts).max(initial=0.0) > 0:
+            shifts = self._guarded(shifts, forces)
+        elif np.abs(shifts).max(initial=0.0) > 0:  # a fully blocked move leaves the geometry (and the cache) alone
             self.optimizable.set_x((self.atoms.positions + shifts).ravel())
+        self.last_max_shift = float(np.sqrt((shifts**2).sum(axis=1)).max()) if len(shifts) else 0.0
+        self._after_step = np.array(self.atoms.positions, dtype=np.float64)
+        self._check_progress()
+
+    def _guarded(self, shifts: np.ndarray, forces: np.ndarray) -> np.ndarray:
+        """Make the move through the trust region; :return: the shifts finally made."""
+        assert self.trust_region is not None
+        base = np.array(self.atoms.positions, dtype=np.float64)
+        energy = float(self.atoms.get_potential_energy())
+
+        def evaluate(trial: np.ndarray) -> tuple[float, np.ndarray]:
+            self.optimizable.set_x((base + trial).ravel())  # back to base is free: the counter remembers it
+            return float(self.atoms.get_potential_energy()), np.asarray(self.atoms.get_forces(), dtype=np.float64)
+
+        outcome = self.trust_region.step(shifts, energy, forces, evaluate)
+        self.rejected += outcome.rejected
+        return outcome.shifts
+
+    def _check_progress(self) -> None:
+        """Stop the run (unconverged, said in the log) when the agent stalls or the relaxation diverges."""
+        energy, forces = self._current()
+        fmax = float(np.sqrt((forces**2).sum(axis=1)).max()) if len(forces) else 0.0
+        reason = None
+        if not (np.isfinite(energy) and np.isfinite(fmax)):
+            reason = "diverged"
+        elif fmax < self._best_fmax * (1.0 - self.min_improvement):
+            self._best_fmax, self._since_best = fmax, 0
+        else:
+            self._since_best += 1
+            if self.patience is not None and self._since_best >= self.patience:
+                reason = "stalled"
+        if reason is not None:
+            self.stop_reason = reason
+            self.max_steps = self.nsteps + 1  # ASE's loop ends after this step
+            message = (
+                f"{type(self).__name__}: the agent {reason} (fmax {fmax:.4g} eV/Å, best {self._best_fmax:.4g}, after "
+                f"{self.nsteps + 1} steps): stopping unconverged; HybridOptimizer finishes with a classical optimizer"
+            )
+            self.logfile.write(message + "\n")
+            warnings.warn(message, stacklevel=2)
 
 
 def secant_pairs(path: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -487,7 +570,7 @@ class HybridOptimizer(_CountedOptimizer):
         #: secant pairs (BFGS, BFGSLineSearch) or points (GPMin) of the agent's path given to the classical optimizer.
         self.warm_start_size = 0
         #: the agent's optimizer (steps only: this optimizer logs, writes the trajectory and counts).
-        self.agent_optimizer = RLOptimizer(atoms, model, logfile=None, **move_settings)
+        self.agent_optimizer = RLOptimizer(atoms, model, logfile=None, trust_region=False, patience=None, **move_settings)
         self.agent = self.agent_optimizer.agent
         #: the classical optimizer, from the handover on.
         self.classical: Optimizer | None = None

@@ -112,7 +112,13 @@ def test_load_model_reads_sb3_zips(env, observations, tmp_path):
     model.save(tmp_path / "crystal.zip")
     agent = load_model(tmp_path / "crystal.zip")
     assert agent.algorithm == "TD3" and agent.species == ("Al", "Fe")  # from the recorded "AlFe-B2" structures
-    assert agent.move_settings() == {"max_displacement": 0.3, "action_scale": "force", "force_cap": 1.0, "min_distance": 1.5}
+    assert agent.move_settings() == {
+        "max_displacement": 0.3,
+        "action_scale": "force",
+        "force_cap": 1.0,
+        "min_distance": 1.5,
+        "action_mode": "absolute",
+    }
     same_actions(model, agent, observations)
 
     sac = CrystalSAC("MultiInputPolicy", env, policy_kwargs={"net_arch": [8]}, seed=0)
