@@ -95,5 +95,5 @@ def test_runs_are_reproducible(b2, counter):
 
 
 def test_a_precon_of_the_wrong_type_is_refused(b2):
-    with pytest.raises(TypeError, match="precon must be an ase.optimize.precon Precon object, got str"):
+    with pytest.raises(TypeError, match=r"precon must be an ase\.optimize\.precon Precon object, got str"):
         ExpPreconLBFGS(b2.copy(), precon="Exp")
