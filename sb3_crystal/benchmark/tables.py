@@ -6,6 +6,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from sb3_crystal.benchmark.statistics import SUCCESS_FORCE_CALLS
+
 __all__ = ["format_table"]
 
 
@@ -17,9 +19,30 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+def _milliseconds(seconds: float) -> str:
+    return "–" if math.isnan(seconds) else f"{1e3 * seconds:.1f}"
+
+
 def format_table(summary: Sequence[dict[str, Any]]) -> str:
-    """The summary as an aligned markdown table (force calls over converged runs)."""
-    headers = ["structure", "N", "optimizer", "ε (eV/Å)", "median", "p10", "p90", "mean", "success", "same min", "ref min"]
+    """The summary as an aligned markdown table: force calls over converged runs (median, p10, p90, mean), the
+    fractions converged, converged within the force-call budget and converged into the reference minimum, and the
+    median wall time per relaxation in milliseconds."""
+    budget = f"≤ {SUCCESS_FORCE_CALLS} calls"
+    headers = [
+        "structure",
+        "N",
+        "optimizer",
+        "ε (eV/Å)",
+        "median",
+        "p10",
+        "p90",
+        "mean",
+        "success",
+        budget,
+        "same min",
+        "ref min",
+        "wall (ms)",
+    ]
     body = [
         [
             str(s["structure"]),
@@ -31,13 +54,15 @@ def format_table(summary: Sequence[dict[str, Any]]) -> str:
             _cell(float(s["p90"])),
             _cell(float(s["mean"])),
             f"{float(s['success_rate']):.0%}",
+            f"{float(s['success_within_budget']):.0%}",
             f"{float(s['same_minimum_rate']):.0%}",
             _cell(bool(s["reference_is_minimum"])),
+            _milliseconds(float(s["median_wall_time"])),
         ]
         for s in summary
     ]
     widths = [max(len(h), *(len(line[i]) for line in body)) for i, h in enumerate(headers)]
-    numeric = set(range(3, 10))
+    numeric = {i for i, h in enumerate(headers) if h not in ("structure", "N", "optimizer", "ref min")}
 
     def line(cells: Sequence[str]) -> str:
         parts = [c.rjust(w) if i in numeric else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))]
