@@ -11,6 +11,8 @@ from ase.optimize import BFGS, FIRE, LBFGS, BFGSLineSearch, GPMin
 from ase.optimize.optimize import Optimizer
 from ase.optimize.precon import PreconLBFGS
 from ase.optimize.sciopt import SciPyFminCG
+from hypothesis import given
+from hypothesis import strategies as st
 
 from sb3_crystal.optimizers import (
     CLASSICAL_OPTIMIZERS,
@@ -69,6 +71,22 @@ def test_stepwise_optimizers_are_all_but_scipy():
 def test_lookup_ignores_case_and_knows_aliases(text, name):
     assert optimizer_name(text) == name
     assert get_optimizer(text) is CLASSICAL_OPTIMIZERS[name]
+
+
+@given(st.sampled_from(sorted(CLASSICAL_OPTIMIZERS) + sorted(OPTIMIZER_ALIASES)), st.randoms())
+def test_any_casing_of_a_name_or_alias_finds_the_same_optimizer(name, random):
+    mixed = "".join(c.upper() if random.random() < 0.5 else c.lower() for c in name)
+    assert get_optimizer(mixed) is get_optimizer(name)
+
+
+@given(st.text(max_size=20))
+def test_any_other_text_is_refused_with_the_same_error(text):
+    known = {name.lower() for name in CLASSICAL_OPTIMIZERS} | set(OPTIMIZER_ALIASES)
+    if text.lower() in known:
+        assert get_optimizer(text) in CLASSICAL_OPTIMIZERS.values()
+    else:
+        with pytest.raises(UnknownOptimizerError, match="choose from BFGS, LBFGS"):
+            get_optimizer(text)
 
 
 @pytest.mark.parametrize("bad", ["Newton", "", " bfgs", "BFGS2", None, 3])
