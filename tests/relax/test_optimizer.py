@@ -371,7 +371,7 @@ def test_warm_start_sets_the_finishers_hessian_from_the_agents_path(mlp, minimum
     preset = line_search.H.copy()
     line_search.step()
     np.testing.assert_allclose(line_search.H, preset)  # ASE's first update would have reset it to the identity
-    with pytest.raises(TypeError, match="finisher_class"):
+    with pytest.raises(TypeError, match="with_preset_inverse_hessian"):
         warm_start(BFGSLineSearch(atoms, logfile=None), path)
 
 
