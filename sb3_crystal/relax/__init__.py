@@ -1,6 +1,6 @@
-"""Relaxing structures with trained agents: ASE optimizers (:class:`RLOptimizer`, :class:`HybridOptimizer`) and
-agent files (:func:`save_agent`, :func:`load_agent`, :func:`load_model`, :func:`load_default_agent`,
-:func:`load_shipped_agent`)."""
+"""Relaxing structures with trained agents: ASE optimizers (:class:`RLOptimizer`, :class:`HybridOptimizer`), many
+structures at once (:func:`relax_many`, pymatgen's :func:`relax_structure`), and agent files (:func:`save_agent`,
+:func:`load_agent`, :func:`load_model`, :func:`load_default_agent`, :func:`load_shipped_agent`)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from sb3_crystal.relax.agent_io import (
     save_agent,
     trained_species,
 )
+from sb3_crystal.relax.batch import BatchProfile, RelaxationResult, relax_many, relax_structure
 from sb3_crystal.relax.counted import check_agent_can_relax
 from sb3_crystal.relax.hybrid_optimizer import FINISHERS, HybridOptimizer
 from sb3_crystal.relax.optimizer import CLASSICAL_OPTIMIZERS
@@ -25,16 +26,20 @@ __all__ = [
     "CLASSICAL_OPTIMIZERS",
     "FINISHERS",
     "AgentFormatError",
+    "BatchProfile",
     "CrystalAgent",
     "HybridOptimizer",
     "NoDefaultAgentError",
     "RLOptimizer",
+    "RelaxationResult",
     "as_agent",
     "check_agent_can_relax",
     "load_agent",
     "load_default_agent",
     "load_model",
     "load_shipped_agent",
+    "relax_many",
+    "relax_structure",
     "save_agent",
     "trained_species",
 ]
