@@ -403,6 +403,89 @@ def _add_relax(subparsers: Any) -> None:
     parser.set_defaults(func=cmd_relax)
 
 
+# -- relax-batch: many structures, streamed to a folder, resumable (sb3_crystal.relax.batch_runner) -------------------
+def cmd_relax_batch(args: argparse.Namespace) -> int:
+    """``sb3-crystal relax-batch``: relax every structure of many inputs into an output folder; a rerun resumes."""
+    from sb3_crystal.relax.batch_runner import run_batch
+
+    shipped = None if os.path.exists(args.model) else SHIPPED_MODEL_NAMES.get(args.model.lower())
+    model = shipped[0] if shipped else args.model
+    hybrid: Any = {"f_switch": args.switch_fmax, "optimizer": args.optimizer} if args.hybrid else False
+    try:
+        rows = run_batch(
+            args.inputs,
+            args.out_dir,
+            model=model,
+            fmax=args.fmax,
+            steps=args.steps,
+            calculator=args.calculator,
+            hybrid=hybrid,
+            workers=args.workers,
+            ray_address=args.ray,
+            batch_size=args.batch_size,
+            retry_errors=args.retry_errors,
+            progress=False if args.no_progress else None,
+        )
+    except (FileNotFoundError, ValueError, ImportError) as err:
+        raise UserError(str(err)) from err
+    converged = sum(bool(row["converged"]) for row in rows)
+    errors = [row for row in rows if row["error"] is not None]
+    print(
+        f"{len(rows)} structure(s): {converged} converged, {len(rows) - converged - len(errors)} not converged, "
+        f"{len(errors)} error(s); summary in {args.out_dir / 'summary.csv'}"
+    )
+    for row in errors[:10]:
+        print(f"  {row['source']}: {row['error']}", file=sys.stderr)
+    return 0 if converged == len(rows) else 1
+
+
+def _add_relax_batch(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "relax-batch",
+        help="relax many structures into an output folder (resumable, parallel, Ray)",
+        description=(
+            "Relax every structure of the inputs (structure files, folders, glob patterns, multi-frame extended XYZ, "
+            "the dataset CSV) at fixed cell with a trained agent, in lockstep batches. Each result is written to "
+            "--out-dir as it finishes (<name>.extxyz, summary.csv, summary.json, each atomically); rerunning the same "
+            "command skips what is done. A bad input is reported in the summary and the others go on. Exit status 0 "
+            "when every structure converged, 1 otherwise, 2 on user errors."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="structure files, folders or glob patterns")
+    parser.add_argument("--out-dir", type=Path, required=True, help="output folder (rerun with it to resume)")
+    parser.add_argument(
+        "--model",
+        default="default",
+        metavar="PATH",
+        help="SB3 model .zip or agent folder; 'default' = the shipped Al-Fe agent, 'b2' = the shipped B2 AlFe specialist",
+    )
+    parser.add_argument("--fmax", type=_positive_float, default=0.05, help="force threshold, eV/Å")
+    parser.add_argument("--steps", type=_positive_int, default=200, help="step cap per structure")
+    parser.add_argument("--hybrid", action="store_true", help="agent first, then a classical optimizer")
+    parser.add_argument("--switch-fmax", type=_positive_float, default=0.1, help="hybrid handover threshold, eV/Å")
+    parser.add_argument(
+        "--optimizer",
+        type=_hybrid_optimizer_name,
+        default=_HYBRID_OPTIMIZERS[0],
+        help=f"classical optimizer of the hybrid ({', '.join(_HYBRID_OPTIMIZERS)})",
+    )
+    parser.add_argument("--calculator", default="lammps", help="calculator spec: lammps, matscipy, emt, module:Class")
+    parser.add_argument("--workers", type=_positive_int, default=1, help="parallel worker processes (or Ray actors)")
+    parser.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        default=None,
+        metavar="ADDRESS",
+        help="run on Ray: alone, a local cluster started here; 'auto' or an address joins a running cluster",
+    )
+    parser.add_argument("--batch-size", type=_positive_int, default=64, help="structures per lockstep batch")
+    parser.add_argument("--retry-errors", action="store_true", help="run again the jobs that ended in an error")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(func=cmd_relax_batch)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """``sb3-crystal train``: rl-zoo style training (the same as ``python train.py``)."""
     try:
@@ -514,6 +597,7 @@ def build_parser() -> _Parser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     _add_benchmark(subparsers)
     _add_relax(subparsers)
+    _add_relax_batch(subparsers)
     _add_train(subparsers)
     _add_dataset(subparsers)
     parser.commands = tuple(subparsers.choices)
