@@ -2,7 +2,8 @@
 
 Same run, same agent (the shipped Al–Fe agent), same calculator object, same starts: distorted B2 AlFe (the relaxed
 2-atom cell, coordinates += β·U(−1, 1), β = 0.5 Å, redrawn closer than 1.5 Å) and random 8-atom Al–Fe crystals
-(``random_dataset``). Each mode runs ``--repeats`` times, interleaved; the table gives the median. Where the time
+(``random_dataset``, which relaxes them: distorted the same way). Each mode runs ``--repeats`` times, interleaved;
+the table gives the median. Where the time
 goes is measured by timing sections: the policy (``RLOptimizer.action`` one by one; the batched pass in lockstep),
 the calculator (``LammpsEAMCalculator.compute``), and the rest (observations, moves, trust region, ASE's loop,
 force-call bookkeeping). The force calls of every structure are compared between the two modes.
@@ -15,12 +16,14 @@ force-call bookkeeping). The force calls of every structure are compared between
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 import warnings
 
 import numpy as np
 import torch as th
+from ase.io import read, write
 
 from sb3_crystal.calculators import LammpsEAMCalculator
 from sb3_crystal.relax import BatchProfile, RLOptimizer, load_shipped_agent, relax_many
@@ -97,6 +100,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=None, help="lockstep batch (default: all at once)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--random-cache", default=None, help="extxyz file of the random cells (written if missing)")
     args = parser.parse_args()
     th.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", message=r".*stopping unconverged.*")
@@ -106,11 +110,17 @@ def main() -> None:
         sets.append((f"{args.n_b2} distorted B2 (2 atoms)", b2_starts(args.n_b2, args.seed)))
     if args.n_random:
         t0 = time.perf_counter()
-        cells = random_dataset(args.n_random, 8, seed=args.seed)
-        for atoms in cells:
+        if args.random_cache and os.path.isfile(args.random_cache):
+            cells = read(args.random_cache, index=":")[: args.n_random]
+        else:
+            cells = random_dataset(args.n_random, 8, seed=args.seed)
+            if args.random_cache:
+                write(args.random_cache, cells)
+        print(f"{len(cells)} random 8-atom cells in {time.perf_counter() - t0:.0f} s", flush=True)
+        starts = [distort(atoms, 0.5, np.random.default_rng(args.seed + k), min_distance=1.5) for k, atoms in enumerate(cells)]
+        for atoms in starts:
             atoms.info.clear()
-        print(f"generated {len(cells)} random 8-atom cells in {time.perf_counter() - t0:.0f} s", flush=True)
-        sets.append((f"{args.n_random} random 8-atom cells", cells))
+        sets.append((f"{args.n_random} distorted random 8-atom cells", starts))
     calc = TimedEAM(max_instances=max(64, args.n_random + 1))
     rows = []
     for label, starts in sets:
@@ -144,10 +154,11 @@ def main() -> None:
     print()
     for label, n, _, _, mismatched, results, profile in rows:
         calls = [r.force_calls for r in results]
+        steps = statistics.median(r.steps for r in results)
         converged = sum(r.converged for r in results)
         print(
             f"{label}: force calls differ between the modes for {mismatched} of {n}; converged {converged}/{n}; "
-            f"force calls median {statistics.median(calls):.0f}, steps median {statistics.median(r.steps for r in results):.0f}; "
+            f"force calls median {statistics.median(calls):.0f}, steps median {steps:.0f}; "
             f"lockstep: {profile.lockstep_steps} steps, {profile.policy_passes} policy passes of "
             f"{profile.policy_rows / max(profile.policy_passes, 1):.1f} structures on average"
         )

@@ -25,7 +25,8 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -36,6 +37,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 
 from sb3_crystal.benchmark.classical import ForceCallCounter
 from sb3_crystal.calculators import CalculatorSpec, LammpsEAMCalculator, make_calculator
+from sb3_crystal.envs.observation import ObservationLayout
 from sb3_crystal.relax.agent_io import CrystalAgent, as_agent, load_default_agent
 from sb3_crystal.relax.counted import _COUNTER_MEMORY, check_agent_can_relax
 from sb3_crystal.relax.hybrid_optimizer import HybridOptimizer
@@ -136,14 +138,26 @@ class _Counter(ForceCallCounter):
         if last is None:
             return list(all_changes)
         if (
-            np.array_equal(last.positions, atoms.positions)
-            and np.array_equal(last.cell.array, atoms.cell.array)
-            and np.array_equal(last.pbc, atoms.pbc)
-            and last.arrays.keys() == atoms.arrays.keys()
-            and all(np.array_equal(value, atoms.arrays[key]) for key, value in last.arrays.items() if key != "positions")
+            last.arrays.keys() == atoms.arrays.keys()
+            and all(_same(value, atoms.arrays[key]) for key, value in last.arrays.items())
+            and _same(last.cell.array, atoms.cell.array)
+            and _same(last.pbc, atoms.pbc)
         ):
             return []
         return compare_atoms(last, atoms, tol=tol, excluded_properties=set(self.ignored_changes))
+
+
+def _same(a: np.ndarray, b: np.ndarray) -> bool:
+    """Bitwise equality of two arrays (shape, type and bytes)."""
+    return a.shape == b.shape and a.dtype == b.dtype and a.tobytes() == b.tobytes()
+
+
+class _BatchAgent(CrystalAgent):
+    """The agent of a batch: its observation layout worked out once, not once per structure."""
+
+    @cached_property
+    def layout(self) -> ObservationLayout:  # type: ignore[override]
+        return CrystalAgent.layout.fget(self)  # type: ignore[attr-defined]
 
 
 class _LockstepRL(RLOptimizer):
@@ -374,6 +388,7 @@ def relax_many(
         raise TypeError(f"relax_many does not take {', '.join(taken)} (many structures share one call)")
     settings = {**optimizer_kwargs, **(dict(hybrid) if isinstance(hybrid, Mapping) else {})}
     agent = load_default_agent() if model is None else as_agent(model)
+    agent = _BatchAgent(**{item.name: getattr(agent, item.name) for item in fields(agent)})
     lockstep = _Lockstep(agent, fmax, steps, _LockstepHybrid if hybrid else _LockstepRL, settings, on_error, on_result)
     with warnings.catch_warnings():
         # The agent's stall stop is reported in each result's stop_reason rather than once per structure.
