@@ -1,6 +1,7 @@
 """Relaxing structures with trained agents: ASE optimizers (:class:`RLOptimizer`, :class:`HybridOptimizer`), many
-structures at once (:func:`relax_many`, pymatgen's :func:`relax_structure`), and agent files (:func:`save_agent`,
-:func:`load_agent`, :func:`load_model`, :func:`load_default_agent`, :func:`load_shipped_agent`)."""
+structures at once (:func:`relax_many`, pymatgen's :func:`relax_structure`, the resumable :func:`run_batch`), and
+agent files (:func:`save_agent`, :func:`load_agent`, :func:`load_model`, :func:`load_default_agent`,
+:func:`load_shipped_agent`)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from sb3_crystal.relax.agent_io import (
     trained_species,
 )
 from sb3_crystal.relax.batch import BatchProfile, RelaxationResult, relax_many, relax_structure
+from sb3_crystal.relax.batch_runner import run_batch
 from sb3_crystal.relax.counted import check_agent_can_relax
 from sb3_crystal.relax.hybrid_optimizer import FINISHERS, HybridOptimizer
 from sb3_crystal.relax.optimizer import CLASSICAL_OPTIMIZERS
@@ -40,6 +42,7 @@ __all__ = [
     "load_shipped_agent",
     "relax_many",
     "relax_structure",
+    "run_batch",
     "save_agent",
     "trained_species",
 ]
