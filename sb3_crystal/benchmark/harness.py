@@ -37,12 +37,11 @@ from ase.optimize import BFGS
 
 from sb3_crystal.benchmark.classical import (
     DEFAULT_OPTIMIZERS,
-    ForceCallCounter,
     Relaxer,
     RelaxResult,
     make_relaxer,
 )
-from sb3_crystal.calculators import CalculatorSpec, make_calculator
+from sb3_crystal.calculators import CalculatorSpec, ForceCallCounter, make_calculator
 from sb3_crystal.structures.geometry import distort
 from sb3_crystal.structures.minima import MinimumReport
 

@@ -8,7 +8,7 @@ Both follow ``ase.optimize``::
     opt.force_calls  # energy+forces evaluations at distinct geometries, the start included
 
 **Force calls.** During :meth:`run` / :meth:`irun` the atoms' calculator is wrapped in a
-:class:`~sb3_crystal.benchmark.classical.ForceCallCounter` (or, when it already is one, e.g. in the benchmark, used
+:class:`~sb3_crystal.calculators.ForceCallCounter` (or, when it already is one, e.g. in the benchmark, used
 as it is), so counting follows the benchmark's rule: one evaluation at a geometry not seen before is one call;
 going back to a geometry seen before is free. Afterwards the calculator is put back, holding the last results.
 """
@@ -29,8 +29,8 @@ from ase.calculators.calculator import Calculator
 from ase.optimize import BFGS, FIRE, LBFGS, BFGSLineSearch, GPMin
 from ase.optimize.optimize import DEFAULT_MAX_STEPS, Optimizer
 
-from sb3_crystal.benchmark.classical import ForceCallCounter, GPMinFitted
-from sb3_crystal.calculators import UnsupportedElementsError, calculator_elements, check_elements
+from sb3_crystal.benchmark.classical import GPMinFitted
+from sb3_crystal.calculators import ForceCallCounter, UnsupportedElementsError, calculator_elements, check_elements
 from sb3_crystal.envs.moves import MoveRule
 from sb3_crystal.relax.agent_io import CrystalAgent, as_agent, load_default_agent
 from sb3_crystal.structures.geometry import closest_pair
