@@ -62,6 +62,12 @@ class ForceCallCounter(Calculator):
         self._last: _Evaluation | None = None
         self._seen: OrderedDict[bytes, _Evaluation] = OrderedDict()
 
+    def get_spin_polarized(self) -> bool:
+        """As the wrapped calculator says, ``False`` when it does not (defined here so that ASE does not store a
+        bound method on the instance, a reference cycle that would keep the wrapped calculator alive)."""
+        own = getattr(type(self.calculator), "get_spin_polarized", None)
+        return bool(own(self.calculator)) if callable(own) else False
+
     def reset(self) -> None:
         """Zero the counts and forget every geometry seen (start of a new relaxation)."""
         self.n_calls = 0
