@@ -130,11 +130,8 @@ class ForceCallCounter(Calculator):
     def _compute(self, atoms: Atoms, stress: bool) -> _Evaluation:
         calc = self.calculator
         if isinstance(calc, LammpsEAMCalculator) and np.all(atoms.pbc):
-            if stress:
-                energy, forces, voigt = calc.compute(atoms.numbers, np.asarray(atoms.cell), atoms.positions, stress=True)
-            else:
-                energy, forces = calc.compute(atoms.numbers, np.asarray(atoms.cell), atoms.positions)
-                voigt = None
+            # its virial is tallied with every evaluation: take the stress always, never evaluate twice for it
+            energy, forces, voigt = calc.compute(atoms.numbers, np.asarray(atoms.cell), atoms.positions, stress=True)
             return _Evaluation(float(energy), forces, voigt)
         probe = atoms.copy()
         probe.calc = None

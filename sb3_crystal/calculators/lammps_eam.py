@@ -44,8 +44,9 @@ def check_elements(numbers: np.ndarray, elements: tuple[str, ...], potential: st
 _INSTANCE_BASE_MIB = 1.0
 _TABLE_OVERHEAD = 1.25
 #: An instance that served at most this many evaluations at its cell is moved to a new cell of the same species
-#: instead of being kept for its old cell: a variable-cell relaxation changes the cell at every step.
-_TRANSIENT_USES = 2
+#: instead of being kept for its old cell: a variable-cell relaxation changes the cell at every evaluation, while
+#: an environment's episode (a reset and at least one step) evaluates each cell at least twice.
+_TRANSIENT_USES = 1
 
 
 def instance_memory_mib(potential: str | os.PathLike = DEFAULT_POTENTIAL) -> float:
@@ -112,7 +113,7 @@ class LammpsEAMCalculator(Calculator):
     environment that switches between cells at every reset sets each cell up once. A call on new positions only
     writes the coordinates into LAMMPS and runs one zero-length step (re-wrapping atoms and rebuilding neighbours),
     which costs a fraction of a millisecond for small cells. A new cell for the same species (a variable-cell
-    relaxation) moves an instance that served at most two evaluations at its old cell to the new box instead of
+    relaxation) moves an instance that served a single evaluation at its old cell to the new box instead of
     setting up another one, which is many times cheaper; so does a new cell when the cache is full.
 
     Each instance holds its own copy of the potential's tables, a few MiB for the shipped potentials
