@@ -5,7 +5,8 @@ Environments and relaxers take a *calculator spec*, which keeps their constructo
 
 - ``"lammps"`` or ``"lammps:<potential>"``: :class:`LammpsEAMCalculator` (default potential ``AlFe_mm.eam.fs``);
 - ``"matscipy"`` or ``"matscipy:<potential>"``: matscipy's pure-Python EAM on the same file;
-- ``"emt"``: ASE's EMT (no Fe);
+- ``"emt"``: ASE's EMT (Al, Cu, Ag, Au, Ni, Pd, Pt; no Fe);
+- ``"chgnet"`` or ``"chgnet:<model>"``: CHGNet's universal potential (optional extra ``sb3-crystal[chgnet]``);
 - ``"package.module:ClassName"``: any importable ASE calculator class, built without arguments;
 - an ASE ``Calculator`` object, or a zero-argument factory returning one.
 """
@@ -15,6 +16,7 @@ from sb3_crystal.calculators.factory import (
     CalculatorSpec,
     calculator_elements,
     calculator_fingerprint,
+    chgnet_calculator,
     make_calculator,
     matscipy_eam,
 )
@@ -31,6 +33,7 @@ __all__ = [
     "calculator_elements",
     "calculator_fingerprint",
     "check_elements",
+    "chgnet_calculator",
     "make_calculator",
     "matscipy_eam",
 ]

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
+import io
 from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 
 from ase.calculators.calculator import BaseCalculator
+from ase.data import chemical_symbols
 
 from sb3_crystal.calculators.lammps_eam import LammpsEAMCalculator
 from sb3_crystal.calculators.potentials import (
@@ -37,10 +40,31 @@ def _emt() -> BaseCalculator:
     return EMT()
 
 
+def chgnet_calculator(model: str = "0.3.0") -> BaseCalculator:
+    """CHGNet's ASE calculator with a pretrained model shipped in its wheel (nothing is downloaded).
+
+    CHGNet is an optional extra: ``pip install "sb3-crystal[chgnet]"``. The device is CHGNet's choice (a GPU when
+    torch sees one, else the CPU).
+
+    :param model: a pretrained model of the installed ``chgnet`` package: ``"0.3.0"`` (its default), ``"0.2.0"``
+        or ``"r2scan"``.
+    """
+    try:
+        from chgnet.model import CHGNet
+        from chgnet.model.dynamics import CHGNetCalculator
+    except ImportError as err:
+        raise ImportError(
+            f"calculator 'chgnet' needs the optional CHGNet extra: pip install \"sb3-crystal[chgnet]\" ({err})"
+        ) from err
+    with contextlib.redirect_stdout(io.StringIO()):  # CHGNet prints its device on construction
+        return CHGNetCalculator(model=CHGNet.load(model_name=model, verbose=False))
+
+
 _NAMED: dict[str, Callable[..., BaseCalculator]] = {
     "lammps": LammpsEAMCalculator,
     "matscipy": matscipy_eam,
     "emt": _emt,
+    "chgnet": chgnet_calculator,
 }
 
 
@@ -75,7 +99,14 @@ def make_calculator(spec: CalculatorSpec = "lammps") -> BaseCalculator:
 
 
 def calculator_elements(calc: BaseCalculator) -> tuple[str, ...] | None:
-    """Elements a calculator covers, when it says (EAM files do); ``None`` when unknown."""
+    """Elements a calculator covers, when known (EAM files, ASE's EMT, CHGNet); ``None`` when unknown."""
+    from ase.calculators.emt import EMT
+    from ase.calculators.emt import parameters as emt_parameters
+
+    if isinstance(calc, EMT):
+        return tuple(sorted(emt_parameters))
+    if type(calc).__name__ == "CHGNetCalculator" and type(calc).__module__.startswith("chgnet."):
+        return tuple(chemical_symbols[1:95])  # CHGNet's element embedding covers H to Pu
     potential = getattr(calc, "potential", None)
     if potential is None:
         return getattr(calc, "elements", None)

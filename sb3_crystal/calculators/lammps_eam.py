@@ -28,14 +28,20 @@ class UnsupportedElementsError(ValueError):
 
 
 def check_elements(numbers: np.ndarray, elements: tuple[str, ...], potential: str | os.PathLike, where: str = "") -> None:
-    """Raise :class:`UnsupportedElementsError` naming the elements of ``numbers`` missing from ``elements``."""
+    """Raise :class:`UnsupportedElementsError` naming the elements of ``numbers`` missing from ``elements``.
+
+    :param numbers: atomic numbers of the structure.
+    :param elements: element symbols that the calculator covers.
+    :param potential: the EAM file, or a description of the calculator, for the message.
+    :param where: the structure's name or file, prefixed to the message.
+    """
     present = {chemical_symbols[int(z)] for z in np.unique(numbers)}
     missing = sorted(present - set(elements))
     if missing:
         prefix = f"{where}: " if where else ""
-        raise UnsupportedElementsError(
-            f"{prefix}element(s) {', '.join(missing)} not covered by potential {potential} (covers {', '.join(elements)})"
-        )
+        covers = ", ".join(elements) if len(elements) <= 12 else f"{elements[0]} to {elements[-1]}"
+        source = f"potential {potential}" if ".eam" in os.fspath(potential).lower() else str(potential)
+        raise UnsupportedElementsError(f"{prefix}element(s) {', '.join(missing)} not covered by {source} (covers {covers})")
 
 
 #: The cost model of one LAMMPS instance (resident memory, MiB): a fixed part plus the potential's tables, raw
