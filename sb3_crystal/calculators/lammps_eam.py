@@ -142,7 +142,7 @@ class LammpsEAMCalculator(Calculator):
         self,
         potential: str | os.PathLike = DEFAULT_POTENTIAL,
         max_instances: int = 64,
-        max_memory_mib: float = 256.0,
+        max_memory_mib: float = 512.0,
         **kwargs: Any,
     ) -> None:
         if not (isinstance(max_instances, int) and max_instances >= 1):
