@@ -678,7 +678,7 @@ def _add_relax(subparsers: Any) -> None:
         help="relax a structure at fixed cell: a trained agent, then a classical optimizer",
         description=(
             "Relax one structure at fixed cell: the agent moves the atoms until fmax ≤ --switch-fmax (or it stalls), "
-            "then a classical optimizer finishes (the hybrid, which converges whenever the classical optimizer does); "
+            "then a classical optimizer finishes (the hybrid, the dependable mode); "
             "--agent-only lets the agent relax alone. Reads CIF, POSCAR, extended XYZ and whatever ASE or pymatgen "
             "read. Writes the relaxed structure (with energy and forces) and, if asked, the trajectory. Exit status "
             "0 when converged, 1 when not, 2 on user errors (checked before the first step; nothing written)."
