@@ -427,8 +427,11 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 
 
 def _benchmark(args: argparse.Namespace) -> int:
+    import warnings
+
     from sb3_crystal.benchmark.harness import format_table, run_benchmark, summarize, write_results
     from sb3_crystal.calculators import UnsupportedElementsError
+    from sb3_crystal.relax.agent_io import CalculatorMismatchWarning
     from sb3_crystal.structures.minima import RelaxationError, relaxed_minimum
 
     t0 = time.perf_counter()
@@ -447,18 +450,20 @@ def _benchmark(args: argparse.Namespace) -> int:
         minima.append(minimum)
     relaxers: list[Any] = list(dict.fromkeys(args.optimizers))  # "BFGS bfgs" is one optimizer
     relaxers += _agent_relaxers(agents, args)
-    rows = run_benchmark(
-        minima,
-        optimizers=relaxers,
-        beta=args.beta,
-        fmaxes=args.fmax,
-        n_starts=args.n_starts,
-        seed=args.seed,
-        calculator=calculator,
-        max_steps=args.max_steps,
-        min_distance=args.min_distance,
-        progress=False if args.no_progress else None,
-    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CalculatorMismatchWarning)  # said once per agent, above
+        rows = run_benchmark(
+            minima,
+            optimizers=relaxers,
+            beta=args.beta,
+            fmaxes=args.fmax,
+            n_starts=args.n_starts,
+            seed=args.seed,
+            calculator=calculator,
+            max_steps=args.max_steps,
+            min_distance=args.min_distance,
+            progress=False if args.no_progress else None,
+        )
     title = f"β = {args.beta:g} Å, {args.n_starts} starts (seed {args.seed}), calculator {args.calculator}"
     paths = write_results(rows, args.out, title=f"Force calls to reach ε: {title}")
     print(f"\nForce calls to reach ε ({title}; statistics over converged runs):\n")

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sb3_crystal.cli import main
 
@@ -586,3 +588,45 @@ def test_the_relaxers_are_exported_at_the_top():
 
     assert RLOptimizer is sb3_crystal.relax.RLOptimizer and HybridOptimizer is sb3_crystal.relax.HybridOptimizer
     assert {"RLOptimizer", "HybridOptimizer"} <= set(sb3_crystal.__all__)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    distance=st.floats(0.01, 1.5),
+    shift=st.lists(st.floats(-20, 20), min_size=3, max_size=3),
+    direction=st.lists(st.floats(-1, 1), min_size=3, max_size=3).filter(lambda v: np.linalg.norm(v) > 0.1),
+)
+def test_the_close_atoms_check_sees_the_pair_wherever_it_is(distance, shift, direction):
+    from ase import Atoms
+
+    from sb3_crystal.cli import UserError, check_relax_input
+
+    unit = np.asarray(direction) / np.linalg.norm(direction)
+    atoms = Atoms("AlFe", positions=[[1.0, 1.0, 1.0], [1.0, 1.0, 1.0] + distance * unit], cell=[4.0, 4.2, 4.4], pbc=True)
+    atoms.translate(shift)  # anywhere in or out of the cell: periodic images count
+    if distance < 0.5 - 1e-9:
+        with pytest.raises(UserError, match=rf"atoms 0 and 1 are {distance:.3g} Å apart, closer than 0.5 Å"):
+            check_relax_input(atoms, "s.cif", 0.5)
+    elif distance > 0.5 + 1e-9:
+        check_relax_input(atoms, "s.cif", 0.5)
+    check_relax_input(atoms, "s.cif", 0.0)  # 0: no check
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda a: a.set_pbc([True, True, False]), "not periodic in all three directions"),
+        (lambda a: a.set_cell([[1, 0, 0], [2, 0, 0], [0, 0, 1]]), "zero volume"),
+        (lambda a: a.positions.__setitem__((0, 0), np.nan), "not all finite"),
+        (lambda a: a.__delitem__(slice(None)), "has no atoms"),
+    ],
+)
+def test_check_relax_input_names_the_fault(change, message):
+    from ase.build import bulk
+
+    from sb3_crystal.cli import UserError, check_relax_input
+
+    atoms = bulk("Fe", "bcc", a=2.8553, cubic=True)
+    change(atoms)
+    with pytest.raises(UserError, match=rf"^s\.cif: .*{message}"):
+        check_relax_input(atoms, "s.cif", 0.5)
