@@ -25,6 +25,8 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from sb3_crystal.optimizers import STEPWISE_OPTIMIZERS
+
 __all__ = [
     "MAX_BETA",
     "SHIPPED_MODEL_NAMES",
@@ -529,9 +531,9 @@ def _agent_relaxers(agents: Sequence[tuple[str, Any]], args: argparse.Namespace)
     return relaxers
 
 
-# sb3_crystal.relax.optimizer.CLASSICAL_OPTIMIZERS, its DEFAULT_FINISHER first, spelled out: importing it (torch)
-# slows --help
-_HYBRID_OPTIMIZERS = ("auto", "BFGSLineSearch", "BFGS", "LBFGS", "FIRE", "GPMin", "GPMinFitted")
+#: The hybrid's finishers: "auto" (sb3_crystal.relax.hybrid_optimizer.DEFAULT_FINISHER) and the shared table's stepwise
+#: optimizers (sb3_crystal.optimizers imports no torch).
+_HYBRID_OPTIMIZERS = ("auto", *STEPWISE_OPTIMIZERS)
 
 
 def _hybrid_optimizer_name(text: str) -> str:
@@ -542,7 +544,7 @@ def _hybrid_optimizer_name(text: str) -> str:
 
 
 def _add_benchmark(subparsers: Any) -> None:
-    from sb3_crystal.benchmark.classical import DEFAULT_OPTIMIZERS
+    from sb3_crystal.optimizers import DEFAULT_OPTIMIZERS
 
     parser = subparsers.add_parser(
         "benchmark",

@@ -347,13 +347,12 @@ def test_shipped_agent_names(tmp_path, monkeypatch):
         agent_io.load_shipped_agent("b2")
 
 
-def test_cli_hybrid_optimizer_names_follow_the_relax_module():
-    # the CLI spells the names out (importing sb3_crystal.relax loads torch and slows --help): keep them in step
+def test_cli_hybrid_optimizer_names_are_the_hybrids_finishers():
     from sb3_crystal.cli import _HYBRID_OPTIMIZERS
-    from sb3_crystal.relax.optimizer import CLASSICAL_OPTIMIZERS, DEFAULT_FINISHER
+    from sb3_crystal.relax.hybrid_optimizer import DEFAULT_FINISHER, FINISHERS
 
     assert _HYBRID_OPTIMIZERS[0] == DEFAULT_FINISHER
-    assert sorted(_HYBRID_OPTIMIZERS) == sorted(["auto", *CLASSICAL_OPTIMIZERS])
+    assert sorted(_HYBRID_OPTIMIZERS[1:]) == sorted(FINISHERS)
 
 
 # -- relax: the default mode, inputs and outputs checked before any step ----------------------------------------------
