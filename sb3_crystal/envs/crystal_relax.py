@@ -19,6 +19,7 @@ from sb3_crystal.envs.observation import ObservationLayout
 from sb3_crystal.envs.rewards import check_reward, relaxation_reward
 from sb3_crystal.envs.safeguard import TrustRegion
 from sb3_crystal.structures.dataset import StructureDataset, StructureSpec
+from sb3_crystal.structures.generators import StructureGenerator, parse_generator_spec
 from sb3_crystal.structures.geometry import distort
 
 
@@ -86,6 +87,10 @@ class CrystalRelaxEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
     :param action_mode: ``"absolute"`` or ``"residual"`` (the action corrects the proposal; needs ``proposal``).
     :param trust_region: reject moves that raise the energy or the largest force too much and retry them
         shorter (:class:`~sb3_crystal.envs.safeguard.TrustRegion`): ``True``, its settings as a dict, or ``None``.
+    :param generator: a source of fresh start structures whose minimum nobody knows
+        (:class:`~sb3_crystal.structures.generators.StructureGenerator` or its ``"generate:..."`` spec): a reset draws
+        one with the environment's generator and starts from it as drawn (``structure_index`` −1).
+    :param generator_fraction: fraction of resets that draw from ``generator``; the others distort a dataset minimum.
     :param render_mode: ``"rgb_array"`` makes :meth:`render` return a picture of the structure.
     """
 
@@ -114,6 +119,8 @@ class CrystalRelaxEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         proposal: str = "none",
         action_mode: str = "absolute",
         trust_region: bool | dict[str, Any] | None = None,
+        generator: str | StructureGenerator | None = None,
+        generator_fraction: float = 1.0,
         render_mode: str | None = None,
     ) -> None:
         super().__init__()
@@ -125,6 +132,13 @@ class CrystalRelaxEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         ObservationLayout(n_max=1, history=history, proposal=proposal)  # validates before the dataset is built
         #: the rule that rejects uphill moves (``None``: every move is taken).
         self.trust_region = TrustRegion.from_config(trust_region)
+        #: the source of fresh generated starts (``None``: dataset minima only).
+        self.generator = parse_generator_spec(generator) if isinstance(generator, str) else generator
+        if self.generator is not None and not isinstance(self.generator, StructureGenerator):
+            raise TypeError(f"generator must be a 'generate:...' spec or a StructureGenerator, not {type(generator).__name__}")
+        if not (isinstance(generator_fraction, (int, float)) and 0 <= generator_fraction <= 1):
+            raise ValueError(f"generator_fraction must be in [0, 1], got {generator_fraction!r}")
+        self.generator_fraction = float(generator_fraction)
         if not (isinstance(max_steps, int) and max_steps >= 1):
             raise ValueError(f"max_steps must be a positive integer, got {max_steps!r}")
         self.set_epsilon(epsilon)
@@ -141,7 +155,12 @@ class CrystalRelaxEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
             cache_dir=cache_dir,
             saddles=saddles,
         )
-        self.n_max = self.dataset.max_atoms if n_max is None else int(n_max)
+        largest = max(self.dataset.max_atoms, self.generator.max_atoms if self.generator is not None else 0)
+        self.n_max = largest if n_max is None else int(n_max)
+        if self.generator is not None and self.generator.max_atoms > self.n_max:
+            raise ValueError(
+                f"generator {self.generator.spec} draws up to {self.generator.max_atoms} atoms, more than n_max={self.n_max}"
+            )
         too_big = [i for i, atoms in enumerate(self.dataset) if len(atoms) > self.n_max]
         if too_big:
             i = too_big[0]
@@ -213,6 +232,10 @@ class CrystalRelaxEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         options = options or {}
         if "atoms" in options:
             start = self._validated_start(options["atoms"])
+            self._structure_index = -1
+        elif self._draws_generated(options):
+            assert self.generator is not None
+            start = self._validated_start(self.generator.sample(self.np_random))
             self._structure_index = -1
         else:
             index = options.get("structure_index")
@@ -366,6 +389,12 @@ class CrystalRelaxEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
             "structure_index": self._structure_index,
             "episode_step": self._episode_step,
         }
+
+    def _draws_generated(self, options: dict[str, Any]) -> bool:
+        """Whether this reset starts from a generated structure (never when a dataset index is asked for)."""
+        if self.generator is None or "structure_index" in options:
+            return False
+        return self.generator_fraction >= 1 or bool(self.np_random.random() < self.generator_fraction)
 
     def _validated_start(self, atoms: Atoms) -> Atoms:
         if not isinstance(atoms, Atoms):

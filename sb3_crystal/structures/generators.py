@@ -23,7 +23,8 @@ Rattles and distortions are the paper's: every Cartesian coordinate moves by β�
 ====================  =============================================================================================
 kind                  keys (defaults)
 ====================  =============================================================================================
-``random_cell``       ``atoms`` (4-8), ``al`` (0-1), ``volume`` (0.9-1.1, × Vegard), ``min_distance`` (2.0)
+``random_cell``       ``atoms`` (4-8), ``al`` (0-1), ``volume`` (0.9-1.1, × Vegard), ``min_distance`` (2.0),
+                      ``rattle`` (0: as drawn)
 ``solid_solution``    ``lattice`` (bcc, fcc or b2; required), ``size`` (2), ``al`` (bcc/fcc: 0-1; not for b2),
                       ``vacancies`` (0), ``antisites`` (0; b2 only), ``rattle`` (0.05), ``a`` (the host's),
                       ``min_distance`` (1.5)
@@ -146,6 +147,11 @@ class StructureGenerator(ABC):
     def spec(self) -> str:
         """The spec string that :func:`parse_generator_spec` turns back into an equal generator."""
 
+    @property
+    @abstractmethod
+    def max_atoms(self) -> int:
+        """The most atoms a sampled structure can have (an environment's atom slots)."""
+
     def sample_many(self, count: int, seed: int) -> list[Atoms]:
         """A reproducible list: structure ``i`` from ``default_rng(SeedSequence(seed, spawn_key=(i,)))``.
 
@@ -181,6 +187,8 @@ class RandomCellGenerator(StructureGenerator):
     :param volume: factor on Vegard's volume per atom, a number or a range (> 0).
     :param min_distance: smallest allowed interatomic distance in Å.
     :param max_tries: pyxtal draws per structure before giving up with a ``RuntimeError``.
+    :param rattle: β of a rattle after the draw (every coordinate += β·U(−1, 1), Å; pairs closer than
+        ``min_distance`` redrawn), 0 for the symmetric cell as drawn, whose forces often vanish by symmetry.
     """
 
     kind = "random_cell"
@@ -192,8 +200,10 @@ class RandomCellGenerator(StructureGenerator):
         volume: float | tuple[float, float] = (0.9, 1.1),
         min_distance: float = 2.0,
         max_tries: int = 200,
+        rattle: float = 0.0,
     ) -> None:
         self.atoms = _int_range(atoms, "atoms", low=1)
+        self.rattle = _positive(rattle, "rattle")
         self.al = _float_range(al, "al (Al fraction)", 0.0, 1.0)
         self.volume = _float_range(volume, "volume (factor on Vegard's volume)", 1e-3)
         self.min_distance = _positive(min_distance, "min_distance")
@@ -212,7 +222,12 @@ class RandomCellGenerator(StructureGenerator):
         return (
             f"{GENERATOR_PREFIX}{self.kind},atoms={_text(*self.atoms)},al={_text(*self.al)},"
             f"volume={_text(*self.volume)},min_distance={_num(self.min_distance)}"
+            + (f",rattle={_num(self.rattle)}" if self.rattle > 0 else "")
         )
+
+    @property
+    def max_atoms(self) -> int:
+        return int(self.atoms[1])
 
     def sample(self, rng: np.random.Generator) -> Atoms:
         from sb3_crystal.structures.random import default_volume_per_atom, random_crystal  # pyxtal: slow import
@@ -236,6 +251,10 @@ class RandomCellGenerator(StructureGenerator):
             generator=self.spec,
             volume_per_atom=volume_per_atom,
         )
+        if self.rattle > 0:
+            info = dict(atoms.info)
+            atoms = distort(atoms, self.rattle, rng, min_distance=min(self.min_distance, 1.5))
+            atoms.info = info
         return atoms
 
 
@@ -359,6 +378,10 @@ class SolidSolutionGenerator(StructureGenerator):
         )
         return atoms
 
+    @property
+    def max_atoms(self) -> int:
+        return len(_CUBIC_SITES[self.lattice]) * int(self.size[1]) ** 3 - int(self.vacancies[0])
+
     def sample(self, rng: np.random.Generator) -> Atoms:
         ideal = self.ideal(rng)
         start = distort(ideal, self.rattle, rng, min_distance=self.min_distance)
@@ -418,6 +441,10 @@ class RattledCellGenerator(StructureGenerator):
             f"{GENERATOR_PREFIX}{self.kind},from={names},beta={_num(self.beta)},min_distance={_num(self.min_distance)},"
             f"relax={relax}"
         )
+
+    @property
+    def max_atoms(self) -> int:
+        return max(len(cell) for cell in self.cells)
 
     def sample(self, rng: np.random.Generator) -> Atoms:
         index = int(rng.integers(len(self.cells)))
@@ -479,8 +506,9 @@ def _random_cell(fields: dict[str, str], spec: str) -> StructureGenerator:
     for key in ("al", "volume"):
         if key in fields:
             kwargs[key] = _parse_range(fields[key], key, spec, whole=False)
-    if "min_distance" in fields:
-        kwargs["min_distance"] = _parse_range(fields["min_distance"], "min_distance", spec, whole=False)[0]
+    for key in ("min_distance", "rattle"):
+        if key in fields:
+            kwargs[key] = _parse_range(fields[key], key, spec, whole=False)[0]
     return RandomCellGenerator(**kwargs)
 
 
@@ -521,7 +549,7 @@ def _rattled(fields: dict[str, str], spec: str) -> StructureGenerator:
 
 #: Spec parsers by kind, and the keys each accepts.
 GENERATORS: dict[str, tuple[Callable[[dict[str, str], str], StructureGenerator], frozenset[str]]] = {
-    "random_cell": (_random_cell, frozenset({"atoms", "al", "volume", "min_distance"})),
+    "random_cell": (_random_cell, frozenset({"atoms", "al", "volume", "min_distance", "rattle"})),
     "solid_solution": (
         _solid_solution,
         frozenset({"lattice", "size", "al", "vacancies", "antisites", "rattle", "a", "min_distance"}),
