@@ -5,7 +5,7 @@ The flags are rl-zoo's (``--conf-file``, ``--tensorboard-log``, ``-n``, ``--seed
 ``-optimize``, ...) plus ``--n-envs``; see docs/training.md.
 """
 
-from sb3_crystal.training import train
+from sb3_crystal.training.zoo import main
 
 if __name__ == "__main__":
-    train()
+    raise SystemExit(main())

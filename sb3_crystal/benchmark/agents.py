@@ -53,7 +53,7 @@ class HybridRelaxer(ASEOptimizerRelaxer):
 
     :param model: TD3/SAC model, :class:`~sb3_crystal.relax.CrystalAgent`, or ``None`` for the shipped agent.
     :param f_switch: handover threshold, eV/Å.
-    :param optimizer: a name of :data:`~sb3_crystal.relax.optimizer.CLASSICAL_OPTIMIZERS`, an ASE Optimizer class,
+    :param optimizer: a name of :data:`~sb3_crystal.relax.hybrid_optimizer.FINISHERS`, an ASE Optimizer class,
         or ``"auto"`` (:data:`~sb3_crystal.relax.optimizer.DEFAULT_FINISHER`: GPMin on small cells, BFGSLineSearch on
         large ones).
     :param name: name in tables (default ``"RL+<optimizer>@<f_switch>"``, e.g. ``"RL+auto@0.1"``).

@@ -1,11 +1,10 @@
 """Force-call counting and the classical optimizers as *relaxers*.
 
 A relaxer takes a distorted start and relaxes it at fixed cell to a force threshold ε, spending force calls.
-:class:`Relaxer` is the interface that the benchmark harness drives; this module implements it for ASE's
-``BFGS``, ``LBFGS``, ``BFGSLineSearch``, ``FIRE``, ``GPMin`` and SciPy's conjugate gradients
-(:class:`ase.optimize.sciopt.SciPyFminCG`), plus :class:`GPMinFitted` (GPMin with a fitted length scale), which
-is not among the default baselines. An RL agent or a hybrid agent + BFGS relaxer only has to subclass
-:class:`Relaxer` and implement :meth:`Relaxer.relax` to take part in the same benchmark.
+:class:`Relaxer` is the interface that the benchmark harness drives; :class:`ASEOptimizerRelaxer` implements it for
+every optimizer of :data:`sb3_crystal.optimizers.CLASSICAL_OPTIMIZERS` (:data:`OPTIMIZERS`, :func:`make_relaxer`).
+An RL agent or a hybrid agent + BFGS relaxer only has to subclass :class:`Relaxer` and implement
+:meth:`Relaxer.relax` to take part in the same benchmark.
 
 What is counted (:class:`~sb3_crystal.calculators.ForceCallCounter`): one energy+forces evaluation at one geometry not seen
 before (numbers, cell, pbc and positions bitwise equal) is one force call; the evaluation at the start counts;
@@ -22,11 +21,17 @@ from typing import Any
 
 import numpy as np
 from ase import Atoms
-from ase.optimize import BFGS, FIRE, LBFGS, BFGSLineSearch, GPMin
 from ase.optimize.optimize import Optimizer
-from ase.optimize.sciopt import OptimizerConvergenceError, SciPyFminCG, SciPyOptimizer
+from ase.optimize.sciopt import OptimizerConvergenceError, SciPyOptimizer
 
 from sb3_crystal.calculators import CalculatorSpec, ForceCallCounter
+from sb3_crystal.optimizers import (
+    CLASSICAL_OPTIMIZERS,
+    DEFAULT_OPTIMIZERS,
+    FMAX_INDEPENDENT_OPTIMIZERS,
+    GPMinFitted,
+    optimizer_name,
+)
 from sb3_crystal.structures.minima import max_force
 
 __all__ = [
@@ -214,54 +219,24 @@ class ASEOptimizerRelaxer(Relaxer):
         return results
 
 
-class GPMinFitted(GPMin):
-    """ASE's GPMin refitting its kernel (length scale and prior weight) by maximum likelihood every few steps.
-
-    ``GPMin(update_hyperparams=True)`` under a name of its own, so that it can be named on the command line. On
-    validation starts of nine Al–Fe cells (``benchmarks/hybrid_finisher_search.py``) it needed fewer force calls
-    than both GPMin and BFGSLineSearch with ASE's defaults on six of them, and up to 1.25× more on the others. The
-    fit costs time that grows with the cube of steps × 3N, so it suits small cells.
-
-    :param atoms: the structure.
-    :param kwargs: further :class:`~ase.optimize.GPMin` arguments (``update_hyperparams`` may be overridden).
-    """
-
-    def __init__(self, atoms: Atoms, **kwargs: Any) -> None:
-        kwargs.setdefault("update_hyperparams", True)
-        super().__init__(atoms, **kwargs)
-
-
 def _ase(name: str, cls: type[Optimizer], fmax_independent: bool, **kwargs: Any) -> Callable[[], Relaxer]:
     return lambda: ASEOptimizerRelaxer(name, cls, fmax_independent, **kwargs)
 
 
-#: Relaxers by name (ASE defaults: ``maxstep`` 0.2 Å where there is one).
+#: Relaxers by name, one per optimizer of :data:`~sb3_crystal.optimizers.CLASSICAL_OPTIMIZERS`; the benchmark's
+#: default set is :data:`~sb3_crystal.optimizers.DEFAULT_OPTIMIZERS`.
 OPTIMIZERS: dict[str, Callable[[], Relaxer]] = {
-    "BFGS": _ase("BFGS", BFGS, True),
-    "LBFGS": _ase("LBFGS", LBFGS, True),
-    "BFGSLineSearch": _ase("BFGSLineSearch", BFGSLineSearch, True),
-    "FIRE": _ase("FIRE", FIRE, True),
-    "GPMin": _ase("GPMin", GPMin, False),
-    "CG": _ase("CG", SciPyFminCG, False),
-    "GPMinFitted": _ase("GPMinFitted", GPMinFitted, False),
+    name: _ase(name, cls, cls in FMAX_INDEPENDENT_OPTIMIZERS) for name, cls in CLASSICAL_OPTIMIZERS.items()
 }
-
-#: The baselines a benchmark runs unless told otherwise: ASE's optimizers with their defaults and SciPy's CG.
-DEFAULT_OPTIMIZERS: tuple[str, ...] = ("BFGS", "LBFGS", "BFGSLineSearch", "FIRE", "GPMin", "CG")
-
-_ALIASES = {"scipyfmincg": "CG", "scipycg": "CG", "bfgsls": "BFGSLineSearch"}
 
 
 def make_relaxer(name: str | Relaxer) -> Relaxer:
-    """A relaxer by name (case-insensitive; ``SciPyFminCG`` is an alias of ``CG``), or the relaxer itself.
+    """A relaxer by name (any case, or an alias of :data:`~sb3_crystal.optimizers.OPTIMIZER_ALIASES` such as
+    ``SciPyFminCG`` for ``CG``), or the relaxer itself.
 
     :param name: one of :data:`OPTIMIZERS`, an alias, or a :class:`Relaxer`.
-    :raises KeyError: for an unknown name (the message lists the known ones).
+    :raises UnknownOptimizerError: (a :class:`KeyError`) for an unknown name; the message lists the known ones.
     """
     if isinstance(name, Relaxer):
         return name
-    lookup = {key.lower(): key for key in OPTIMIZERS}
-    key = lookup.get(name.lower()) or _ALIASES.get(name.lower())
-    if key is None:
-        raise KeyError(f"Unknown optimizer '{name}': choose from {', '.join(OPTIMIZERS)}")
-    return OPTIMIZERS[key]()
+    return OPTIMIZERS[optimizer_name(name)]()

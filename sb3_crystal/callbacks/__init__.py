@@ -1,6 +1,12 @@
 """Callbacks: relaxation evaluation, the reward-switching curriculum and crash-safe checkpoints."""
 
-from sb3_crystal.callbacks.checkpoint import CrystalCheckpointCallback, latest_checkpoint, save_checkpoint
+from sb3_crystal.callbacks.checkpoint import (
+    CrystalCheckpointCallback,
+    clean_stale_temporaries,
+    last_good_checkpoint,
+    latest_checkpoint,
+    save_checkpoint,
+)
 from sb3_crystal.callbacks.curriculum import PAPER_STAGES, RewardCurriculum
 from sb3_crystal.callbacks.evaluation import RelaxationEvalCallback, RelaxationMetrics, evaluate_relaxation, fixed_starts
 
@@ -10,8 +16,10 @@ __all__ = [
     "RelaxationEvalCallback",
     "RelaxationMetrics",
     "RewardCurriculum",
+    "clean_stale_temporaries",
     "evaluate_relaxation",
     "fixed_starts",
+    "last_good_checkpoint",
     "latest_checkpoint",
     "save_checkpoint",
 ]

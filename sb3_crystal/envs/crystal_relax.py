@@ -15,8 +15,11 @@ from gymnasium import spaces
 
 from sb3_crystal.calculators import CalculatorSpec, calculator_elements, check_elements, make_calculator
 from sb3_crystal.envs.moves import MoveRule
+from sb3_crystal.envs.observation import ObservationLayout
 from sb3_crystal.envs.rewards import check_reward, relaxation_reward
+from sb3_crystal.envs.safeguard import TrustRegion
 from sb3_crystal.structures.dataset import StructureDataset, StructureSpec
+from sb3_crystal.structures.generators import StructureGenerator, parse_generator_spec
 from sb3_crystal.structures.geometry import distort
 
 
@@ -27,14 +30,18 @@ class CrystalRelaxEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
     Cartesian coordinate by β·ξ, ξ ~ U(−1, 1). A step shifts each atom by its slice of the action and
     recomputes energy and forces (one force call).
 
-    **Observation** (``Dict``, float32, padded to ``n_max`` atoms, fresh arrays each call):
-    ``positions`` (n_max, 3) Å; ``cell`` (3, 3) Å, lattice vectors as rows; ``forces`` (n_max, 3) eV/Å;
-    ``species`` (n_max,) atomic numbers (0 on padding); ``mask`` (n_max,) 1 for an atom, 0 for padding.
+    **Observation** (``Dict``, float32, padded to ``n_max`` atoms, fresh arrays each call; the layout is
+    :class:`~sb3_crystal.envs.observation.ObservationLayout`): ``positions`` (n_max, 3) Å; ``cell`` (3, 3) Å, lattice
+    vectors as rows; ``forces`` (n_max, 3) eV/Å; ``species`` (n_max,) atomic numbers (0 on padding); ``mask``
+    (n_max,) 1 for an atom, 0 for padding. With ``history=k`` also the last ``k`` steps' displacements and force
+    changes per atom and invariant signals; with ``proposal="lbfgs"`` the L-BFGS step from that history.
     Positions are not wrapped into the cell: an atom keeps its trajectory.
 
     **Action**: ``Box(−1, 1, (3·n_max,))``, one 3-vector per atom slot; padded slots are ignored. With
     ``action_scale="fixed"`` the shift is ``a_i·max_displacement`` Å; with ``"force"`` (MACS-like) it is
     ``a_i·max_displacement·min(|f_i|, force_cap)/force_cap``, so steps shrink with the force near the minimum.
+    With ``action_mode="residual"`` that shift is added to the observation's classical proposal: at a zero action
+    the atoms take the L-BFGS step.
 
     **Contacts**: a move that would bring two atoms closer than ``min_distance`` is shortened (the whole action
     scaled by the largest fraction in [0, 1], found by bisection, that keeps every pair at least
@@ -42,14 +49,15 @@ class CrystalRelaxEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
     closer than ``min_distance`` get their displacements redrawn. So LAMMPS never sees overlapping atoms and
     forces stay finite.
 
-    **Reward**: ``force`` = −max|f|, ``step`` = −1 until done and 0 at done, ``log_force`` = −log10 max|f|,
-    ``hybrid`` = w1·force + w2·step + w3·log_force (forces after the move).
+    **Reward**: a function of :data:`~sb3_crystal.envs.rewards.REWARDS`: ``force`` = −max|f|, ``step`` = −1 until
+    done and 0 at done, ``log_force`` = −log10 max|f|, ``hybrid`` = w1·force + w2·step + w3·log_force (forces after
+    the move), ``calls`` = −(force calls of the step), ``log_ratio`` = decades the largest force fell.
     ``terminated`` when max|f| ≤ ε; ``truncated`` after ``max_steps`` steps (never ``terminated``, so TD3
     bootstraps there).
 
     **info**: ``fmax``, ``energy``, ``force_calls`` (this episode, the reset's included), ``is_success``,
-    ``max_displacement`` (largest atomic shift of the step, Å), ``action_fraction``, ``n_atoms``,
-    ``structure_index``, ``episode_step``.
+    ``max_shift`` (largest atomic shift of the step, Å), ``action_fraction``, ``rejected`` (tries the trust
+    region rejected in the step), ``n_atoms``, ``structure_index``, ``episode_step``.
 
     ε, reward, weights and β can change between episodes: :meth:`set_epsilon`, :meth:`set_reward`,
     :meth:`set_beta` (through ``VecEnv.env_method`` for vectorised environments).
@@ -74,6 +82,15 @@ class CrystalRelaxEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
     :param cache_dir: minima cache folder (``None`` default location, ``False`` no cache).
     :param saddles: dataset structures that relax to a saddle point: ``"keep"``, ``"escape"`` (relax into a
         true minimum nearby) or ``"drop"``.
+    :param history: past steps the observation carries (0: the paper's observation).
+    :param proposal: ``"none"`` or ``"lbfgs"``: a classical step from the history in the observation.
+    :param action_mode: ``"absolute"`` or ``"residual"`` (the action corrects the proposal; needs ``proposal``).
+    :param trust_region: reject moves that raise the energy or the largest force too much and retry them
+        shorter (:class:`~sb3_crystal.envs.safeguard.TrustRegion`): ``True``, its settings as a dict, or ``None``.
+    :param generator: a source of fresh start structures whose minimum nobody knows
+        (:class:`~sb3_crystal.structures.generators.StructureGenerator` or its ``"generate:..."`` spec): a reset draws
+        one with the environment's generator and starts from it as drawn (``structure_index`` −1).
+    :param generator_fraction: fraction of resets that draw from ``generator``; the others distort a dataset minimum.
     :param render_mode: ``"rgb_array"`` makes :meth:`render` return a picture of the structure.
     """
 
@@ -98,12 +115,30 @@ class CrystalRelaxEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         input_min_distance: float = 0.5,
         cache_dir: str | os.PathLike | bool | None = None,
         saddles: str = "keep",
+        history: int = 0,
+        proposal: str = "none",
+        action_mode: str = "absolute",
+        trust_region: bool | dict[str, Any] | None = None,
+        generator: str | StructureGenerator | None = None,
+        generator_fraction: float = 1.0,
         render_mode: str | None = None,
     ) -> None:
         super().__init__()
         self.render_mode = render_mode
         self._init_kwargs = {key: value for key, value in locals().items() if key not in {"self", "__class__", "render_mode"}}
-        self.moves = MoveRule(max_displacement, action_scale, force_cap, min_distance)
+        self.moves = MoveRule(max_displacement, action_scale, force_cap, min_distance, action_mode)
+        if action_mode == "residual" and proposal == "none":
+            raise ValueError("action_mode='residual' corrects a classical proposal: set proposal='lbfgs'")
+        ObservationLayout(n_max=1, history=history, proposal=proposal)  # validates before the dataset is built
+        #: the rule that rejects uphill moves (``None``: every move is taken).
+        self.trust_region = TrustRegion.from_config(trust_region)
+        #: the source of fresh generated starts (``None``: dataset minima only).
+        self.generator = parse_generator_spec(generator) if isinstance(generator, str) else generator
+        if self.generator is not None and not isinstance(self.generator, StructureGenerator):
+            raise TypeError(f"generator must be a 'generate:...' spec or a StructureGenerator, not {type(generator).__name__}")
+        if not (isinstance(generator_fraction, (int, float)) and 0 <= generator_fraction <= 1):
+            raise ValueError(f"generator_fraction must be in [0, 1], got {generator_fraction!r}")
+        self.generator_fraction = float(generator_fraction)
         if not (isinstance(max_steps, int) and max_steps >= 1):
             raise ValueError(f"max_steps must be a positive integer, got {max_steps!r}")
         self.set_epsilon(epsilon)
@@ -120,7 +155,12 @@ class CrystalRelaxEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
             cache_dir=cache_dir,
             saddles=saddles,
         )
-        self.n_max = self.dataset.max_atoms if n_max is None else int(n_max)
+        largest = max(self.dataset.max_atoms, self.generator.max_atoms if self.generator is not None else 0)
+        self.n_max = largest if n_max is None else int(n_max)
+        if self.generator is not None and self.generator.max_atoms > self.n_max:
+            raise ValueError(
+                f"generator {self.generator.spec} draws up to {self.generator.max_atoms} atoms, more than n_max={self.n_max}"
+            )
         too_big = [i for i, atoms in enumerate(self.dataset) if len(atoms) > self.n_max]
         if too_big:
             i = too_big[0]
@@ -136,17 +176,12 @@ class CrystalRelaxEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
             )
         self.structure_weights = self._normalise_weights(structure_weights)
 
-        n = self.n_max
-        self.observation_space = spaces.Dict(
-            {
-                "positions": spaces.Box(-np.inf, np.inf, (n, 3), np.float32),
-                "cell": spaces.Box(-np.inf, np.inf, (3, 3), np.float32),
-                "forces": spaces.Box(-np.inf, np.inf, (n, 3), np.float32),
-                "species": spaces.Box(0, 118, (n,), np.float32),
-                "mask": spaces.Box(0, 1, (n,), np.float32),
-            }
-        )
-        self.action_space = spaces.Box(-1.0, 1.0, (3 * n,), np.float32)
+        #: what the observation holds (shared with the optimizers and agent files).
+        self.layout = ObservationLayout(n_max=self.n_max, history=history, proposal=proposal)
+        self.observation_space: spaces.Dict = self.layout.observation_space()
+        self.action_space = self.layout.action_space()
+        self._history = self.layout.new_history()
+        self._proposal: np.ndarray | None = None
 
         self._atoms: Atoms | None = None
         self._forces = np.zeros((0, 3))
@@ -156,6 +191,7 @@ class CrystalRelaxEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         self._structure_index = -1
         self._episode_step = 0
         self._force_calls = 0
+        self._rejected = 0
 
     # -- settings that curricula change between episodes ------------------------------------------------------
     def set_epsilon(self, epsilon: float) -> None:
@@ -197,6 +233,10 @@ class CrystalRelaxEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         if "atoms" in options:
             start = self._validated_start(options["atoms"])
             self._structure_index = -1
+        elif self._draws_generated(options):
+            assert self.generator is not None
+            start = self._validated_start(self.generator.sample(self.np_random))
+            self._structure_index = -1
         else:
             index = options.get("structure_index")
             if index is None:
@@ -209,21 +249,48 @@ class CrystalRelaxEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         self._cell = np.array(start.cell)
         self._episode_step = 0
         self._force_calls = 0
+        self._rejected = 0
         self._evaluate()
+        self._history.reset(self._atoms.positions, self._forces, self._energy)
         return self._observation(), self._info(max_shift=0.0, fraction=1.0)
 
     def step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
         if self._atoms is None:
             raise RuntimeError("Call reset() before step()")
-        shifts, fraction = self.moves.move(self._atoms.positions, self._cell, self._forces, action, self.n_max)
-        self._atoms.positions = self._atoms.positions + shifts
+        shifts, fraction = self.moves.move(self._atoms.positions, self._cell, self._forces, action, self.n_max, self._proposal)
+        previous_fmax, calls_before = self._fmax, self._force_calls
+        shifts, self._rejected = self._move(shifts)
         self._episode_step += 1
-        self._evaluate()
+        self._history.record(self._atoms.positions, self._forces, self._energy)
         terminated = bool(self._fmax <= self.epsilon)
-        reward = relaxation_reward(self.reward, self._fmax, terminated, self.reward_weights)
+        step_calls = self._force_calls - calls_before
+        reward = relaxation_reward(self.reward, self._fmax, terminated, self.reward_weights, previous_fmax, step_calls)
         truncated = bool(not terminated and self._episode_step >= self.max_steps)
         max_shift = float(np.sqrt((shifts**2).sum(axis=1)).max()) if len(shifts) else 0.0
         return self._observation(), float(reward), terminated, truncated, self._info(max_shift, fraction)
+
+    def _move(self, shifts: np.ndarray) -> tuple[np.ndarray, int]:
+        """Move the atoms by ``shifts`` (through the trust region, if any) and evaluate; :return: the shifts made
+        and the number of rejected tries."""
+        assert self._atoms is not None
+        if self.trust_region is None:
+            self._atoms.positions = self._atoms.positions + shifts
+            self._evaluate()
+            return shifts, 0
+        base = self._atoms.positions.copy()
+        start = (self._energy, self._forces, self._fmax)
+
+        def evaluate(trial: np.ndarray) -> tuple[float, np.ndarray]:
+            assert self._atoms is not None
+            self._atoms.positions = base + trial
+            if not trial.any():  # back where the step began: known already, no force call
+                self._energy, self._forces, self._fmax = start
+            else:
+                self._evaluate()
+            return self._energy, self._forces
+
+        outcome = self.trust_region.step(shifts, self._energy, self._forces, evaluate)
+        return outcome.shifts, outcome.rejected
 
     def render(self) -> np.ndarray | None:
         """With ``render_mode="rgb_array"``: an (H, W, 3) uint8 picture of the cell and its atoms."""
@@ -299,24 +366,15 @@ class CrystalRelaxEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         self._fmax = float(np.sqrt((forces**2).sum(axis=1)).max())
         self._force_calls += 1
 
+    @property
+    def proposal(self) -> np.ndarray | None:
+        """The classical proposal at the current geometry (float64, Å), ``None`` without one."""
+        return None if self._proposal is None else self._proposal.copy()
+
     def _observation(self) -> dict[str, np.ndarray]:
         assert self._atoms is not None
-        n, n_max = len(self._atoms), self.n_max
-        positions = np.zeros((n_max, 3), np.float32)
-        forces = np.zeros((n_max, 3), np.float32)
-        species = np.zeros(n_max, np.float32)
-        mask = np.zeros(n_max, np.float32)
-        positions[:n] = self._atoms.positions
-        forces[:n] = self._forces
-        species[:n] = self._atoms.numbers
-        mask[:n] = 1.0
-        return {
-            "positions": positions,
-            "cell": self._cell.astype(np.float32),
-            "forces": forces,
-            "species": species,
-            "mask": mask,
-        }
+        self._proposal = self.layout.proposal_step(self._history)
+        return self.layout.build(self._atoms.numbers, self._cell, self._history, proposal=self._proposal)
 
     def _info(self, max_shift: float, fraction: float) -> dict[str, Any]:
         return {
@@ -324,12 +382,19 @@ class CrystalRelaxEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
             "energy": self._energy,
             "force_calls": self._force_calls,
             "is_success": bool(self._fmax <= self.epsilon),
-            "max_displacement": max_shift,
+            "max_shift": max_shift,
             "action_fraction": fraction,
+            "rejected": self._rejected,
             "n_atoms": len(self._atoms) if self._atoms is not None else 0,
             "structure_index": self._structure_index,
             "episode_step": self._episode_step,
         }
+
+    def _draws_generated(self, options: dict[str, Any]) -> bool:
+        """Whether this reset starts from a generated structure (never when a dataset index is asked for)."""
+        if self.generator is None or "structure_index" in options:
+            return False
+        return self.generator_fraction >= 1 or bool(self.np_random.random() < self.generator_fraction)
 
     def _validated_start(self, atoms: Atoms) -> Atoms:
         if not isinstance(atoms, Atoms):

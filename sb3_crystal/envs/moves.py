@@ -14,6 +14,9 @@ import numpy as np
 from sb3_crystal.structures.geometry import has_pair_closer_than
 
 ACTION_SCALES = ("fixed", "force")
+#: ``"absolute"``: the action is the step; ``"residual"``: the action corrects a classical proposal (at a zero action
+#: the atoms take the proposal's step).
+ACTION_MODES = ("absolute", "residual")
 
 
 @dataclass(frozen=True)
@@ -25,12 +28,15 @@ class MoveRule:
         a·max_displacement·min(|f_i|, force_cap)/force_cap, so steps shrink with the force near the minimum).
     :param force_cap: c_max of the force scale, eV/Å.
     :param min_distance: closest approach a move may create between two atoms (or an atom and an image), Å.
+    :param action_mode: ``"absolute"`` (the shift is the scaled action) or ``"residual"`` (the shift is the
+        observation's classical proposal plus the scaled action).
     """
 
     max_displacement: float = 0.5
     action_scale: str = "fixed"
     force_cap: float = 1.0
     min_distance: float = 1.5
+    action_mode: str = "absolute"
 
     def __post_init__(self) -> None:
         for name in ("max_displacement", "force_cap"):
@@ -39,6 +45,8 @@ class MoveRule:
                 raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
         if self.action_scale not in ACTION_SCALES:
             raise ValueError(f"action_scale must be one of {ACTION_SCALES}, got {self.action_scale!r}")
+        if self.action_mode not in ACTION_MODES:
+            raise ValueError(f"action_mode must be one of {ACTION_MODES}, got {self.action_mode!r}")
         if not (isinstance(self.min_distance, (int, float)) and self.min_distance >= 0):
             raise ValueError(f"min_distance must be ≥ 0 Å, got {self.min_distance!r}")
 
@@ -50,9 +58,10 @@ class MoveRule:
             scale *= np.minimum(norms, self.force_cap) / self.force_cap
         return scale
 
-    def shifts(self, action: np.ndarray, forces: np.ndarray, n_slots: int) -> np.ndarray:
+    def shifts(self, action: np.ndarray, forces: np.ndarray, n_slots: int, base: np.ndarray | None = None) -> np.ndarray:
         """Shifts (Å, one row per atom) for a flat action of ``3·n_slots`` numbers; padded slots are ignored.
 
+        :param base: the classical proposal (n_atoms, 3) Å, added in ``"residual"`` mode (required there).
         :raises ValueError: an action of the wrong size, or NaN/inf for a real atom (named).
         """
         action = np.asarray(action, dtype=np.float64)
@@ -63,13 +72,30 @@ class MoveRule:
         if bad.any():
             atom = int(np.argwhere(bad)[0, 0])
             raise ValueError(f"action holds NaN or inf for atom {atom}: {per_atom[atom].tolist()}")
-        return np.clip(per_atom, -1.0, 1.0) * self.scale(forces)
+        shifts = np.clip(per_atom, -1.0, 1.0) * self.scale(forces)
+        return shifts + self._base(base, len(forces)) if self.action_mode == "residual" else shifts
 
-    def action_for(self, displacement: np.ndarray, forces: np.ndarray, n_slots: int) -> np.ndarray:
-        """The flat, padded action (clipped to [−1, 1]) whose shifts are ``displacement`` (n_atoms, 3), Å."""
+    def _base(self, base: np.ndarray | None, n_atoms: int) -> np.ndarray:
+        if base is None:
+            raise ValueError("action_mode='residual' needs the classical proposal the action corrects")
+        base = np.asarray(base, dtype=np.float64)[:n_atoms]
+        if base.shape != (n_atoms, 3):
+            raise ValueError(f"the proposal must be ({n_atoms}, 3) Å, got shape {base.shape}")
+        return base
+
+    def action_for(
+        self, displacement: np.ndarray, forces: np.ndarray, n_slots: int, base: np.ndarray | None = None
+    ) -> np.ndarray:
+        """The flat, padded action (clipped to [−1, 1]) whose shifts are ``displacement`` (n_atoms, 3), Å.
+
+        :param base: the classical proposal, subtracted in ``"residual"`` mode.
+        """
         action = np.zeros((n_slots, 3), np.float32)
         scale = np.maximum(self.scale(forces), 1e-12)
-        action[: len(displacement)] = np.clip(np.asarray(displacement) / scale, -1.0, 1.0)
+        target = np.asarray(displacement, dtype=np.float64)
+        if self.action_mode == "residual":
+            target = target - self._base(base, len(target))
+        action[: len(displacement)] = np.clip(target / scale, -1.0, 1.0)
         return action.ravel()
 
     def contact_fraction(self, positions: np.ndarray, cell: np.ndarray, shifts: np.ndarray, iterations: int = 12) -> float:
@@ -89,9 +115,18 @@ class MoveRule:
         return low
 
     def move(
-        self, positions: np.ndarray, cell: np.ndarray, forces: np.ndarray, action: np.ndarray, n_slots: int
+        self,
+        positions: np.ndarray,
+        cell: np.ndarray,
+        forces: np.ndarray,
+        action: np.ndarray,
+        n_slots: int,
+        base: np.ndarray | None = None,
     ) -> tuple[np.ndarray, float]:
-        """The shifts an action makes after the contact limit, and the fraction of the action kept."""
-        shifts = self.shifts(action, forces, n_slots)
+        """The shifts an action makes after the contact limit, and the fraction of the action kept.
+
+        :param base: the classical proposal (``"residual"`` mode).
+        """
+        shifts = self.shifts(action, forces, n_slots, base)
         fraction = self.contact_fraction(np.asarray(positions, dtype=np.float64), cell, shifts)
         return shifts * fraction, fraction

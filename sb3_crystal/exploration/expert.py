@@ -20,7 +20,7 @@ Transition = tuple[dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray, flo
 
 def displacement_to_action(env: CrystalRelaxEnv, displacement: np.ndarray) -> np.ndarray:
     """The action (flat, padded, clipped to [−1, 1]) whose shift in ``env`` is ``displacement`` (n_atoms, 3) in Å."""
-    return env.moves.action_for(displacement, env.forces, env.n_max)
+    return env.moves.action_for(displacement, env.forces, env.n_max, env.proposal)
 
 
 def expert_transitions(env: CrystalRelaxEnv, n_episodes: int, seed: int = 0, max_steps: int = 200) -> list[Transition]:

@@ -3,6 +3,8 @@
 For an equivariant actor, noise on the action would break the symmetry of the structure; noise on the
 input forces does not. When the agent takes an exploration action, the forces of all atoms of one structure
 are rotated by one common random rotation O(n, φ) and scaled by one common factor (1 + ξ), ξ ~ U(−λ, λ).
+Every other vector field the observation carries (history, proposal: see
+:mod:`sb3_crystal.envs.observation`) gets the same rotation and factor; positions and the cell are left alone.
 """
 
 from __future__ import annotations
@@ -12,6 +14,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from sb3_crystal.envs.observation import VECTOR_KEYS
+
+#: Observation fields that state noise rotates and rescales.
+NOISY_KEYS: frozenset[str] = VECTOR_KEYS - {"positions"}
 
 
 def axis_angle_rotation(axis: np.ndarray, angle: float) -> np.ndarray:
@@ -79,19 +86,23 @@ class StateNoise:
         return axis_angle_rotation(axis, angle), 1.0 + self.rng.uniform(-level, level)
 
     def perturb(self, observation: dict[str, np.ndarray], levels: np.ndarray) -> dict[str, np.ndarray]:
-        """A copy of a batched observation whose forces are rotated and rescaled, one draw per environment.
+        """A copy of a batched observation whose forces (and other vector fields, :data:`NOISY_KEYS`) are rotated
+        and rescaled, one draw per environment shared by all its fields.
 
         :param observation: batched ``CrystalRelaxEnv`` observation (``forces`` of shape (n_envs, n_max, 3)).
-        :param levels: λ for each environment, shape (n_envs,); 0 leaves that environment's forces as they are.
+        :param levels: λ for each environment, shape (n_envs,); 0 leaves that environment's fields as they are.
         :return: a new dict; the input arrays are not modified (the replay buffer stores the clean state).
         """
         noisy = dict(observation)
-        forces = np.array(observation["forces"], dtype=np.float64, copy=True)
+        keys = [key for key in observation if key in NOISY_KEYS]
+        fields = {key: np.array(observation[key], dtype=np.float64, copy=True) for key in keys}
         for env_index, level in enumerate(np.asarray(levels, dtype=np.float64)):
             if level > 0:
                 rotation, scale = self.sample(level)
-                forces[env_index] = scale * forces[env_index] @ rotation.T
-        noisy["forces"] = forces.astype(observation["forces"].dtype)
+                for values in fields.values():
+                    values[env_index] = scale * values[env_index] @ rotation.T
+        for key, values in fields.items():
+            noisy[key] = values.astype(observation[key].dtype)
         return noisy
 
 
@@ -135,7 +146,7 @@ class GreedyExploration:
         """Advance the stall counters with the infos of one vectorised step."""
         self._resize(len(infos))
         for i, info in enumerate(infos):
-            moved = info.get("max_displacement", np.inf) >= self.max_shift
+            moved = info.get("max_shift", np.inf) >= self.max_shift
             if dones[i] or moved:
                 self._stall[i] = 0
                 self._active[i] = False

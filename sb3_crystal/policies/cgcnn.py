@@ -21,7 +21,7 @@ from torch import nn
 from sb3_crystal.policies.graph import PeriodicGraph, masked_mean
 from sb3_crystal.policies.sac import CrystalSACActorBase, CrystalSACPolicyBase, tanh_log_det
 from sb3_crystal.policies.td3 import CrystalActorBase, CrystalCriticBase, CrystalTD3PolicyBase
-from sb3_crystal.policies.tfn import MAX_Z, GraphCache, log_norm_basis, safe_norm
+from sb3_crystal.policies.tfn import MAX_Z, GraphCache, layout_fields, log_norm_basis, safe_norm
 
 #: Defaults of the CGCNN hyperparameters (plain data).
 CGCNN_DEFAULTS: dict[str, Any] = dict(r_max=5.0, gaussian_step=0.2, hidden_dim=32, n_conv=3, species_dim=8, force_basis=8)
@@ -43,7 +43,10 @@ class CGCNNTrunk(nn.Module):
     :param hidden_dim: node feature width
     :param n_conv: number of ``CGConv`` layers
     :param species_dim: species embedding size
-    :param force_basis: number of ``log10 |f|`` gaussians
+    :param force_basis: number of ``log10 |f|`` gaussians (also for each further vector field)
+    :param vector_fields: further vector fields of the observation, ``(key, vectors per atom)``
+        (:func:`~sb3_crystal.policies.tfn.layout_fields`)
+    :param n_signals: invariant per-structure signals of the observation
     """
 
     def __init__(
@@ -55,13 +58,19 @@ class CGCNNTrunk(nn.Module):
         n_conv: int = 3,
         species_dim: int = 8,
         force_basis: int = 8,
+        vector_fields: tuple[tuple[str, int], ...] = (),
+        n_signals: int = 0,
     ) -> None:
         super().__init__()
         self.force_basis = force_basis
+        self.vector_fields = tuple(vector_fields)
+        self.n_signals = int(n_signals)
+        n_fields = 1 + sum(count for _, count in self.vector_fields)
         self.gaussian_step = gaussian_step
         self.register_buffer("centers", th.arange(0.0, r_max + 1e-6, gaussian_step), persistent=False)
         self.species_embedding = nn.Embedding(MAX_Z + 1, species_dim)
-        self.embed = nn.Sequential(nn.Linear(species_dim + 3 + force_basis + extra_node_dim, hidden_dim), nn.LeakyReLU())
+        n_inputs = species_dim + n_fields * (3 + force_basis) + self.n_signals + extra_node_dim
+        self.embed = nn.Sequential(nn.Linear(n_inputs, hidden_dim), nn.LeakyReLU())
         # imported here: torch-geometric pulls in torch._dynamo (seconds), which `import sb3_crystal` need not pay
         from torch_geometric.nn import CGConv
 
@@ -70,12 +79,16 @@ class CGCNNTrunk(nn.Module):
     def forward(self, obs: dict[str, th.Tensor], graph: PeriodicGraph, extra: th.Tensor | None = None) -> th.Tensor:
         """:return: (B * N, hidden_dim) node features"""
         forces = obs["forces"]
-        f_norm = safe_norm(forces)
-        parts = [
-            self.species_embedding(obs["species"].round().long().clamp(0, MAX_Z)),
-            forces / f_norm.clamp_min(1e-8),  # Cartesian components: not equivariant on purpose
-            log_norm_basis(f_norm, self.force_basis),
-        ]
+        n_structures, n_slots = forces.shape[0], forces.shape[1]
+        fields = [forces]
+        for key, count in self.vector_fields:
+            fields += list(obs[key].reshape(n_structures, n_slots, count, 3).unbind(dim=2))
+        parts = [self.species_embedding(obs["species"].round().long().clamp(0, MAX_Z))]
+        for field in fields:
+            norm = safe_norm(field)
+            parts += [field / norm.clamp_min(1e-8), log_norm_basis(norm, self.force_basis)]  # not equivariant on purpose
+        if self.n_signals > 0:
+            parts.append(obs["signals"].reshape(n_structures, 1, self.n_signals).expand(-1, n_slots, -1))
         if extra is not None:
             parts.append(extra)
         x = th.cat(parts, dim=-1).reshape(graph.num_nodes, -1)
@@ -97,7 +110,8 @@ class _CGCNNMixin:
         return self.graph_cache.get(obs["positions"], obs["cell"], obs["mask"], self.cgcnn_kwargs["r_max"], 0, 2).graph
 
     def _trunk(self, extra_node_dim: int = 0) -> CGCNNTrunk:
-        return CGCNNTrunk(extra_node_dim, **self.cgcnn_kwargs)
+        vector_fields, n_signals = layout_fields(self.observation_space)  # type: ignore[attr-defined]
+        return CGCNNTrunk(extra_node_dim, **self.cgcnn_kwargs, vector_fields=vector_fields, n_signals=n_signals)
 
     def _head(self, out_dim: int, *final: nn.Module) -> nn.Sequential:
         """Per-atom MLP head ``hidden -> hidden -> out_dim``, then ``final`` layers."""

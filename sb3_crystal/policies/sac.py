@@ -35,7 +35,7 @@ from sb3_crystal.policies.td3 import (
     TFNPolicyMixin,
     resolve_tfn_kwargs,
 )
-from sb3_crystal.policies.tfn import CrystalNodeEncoder, GraphCache, radial_squash, safe_norm
+from sb3_crystal.policies.tfn import GraphCache, radial_squash, safe_norm
 
 
 def tanh_log_det(u: th.Tensor) -> th.Tensor:
@@ -149,7 +149,7 @@ class TFNSACActor(CrystalGraphMixin, CrystalSACActorBase):
     def __init__(self, *args: Any, tfn_kwargs: dict[str, Any] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.tfn_kwargs = resolve_tfn_kwargs(**(tfn_kwargs or {}))
-        self.encoder = CrystalNodeEncoder(self.tfn_kwargs["species_dim"], self.tfn_kwargs["force_basis"])
+        self.encoder = self._make_encoder()
         self.tfn = self._make_tfn(self.encoder.irreps_node_input, "1x0e+1x1o")
         self.log_std_offset = nn.Parameter(th.tensor(float(self.log_std_init)))
 

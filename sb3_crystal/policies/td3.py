@@ -24,6 +24,7 @@ from sb3_crystal.policies.tfn import (
     EdgeFeatures,
     GraphCache,
     TensorFieldNetwork,
+    layout_fields,
     radial_squash,
 )
 
@@ -117,6 +118,12 @@ class CrystalGraphMixin:
         return self.graph_cache.get(
             obs["positions"], obs["cell"], obs["mask"], kw["r_max"], kw["lmax"], kw["num_basis"], kw["max_neighbors"]
         )
+
+    def _make_encoder(self, action_basis: int = 0) -> CrystalNodeEncoder:
+        """The node encoder for this network's observation space (and, for a critic, its action input)."""
+        vector_fields, n_signals = layout_fields(self.observation_space)  # type: ignore[attr-defined]
+        kw = self.tfn_kwargs
+        return CrystalNodeEncoder(kw["species_dim"], kw["force_basis"], action_basis, vector_fields, n_signals)
 
     def _make_tfn(self, irreps_node_input: Any, irreps_node_output: str) -> TensorFieldNetwork:
         kw = self.tfn_kwargs
@@ -258,7 +265,7 @@ class TFNActor(CrystalGraphMixin, CrystalActorBase):
     def __init__(self, *args: Any, tfn_kwargs: dict[str, Any] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.tfn_kwargs = resolve_tfn_kwargs(**(tfn_kwargs or {}))
-        self.encoder = CrystalNodeEncoder(self.tfn_kwargs["species_dim"], self.tfn_kwargs["force_basis"])
+        self.encoder = self._make_encoder()
         self.tfn = self._make_tfn(self.encoder.irreps_node_input, "1x1o")
 
     def displacement(self, obs: dict[str, th.Tensor]) -> th.Tensor:
@@ -287,10 +294,7 @@ class TFNCritic(CrystalGraphMixin, CrystalCriticBase):
     def __init__(self, *args: Any, tfn_kwargs: dict[str, Any] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.tfn_kwargs = kw = resolve_tfn_kwargs(**(tfn_kwargs or {}))
-        self.q_encoders = nn.ModuleList(
-            CrystalNodeEncoder(kw["species_dim"], kw["force_basis"], action_basis=kw["action_basis"])
-            for _ in range(self.n_critics)
-        )
+        self.q_encoders = nn.ModuleList(self._make_encoder(kw["action_basis"]) for _ in range(self.n_critics))
         self.q_networks = nn.ModuleList(self._make_tfn(enc.irreps_node_input, "1x0e") for enc in self.q_encoders)
         # invariant offset per critic: returns are far from 0 and the per-atom outputs have no bias
         self.q_biases = nn.Parameter(th.zeros(self.n_critics))

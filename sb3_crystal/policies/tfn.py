@@ -152,27 +152,43 @@ class GraphCache:
 
 
 class CrystalNodeEncoder(nn.Module):
-    """Per-atom input features ``irreps_node_input = "{S+F+A}x0e + {1|2}x1o"`` from the observation.
+    """Per-atom input features ``irreps_node_input = "{S}x0e + {V}x1o"`` from the observation.
 
     * species: learned embedding of the atomic number (``species_dim x 0e``), random-normal init so that different
       elements (e.g. Al/Fe) start far apart,
     * force direction ``f/|f|`` (``1x1o``, 0 for zero force) and ``log10|f|`` gaussians (``force_basis x 0e``),
+    * each further vector field of the observation's layout (past displacements and force changes, the classical
+      proposal: ``vector_fields``), likewise as a direction (``1x1o``) and ``force_basis`` gaussians of its log-norm,
+    * the layout's invariant per-structure ``signals`` (``n_signals x 0e``, the same on every atom),
     * optionally (critic) the per-atom action ``a`` (``1x1o``) and a gaussian embedding of ``|a|``
       (``action_basis x 0e``).
 
     :param species_dim: species embedding size
-    :param force_basis: number of gaussians on ``log10 |f|``
+    :param force_basis: number of gaussians on ``log10 |f|`` (and on the log-norm of every further vector)
     :param action_basis: number of gaussians on ``|a|`` in [0, sqrt(3)] (0: no action input)
+    :param vector_fields: ``(key, count)`` of the further vector fields: ``count`` 3-vectors per atom
+        (see :func:`layout_fields`)
+    :param n_signals: invariant per-structure signals (0: none)
     """
 
-    def __init__(self, species_dim: int = 8, force_basis: int = 8, action_basis: int = 0) -> None:
+    def __init__(
+        self,
+        species_dim: int = 8,
+        force_basis: int = 8,
+        action_basis: int = 0,
+        vector_fields: tuple[tuple[str, int], ...] = (),
+        n_signals: int = 0,
+    ) -> None:
         super().__init__()
         self.species_dim = species_dim
         self.force_basis = force_basis
         self.action_basis = action_basis
+        self.vector_fields = tuple((str(key), int(count)) for key, count in vector_fields)
+        self.n_signals = int(n_signals)
         self.species_embedding = nn.Embedding(MAX_Z + 1, species_dim)
-        n_scalars = species_dim + force_basis + action_basis
-        n_vectors = 2 if action_basis > 0 else 1
+        n_extra = sum(count for _, count in self.vector_fields)
+        n_scalars = species_dim + force_basis * (1 + n_extra) + action_basis + self.n_signals
+        n_vectors = 1 + n_extra + (1 if action_basis > 0 else 0)
         self.irreps_node_input = o3.Irreps(f"{n_scalars}x0e+{n_vectors}x1o")
 
     def forward(self, obs: dict[str, th.Tensor], actions: th.Tensor | None = None) -> th.Tensor:
@@ -181,11 +197,19 @@ class CrystalNodeEncoder(nn.Module):
         :return: (B * N, irreps_node_input.dim)
         """
         forces = obs["forces"]
-        n_nodes = forces.shape[0] * forces.shape[1]
+        n_structures, n_slots = forces.shape[0], forces.shape[1]
         species = obs["species"].round().long().clamp(0, MAX_Z)
-        f_norm = safe_norm(forces)
-        scalars = [self.species_embedding(species), log_norm_basis(f_norm, self.force_basis)]
-        vectors = [forces / f_norm.clamp_min(1e-8)]
+        fields = [forces]
+        for key, count in self.vector_fields:
+            fields += list(obs[key].reshape(n_structures, n_slots, count, 3).unbind(dim=2))
+        scalars = [self.species_embedding(species)]
+        vectors = []
+        for field in fields:
+            norm = safe_norm(field)
+            scalars.append(log_norm_basis(norm, self.force_basis))
+            vectors.append(field / norm.clamp_min(1e-8))
+        if self.n_signals > 0:
+            scalars.append(obs["signals"].reshape(n_structures, 1, self.n_signals).expand(-1, n_slots, -1))
         if self.action_basis > 0:
             assert actions is not None, "this encoder expects per-atom actions"
             a_norm = safe_norm(actions).squeeze(-1)
@@ -193,7 +217,22 @@ class CrystalNodeEncoder(nn.Module):
             vectors.append(actions)
         # irreps order: all scalars, then the 1o vectors
         x = th.cat([*scalars, *vectors], dim=-1)
-        return x.reshape(n_nodes, -1) * obs["mask"].reshape(n_nodes, 1)
+        return x.reshape(n_structures * n_slots, -1) * obs["mask"].reshape(n_structures * n_slots, 1)
+
+
+def layout_fields(observation_space: Any) -> tuple[tuple[tuple[str, int], ...], int]:
+    """The further vector fields (beyond the forces) and the number of signals of a crystal observation space.
+
+    :param observation_space: the policy's ``Dict`` observation space
+    :return: ``((key, vectors per atom), ...)`` and the signal count, the arguments of :class:`CrystalNodeEncoder`
+    """
+    fields = []
+    for key in ("displacements", "force_changes", "proposal"):
+        if key in observation_space.spaces:
+            shape = observation_space[key].shape
+            fields.append((key, int(shape[1]) if len(shape) == 3 else 1))
+    n_signals = int(observation_space["signals"].shape[0]) if "signals" in observation_space.spaces else 0
+    return tuple(fields), n_signals
 
 
 class DepthwiseTensorProductL1:

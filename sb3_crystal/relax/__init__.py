@@ -16,10 +16,14 @@ from sb3_crystal.relax.agent_io import (
     save_agent,
     trained_species,
 )
-from sb3_crystal.relax.optimizer import CLASSICAL_OPTIMIZERS, HybridOptimizer, RLOptimizer, check_agent_can_relax
+from sb3_crystal.relax.counted import check_agent_can_relax
+from sb3_crystal.relax.hybrid_optimizer import FINISHERS, HybridOptimizer
+from sb3_crystal.relax.optimizer import CLASSICAL_OPTIMIZERS
+from sb3_crystal.relax.rl_optimizer import RLOptimizer
 
 __all__ = [
     "CLASSICAL_OPTIMIZERS",
+    "FINISHERS",
     "AgentFormatError",
     "CrystalAgent",
     "HybridOptimizer",

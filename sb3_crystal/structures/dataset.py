@@ -53,7 +53,8 @@ def load_structures(spec: StructureSpec) -> list[Atoms]:
 
     :param spec: an ``Atoms``; a prototype name (see :data:`~sb3_crystal.structures.prototypes.PROTOTYPES`);
         a structure file (CIF, POSCAR, extxyz, or the paper's dataset CSV); ``"random:count=20,atoms=2-3,seed=0"``
-        for random Al–Fe crystals; or a list of these.
+        for random Al–Fe crystals; ``"generate:<kind>,...,count=<n>[,seed=<s>]"`` for structures of a generator
+        (see :mod:`sb3_crystal.structures.generators`); or a list of these.
     :return: copies, each with ``info["source"]`` set.
     """
     if isinstance(spec, Atoms):
@@ -69,9 +70,14 @@ def load_structures(spec: StructureSpec) -> list[Atoms]:
             return [atoms]
         if _RANDOM_SPEC.match(text):
             return _parse_random_spec(text)
+        if text.startswith("generate:"):
+            from sb3_crystal.structures.generators import generated_structures  # imports this module
+
+            return generated_structures(text)
         if not os.path.exists(text):
             raise FileNotFoundError(
-                f"Structure '{text}' is neither a prototype ({', '.join(PROTOTYPES)}), a random spec, nor an existing file"
+                f"Structure '{text}' is neither a prototype ({', '.join(PROTOTYPES)}), a random or generate: spec, "
+                "nor an existing file"
             )
         from sb3_crystal.structures.io import read_structures
 

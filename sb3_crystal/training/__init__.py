@@ -12,19 +12,21 @@ from sb3_crystal.training.pretrain import (
 
 __all__ = [
     "ReferenceMoves",
+    "TrainingError",
     "action_regression_loss",
     "pretrain_actor",
     "reference_move",
     "reference_moves",
     "register_with_zoo",
     "train",
+    "zoo_config",
 ]
 
 
 def __getattr__(name: str) -> Any:
     # The zoo part is imported on first use: it needs rl-zoo, and it imports the algorithms, whose TD3+BC imports
     # the pretraining module of this package.
-    if name in ("register_with_zoo", "train"):
+    if name in ("TrainingError", "register_with_zoo", "train", "zoo_config"):
         from sb3_crystal.training import zoo
 
         return getattr(zoo, name)

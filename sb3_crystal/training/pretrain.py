@@ -153,7 +153,7 @@ def check_action_size(model: OffPolicyAlgorithm, samples: ReferenceMoves) -> Non
 
 def _target_action(env: CrystalRelaxEnv, move: np.ndarray) -> np.ndarray:
     """``move`` (Å) as a flat action of ``env`` at its current forces, clipped to what a squashed actor reaches."""
-    action = env.moves.action_for(move, env.forces, env.n_max).reshape(env.n_max, 3)
+    action = env.moves.action_for(move, env.forces, env.n_max, env.proposal).reshape(env.n_max, 3)
     norms = np.linalg.norm(action, axis=1, keepdims=True)
     return (action * np.minimum(1.0, MAX_TARGET_NORM / np.maximum(norms, 1e-12))).ravel()
 

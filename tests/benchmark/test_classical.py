@@ -110,9 +110,10 @@ def test_make_relaxer_names():
 
 
 def test_default_baselines_are_the_issue_list_and_gpmin_fitted_is_extra():
-    assert DEFAULT_OPTIMIZERS == ("BFGS", "LBFGS", "BFGSLineSearch", "FIRE", "GPMin", "CG")
+    assert DEFAULT_OPTIMIZERS == ("BFGS", "LBFGS", "BFGSLineSearch", "FIRE", "GPMin", "PreconLBFGS", "CG")
     assert set(OPTIMIZERS) == {*DEFAULT_OPTIMIZERS, "GPMinFitted"}
     assert make_relaxer("gpminfitted").name == "GPMinFitted"
+    assert make_relaxer("preconlbfgs").name == "PreconLBFGS" and make_relaxer("PreconLBFGS").fmax_independent
 
 
 def test_gpmin_fitted_refits_its_kernel_and_plain_gpmin_does_not(b2, counter):

@@ -116,7 +116,7 @@ def test_info_reports_shift_and_force_calls(env):
     action[:3] = [0.2, -0.1, 0.0]
     _, _, _, _, info = env.step(action)
     moved = env.atoms.positions - before
-    assert info["max_displacement"] == pytest.approx(np.linalg.norm(moved, axis=1).max())
+    assert info["max_shift"] == pytest.approx(np.linalg.norm(moved, axis=1).max())
     np.testing.assert_allclose(
         moved[0], np.array([0.2, -0.1, 0.0]) * env.max_displacement * info["action_fraction"], atol=1e-7
     )

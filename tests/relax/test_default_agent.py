@@ -15,7 +15,7 @@ pytestmark = pytest.mark.skipif(not (DEFAULT_AGENT_DIR / "settings.json").is_fil
 def test_shipped_agent_is_weights_and_plain_data():
     agent = load_default_agent()
     assert agent.species == ("Al", "Fe") and agent.n_max == 8
-    assert {p.name for p in DEFAULT_AGENT_DIR.iterdir()} <= {"settings.json", "weights.pt", "training.json"}
+    assert {p.name for p in DEFAULT_AGENT_DIR.iterdir()} <= {"settings.json", "weights.pt", "training.json", "MODEL_CARD.md"}
 
 
 @pytest.mark.parametrize("seed", [100, 101, 102])
@@ -41,7 +41,7 @@ B2_AGENT_DIR = SHIPPED_AGENTS["b2"]
 def test_shipped_b2_specialist_relaxes_b2_in_half_the_classical_force_calls():
     agent = load_shipped_agent("b2")
     assert agent.species == ("Al", "Fe")
-    assert {p.name for p in B2_AGENT_DIR.iterdir()} <= {"settings.json", "weights.pt", "training.json"}
+    assert {p.name for p in B2_AGENT_DIR.iterdir()} <= {"settings.json", "weights.pt", "training.json", "MODEL_CARD.md"}
     calls = []
     for seed in range(100, 110):
         atoms = distort(build_prototype("AlFe-B2"), 0.5, np.random.default_rng(seed), min_distance=1.5)

@@ -23,6 +23,8 @@ from sb3_crystal.relax.optimizer import (
 )
 from sb3_crystal.structures.geometry import distort
 
+#: the agent's raw moves, as the environment (without a trust region) makes them
+RAW = dict(trust_region=False, patience=None)
 TINY_TFN = dict(n_layers=1, mul=4, lmax=1, num_basis=4, radial_neurons=8, species_dim=4, force_basis=4, action_basis=4)
 
 
@@ -144,7 +146,7 @@ def test_moves_are_the_environments(env, mlp, action_scale, minimum):
     finally:
         env.moves = rule
     atoms = start(minimum, seed=3)
-    optimizer = RLOptimizer(atoms, model=mlp, logfile=None, action_scale=action_scale)
+    optimizer = RLOptimizer(atoms, model=mlp, logfile=None, action_scale=action_scale, **RAW)
     assert optimizer.settings["action_scale"] == action_scale
     for k, positions in enumerate(expected):
         optimizer.run(fmax=1e-9, steps=1)
@@ -156,7 +158,14 @@ def test_settings_travel_with_the_model(minimum):
     environment = CrystalRelaxEnv(max_steps=5, max_displacement=0.2, action_scale="force", force_cap=2.0, min_distance=1.2)
     model = CrystalTD3("MultiInputPolicy", environment, policy_kwargs={"net_arch": [8]}, seed=0)
     optimizer = RLOptimizer(start(minimum), model=model, logfile=None)
-    assert optimizer.settings == {"max_displacement": 0.2, "action_scale": "force", "force_cap": 2.0, "min_distance": 1.2}
+    expected = {
+        "max_displacement": 0.2,
+        "action_scale": "force",
+        "force_cap": 2.0,
+        "min_distance": 1.2,
+        "action_mode": "absolute",
+    }
+    assert optimizer.settings == expected
     overridden = RLOptimizer(start(minimum), model=model, logfile=None, max_displacement=0.1)
     assert overridden.settings["max_displacement"] == 0.1 and overridden.settings["force_cap"] == 2.0
     with pytest.raises(ValueError, match="action_scale"):
@@ -167,7 +176,9 @@ def test_force_calls_are_distinct_geometries_and_the_trajectory_holds_every_step
     atoms = start(minimum, seed=1)
     calc = atoms.calc
     path = tmp_path / "rl.traj"
-    optimizer = RLOptimizer(atoms, model=mlp, logfile=None, trajectory=str(path), max_displacement=0.05, min_distance=0.5)
+    optimizer = RLOptimizer(
+        atoms, model=mlp, logfile=None, trajectory=str(path), max_displacement=0.05, min_distance=0.5, **RAW
+    )
     converged = optimizer.run(fmax=1e-6, steps=12)
     assert converged is False and optimizer.nsteps == 12
     images = frames(path)
@@ -197,7 +208,7 @@ def test_size_agnostic_agent_relaxes_a_supercell_beyond_n_max(tfn_pair, minimum)
     moved = []
     for model in (small, large):
         atoms = start(minimum, seed=2, repeat=(2, 1, 1))  # 4 atoms
-        RLOptimizer(atoms, model=model, logfile=None).run(fmax=1e-9, steps=3)
+        RLOptimizer(atoms, model=model, logfile=None, **RAW).run(fmax=1e-9, steps=3)
         moved.append(atoms.positions)
     np.testing.assert_allclose(moved[0], moved[1], atol=1e-6)  # beyond n_max = the same net on a larger padding
     assert np.abs(moved[0] - start(minimum, seed=2, repeat=(2, 1, 1)).positions).max() > 1e-3
@@ -209,7 +220,7 @@ def test_padding_invariance(tfn_pair, minimum):
     moved = []
     for model in tfn_pair:
         atoms = start(minimum, seed=4)
-        RLOptimizer(atoms, model=model, logfile=None).run(fmax=1e-9, steps=3)
+        RLOptimizer(atoms, model=model, logfile=None, **RAW).run(fmax=1e-9, steps=3)
         moved.append(atoms.positions)
     np.testing.assert_allclose(moved[0], moved[1], atol=1e-6)
 
@@ -360,7 +371,7 @@ def test_warm_start_sets_the_finishers_hessian_from_the_agents_path(mlp, minimum
     preset = line_search.H.copy()
     line_search.step()
     np.testing.assert_allclose(line_search.H, preset)  # ASE's first update would have reset it to the identity
-    with pytest.raises(TypeError, match="finisher_class"):
+    with pytest.raises(TypeError, match="with_preset_inverse_hessian"):
         warm_start(BFGSLineSearch(atoms, logfile=None), path)
 
 

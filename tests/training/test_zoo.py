@@ -69,7 +69,7 @@ def test_train_writes_tensorboard_metrics_and_checkpoints_then_resumes(tmp_path)
     checkpoints = complete_checkpoints(run / "checkpoints")
     assert [c.name for c in checkpoints] == ["step_000000000040", "step_000000000060"]  # keep=2
     assert (run / "checkpoints" / "latest").resolve() == checkpoints[-1].resolve()
-    assert {"model.zip", "replay_buffer.pkl", "rng_state.pkl", "checkpoint.json"} <= {
+    assert {"model.zip", "replay_buffer.pkl", "rng_state.json", "checkpoint.json"} <= {
         p.name for p in checkpoints[-1].iterdir()
     }
 

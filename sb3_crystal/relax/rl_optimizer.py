@@ -1,0 +1,218 @@
+""":class:`RLOptimizer`: an ASE optimizer whose steps are a trained agent's moves.
+
+::
+
+    atoms.calc = LammpsEAMCalculator()
+    opt = RLOptimizer(atoms, model=load_model("agent_folder"), trajectory="relax.traj")
+    converged = opt.run(fmax=0.05, steps=200)
+    opt.force_calls  # energy+forces evaluations at distinct geometries, the start included
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import IO, Any
+
+import numpy as np
+import torch as th
+from ase import Atoms
+
+from sb3_crystal.envs.moves import MoveRule
+from sb3_crystal.envs.safeguard import TrustRegion
+from sb3_crystal.relax.agent_io import as_agent, load_default_agent
+from sb3_crystal.relax.counted import CountedOptimizer, check_agent_can_relax
+from sb3_crystal.structures.geometry import closest_pair
+
+__all__ = ["RLOptimizer"]
+
+
+class RLOptimizer(CountedOptimizer):
+    """Relax atoms at fixed cell with a trained TD3/SAC agent: each step moves the atoms by the agent's
+    deterministic action, exactly as :class:`~sb3_crystal.envs.CrystalRelaxEnv` would (same action scale, same
+    contact limiting), then evaluates energy and forces once.
+
+    Any number of atoms works: up to the agent's ``n_max`` the observation is padded to ``n_max``; beyond it a
+    graph (TFN/CGCNN) actor is called on the observation padded to the structure's own size, while a
+    fixed-size (MLP) agent raises ``ValueError``. Species outside those seen in training are refused.
+
+    :param atoms: the structure (an ``Atoms`` with a calculator, fully periodic); relaxed in place.
+    :param model: a trained TD3/SAC model (``CrystalTD3``, ``CrystalSAC``, ``TD3``, ``SAC``), a
+        :class:`~sb3_crystal.relax.agent_io.CrystalAgent`, or ``None`` for the package's shipped agent.
+    :param logfile: as in ASE (``"-"`` stdout, a path, a file, or ``None``).
+    :param trajectory: as in ASE (a path or an open ``Trajectory``): one frame per step, the start included.
+    :param append_trajectory: append to an existing trajectory file.
+    :param max_displacement: shift for an action of 1, Å (default: the training environment's, else the env default).
+    :param action_scale: ``"fixed"`` or ``"force"`` (default as above).
+    :param force_cap: force cap of the ``"force"`` scale, eV/Å (default as above).
+    :param min_distance: closest approach the contact rule allows, Å (default as above).
+    :param trust_region: safeguard against uphill moves (:class:`~sb3_crystal.envs.safeguard.TrustRegion`): a move
+        that raises the energy or the largest force too much is retried shorter, then refused; each try is a
+        counted force call. ``"auto"`` (default): the training environment's setting when it had one, else on;
+        ``True``/``False``, or the rule's settings as a dict.
+    :param patience: the run stops, unconverged, after this many steps without lowering the smallest fmax seen by
+        the fraction ``min_improvement`` (``None``: never), and says so in the log and :attr:`stop_reason`, rather
+        than spend the rest of the step budget; it stops likewise when a force or the energy is no longer finite.
+    :param min_improvement: relative drop of the smallest fmax that counts as progress.
+    """
+
+    def __init__(
+        self,
+        atoms: Atoms,
+        model: Any = None,
+        logfile: IO | str | None = "-",
+        trajectory: Any = None,
+        append_trajectory: bool = False,
+        max_displacement: float | None = None,
+        action_scale: str | None = None,
+        force_cap: float | None = None,
+        min_distance: float | None = None,
+        trust_region: Any = "auto",
+        patience: int | None = 10,
+        min_improvement: float = 0.01,
+    ) -> None:
+        if patience is not None and not (isinstance(patience, int) and patience >= 1):
+            raise ValueError(f"patience must be a positive integer or None, got {patience!r}")
+        if not (isinstance(min_improvement, (int, float)) and 0 <= min_improvement < 1):
+            raise ValueError(f"min_improvement must be in [0, 1), got {min_improvement!r}")
+        self.agent = load_default_agent() if model is None else as_agent(model)
+        self.settings = self.agent.move_settings(
+            max_displacement=max_displacement, action_scale=action_scale, force_cap=force_cap, min_distance=min_distance
+        )
+        self._moves = MoveRule(**self.settings)  # the environment's own rule; validates the settings
+        #: what the agent observes (its training environment's layout).
+        self.layout = self.agent.layout
+        if self._moves.action_mode == "residual" and self.layout.proposal == "none":
+            raise ValueError("this agent corrects a classical proposal (action_mode='residual') but observes none")
+        #: the points of this relaxation the observation draws its history from.
+        self.history = self.layout.new_history()
+        self._after_step: np.ndarray | None = None
+        self._proposal: np.ndarray | None = None
+        check_agent_can_relax(self.agent, atoms)
+        if isinstance(trust_region, str):
+            if trust_region != "auto":
+                raise ValueError(f"trust_region must be 'auto', a bool, a dict or a TrustRegion, got {trust_region!r}")
+            trust_region = self.agent.env_settings.get("trust_region") or True
+        #: the safeguard against uphill moves (``None``: off).
+        self.trust_region = TrustRegion.from_config(trust_region)
+        self.patience, self.min_improvement = patience, float(min_improvement)
+        #: why the last run stopped before converging (``"stalled"``, ``"diverged"``), else ``None``.
+        self.stop_reason: str | None = None
+        #: tries the trust region rejected in this optimizer's runs.
+        self.rejected = 0
+        self._best_fmax, self._since_best = np.inf, 0
+        #: fraction of the agent's last move kept by the contact rule, and the largest atomic shift (Å) of that move.
+        self.last_fraction = 1.0
+        self.last_max_shift = float("nan")
+        super().__init__(atoms, logfile=logfile, trajectory=trajectory, append_trajectory=append_trajectory)
+
+    def todict(self) -> dict[str, Any]:
+        description = super().todict()
+        description.update(self.settings, n_max=self.agent.n_max, policy=type(self.agent.policy).__name__)
+        return description
+
+    def _before_run(self) -> None:
+        self._after_step = None  # a run starts a new history
+        self.stop_reason = None
+        forces = self._current()[1]  # the run's first evaluation: ASE asks for it next anyway
+        self._best_fmax = float(np.sqrt((forces**2).sum(axis=1)).max()) if len(forces) else 0.0
+        self._since_best = 0
+        distance = self.settings["min_distance"]
+        if distance > 0:
+            i, j, d = closest_pair(self.atoms, search_radius=distance)
+            if d < distance:
+                warnings.warn(
+                    f"Atoms {i} and {j} are {d:.3f} Å apart, closer than the agent's min_distance {distance} Å: the "
+                    "contact rule blocks every move (use HybridOptimizer, or a smaller min_distance)",
+                    stacklevel=3,
+                )
+
+    def observation(self, forces: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """The environment's observation of the current structure, padded to ``max(n_max, len(atoms))`` slots.
+
+        The relaxation history (the agent's layout may observe past steps) is brought up to date first: when the
+        atoms are where this optimizer's last step left them, the current point is recorded as a new step, as the
+        environment records it; when they were moved by anything else (or nothing was recorded yet), the history
+        starts again here.
+
+        :param forces: forces of the current structure (default: asked of the calculator).
+        """
+        atoms = self.atoms
+        if forces is None:
+            forces = atoms.get_forces()
+        energy = float(atoms.get_potential_energy())
+        positions = np.array(atoms.positions, dtype=np.float64)
+        if self._after_step is not None and np.array_equal(positions, self._after_step):
+            self.history.record(positions, forces, energy)
+        else:
+            self.history.reset(positions, forces, energy)
+        self._after_step = None
+        self._proposal = self.layout.proposal_step(self.history)
+        slots = max(len(atoms), self.agent.n_max)
+        return self.layout.build(atoms.numbers, np.array(atoms.cell), self.history, n_slots=slots, proposal=self._proposal)
+
+    def action(self, observation: dict[str, np.ndarray]) -> np.ndarray:
+        """The agent's deterministic action for an observation of :meth:`observation`, ``3 * slots`` numbers."""
+        policy = self.agent.policy
+        slots = observation["mask"].shape[0]
+        if slots == self.agent.n_max:
+            action, _ = policy.predict(observation, deterministic=True)
+            return np.asarray(action, dtype=np.float64).reshape(-1)
+        # More atoms than the observation space has slots: SB3's predict checks shapes, so call the graph actor
+        # directly. Its action space is Box(−1, 1), where SB3's unscaling is the identity.
+        policy.set_training_mode(False)
+        tensors = {key: th.as_tensor(value[None], device=policy.device) for key, value in observation.items()}
+        with th.no_grad():  # a graph actor takes any number of atom slots
+            action = policy._predict(tensors, deterministic=True)
+        return np.clip(action.cpu().numpy().astype(np.float64).reshape(-1), -1.0, 1.0)
+
+    def step(self) -> None:
+        forces = np.asarray(self.atoms.get_forces(), dtype=np.float64)
+        observation = self.observation(forces)
+        action = self.action(observation)
+        positions, cell = self.atoms.positions, np.array(self.atoms.cell)
+        shifts, fraction = self._moves.move(positions, cell, forces, action, observation["mask"].shape[0], self._proposal)
+        self.last_fraction = float(fraction)
+        if self.trust_region is not None and np.abs(shifts).max(initial=0.0) > 0:
+            shifts = self._guarded(shifts, forces)
+        elif np.abs(shifts).max(initial=0.0) > 0:  # a fully blocked move leaves the geometry (and the cache) alone
+            self.optimizable.set_x((self.atoms.positions + shifts).ravel())
+        self.last_max_shift = float(np.sqrt((shifts**2).sum(axis=1)).max()) if len(shifts) else 0.0
+        self._after_step = np.array(self.atoms.positions, dtype=np.float64)
+        self._check_progress()
+
+    def _guarded(self, shifts: np.ndarray, forces: np.ndarray) -> np.ndarray:
+        """Make the move through the trust region; :return: the shifts finally made."""
+        assert self.trust_region is not None
+        base = np.array(self.atoms.positions, dtype=np.float64)
+        energy = float(self.atoms.get_potential_energy())
+
+        def evaluate(trial: np.ndarray) -> tuple[float, np.ndarray]:
+            self.optimizable.set_x((base + trial).ravel())  # back to base is free: the counter remembers it
+            return float(self.atoms.get_potential_energy()), np.asarray(self.atoms.get_forces(), dtype=np.float64)
+
+        outcome = self.trust_region.step(shifts, energy, forces, evaluate)
+        self.rejected += outcome.rejected
+        return outcome.shifts
+
+    def _check_progress(self) -> None:
+        """Stop the run (unconverged, said in the log) when the agent stalls or the relaxation diverges."""
+        energy, forces = self._current()
+        fmax = float(np.sqrt((forces**2).sum(axis=1)).max()) if len(forces) else 0.0
+        reason = None
+        if not (np.isfinite(energy) and np.isfinite(fmax)):
+            reason = "diverged"
+        elif fmax < self._best_fmax * (1.0 - self.min_improvement):
+            self._best_fmax, self._since_best = fmax, 0
+        else:
+            self._since_best += 1
+            if self.patience is not None and self._since_best >= self.patience:
+                reason = "stalled"
+        if reason is not None:
+            self.stop_reason = reason
+            self.max_steps = self.nsteps + 1  # ASE's loop ends after this step
+            message = (
+                f"{type(self).__name__}: the agent {reason} (fmax {fmax:.4g} eV/Å, best {self._best_fmax:.4g}, after "
+                f"{self.nsteps + 1} steps): stopping unconverged; HybridOptimizer finishes with a classical optimizer"
+            )
+            self.logfile.write(message + "\n")
+            warnings.warn(message, stacklevel=2)
