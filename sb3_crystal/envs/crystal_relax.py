@@ -290,6 +290,7 @@ class CrystalRelaxEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
             return self._energy, self._forces
 
         outcome = self.trust_region.step(shifts, self._energy, self._forces, evaluate)
+        TrustRegion.record_rejected(self._history, outcome, base, start[0], start[1])
         return outcome.shifts, outcome.rejected
 
     def render(self) -> np.ndarray | None:
