@@ -13,6 +13,17 @@ from chgnet.model.dynamics import CHGNetCalculator
 from sb3_crystal.calculators import ForceCallCounter, calculator_elements, make_calculator
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Small cells: one thread is as fast, and two threads on a busy 2-core machine are many times slower."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def ours():
     return make_calculator("chgnet")
