@@ -27,6 +27,7 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from sb3_crystal.algorithms import CrystalSAC, CrystalTD3, CrystalTD3BC
 from sb3_crystal.callbacks.checkpoint import RNG_FILE, CrystalCheckpointCallback, set_rng_state
+from sb3_crystal.vec_env import vec_env_class
 
 #: Where our algorithms go in rl-zoo's ALGOS table.
 ZOO_ALGOS = {
@@ -151,10 +152,28 @@ def _translate_args(argv: Sequence[str]) -> list[str]:
     return args
 
 
+def _select_vec_env(args: list[str]) -> tuple[list[str], type[VecEnv] | None]:
+    """``--vec-env subproc`` runs :class:`~sb3_crystal.vec_env.CrystalSubprocVecEnv` (a dead worker fails fast) and
+    ``--vec-env ray`` :class:`~sb3_crystal.vec_env.RayVecEnv`; rl-zoo accepts only ``dummy``/``subproc``, so it is
+    given ``dummy`` and the class goes into the ExperimentManager's ``default_vec_env_cls``."""
+    for i, arg in enumerate(args):
+        if arg == "--vec-env" and i + 1 < len(args):
+            name, replace = args[i + 1], slice(i, i + 2)
+        elif arg.startswith("--vec-env="):
+            name, replace = arg.partition("=")[2], slice(i, i + 1)
+        else:
+            continue
+        if name not in ("subproc", "ray"):
+            return args, None
+        zoo_name = "subproc" if name == "subproc" else "dummy"
+        return [*args[: replace.start], "--vec-env", zoo_name, *args[replace.stop :]], vec_env_class(name)
+    return args, None
+
+
 def train(argv: Sequence[str] | None = None) -> None:
     """rl-zoo's ``train()`` with the crystal algorithms, samplers and :class:`CrystalExperimentManager`.
 
-    :param argv: rl-zoo command-line arguments (default ``sys.argv[1:]``), plus ``--n-envs``.
+    :param argv: rl-zoo command-line arguments (default ``sys.argv[1:]``), plus ``--n-envs`` and ``--vec-env ray``.
     """
     try:
         import rl_zoo3.train as zoo_train
@@ -172,6 +191,7 @@ def train(argv: Sequence[str] | None = None) -> None:
     )
     zoo_train.ExperimentManager = _experiment_manager_class()
     args = _translate_args(sys.argv[1:] if argv is None else argv)
+    args, zoo_train.ExperimentManager.default_vec_env_cls = _select_vec_env(args)
     saved = sys.argv
     sys.argv = [saved[0] if saved else "train.py", *args]
     try:

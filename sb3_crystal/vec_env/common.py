@@ -41,16 +41,22 @@ def describe_last_structure(info: Mapping[str, Any] | None) -> str:
     return ", ".join(parts) if parts else "the environment's info has no structure_index"
 
 
-def worker_error(what: str, env_index: int, command: str, cause: str, last_info: Mapping[str, Any] | None) -> EnvWorkerError:
-    """An :class:`EnvWorkerError` with the standard message.
+def worker_error(
+    what: str, env_index: int, command: str, cause: str, last_info: Mapping[str, Any] | None, detail: str = ""
+) -> EnvWorkerError:
+    """An :class:`EnvWorkerError` with the standard message: one line naming the worker, what happened, the command
+    and the last structure, then ``detail`` (a traceback, the engine's report) after a blank line.
 
     :param what: the worker, e.g. ``"SubprocVecEnv worker 1 (pid 4242)"``.
     :param env_index: index of the environment.
     :param command: what the worker was asked to do (``"step"``, ``"reset"``, ...).
-    :param cause: what happened (``"died: killed by signal SIGKILL"``, ``"raised ValueError: ..."``).
+    :param cause: what happened, short (``"died (killed by signal SIGKILL)"``, ``"raised ValueError: ..."``).
     :param last_info: the environment's last info.
+    :param detail: more text for the lines below.
     """
     message = f"{what} {cause} during '{command}'; its last structure: {describe_last_structure(last_info)}"
+    if detail:
+        message += f"\n\n{detail}"
     return EnvWorkerError(message, env_index, last_info)
 
 

@@ -73,13 +73,14 @@ class _WorkerPipe:
         self.pending = 0
         self.command = "start"
 
-    def _error(self, cause: str) -> EnvWorkerError:
+    def _error(self, cause: str, detail: str = "") -> EnvWorkerError:
         return worker_error(
             f"SubprocVecEnv worker {self.env_index} (pid {self.process.pid})",
             self.env_index,
             self.command,
             cause,
             self.owner.last_infos[self.env_index],
+            detail,
         )
 
     def _death(self) -> EnvWorkerError:
@@ -90,8 +91,8 @@ class _WorkerPipe:
         self.command = message[0]
         try:
             self.connection.send(message)
-        except (OSError, EOFError) as err:
-            raise self._death() from err
+        except (OSError, EOFError):
+            raise self._death() from None  # the OS error adds nothing to the message
         self.pending += 1
 
     def recv(self, timeout: float | None = -1.0) -> Any:
@@ -107,11 +108,11 @@ class _WorkerPipe:
                 if deadline is not None and time.monotonic() > deadline:
                     raise self._error(f"sent no reply within {timeout:g} s (the process is alive)")
             reply = self.connection.recv()
-        except (OSError, EOFError) as err:
-            raise self._death() from err
+        except (OSError, EOFError):
+            raise self._death() from None  # the OS error adds nothing to the message
         self.pending -= 1
         if isinstance(reply, _WorkerFailure):
-            raise self._error(f"raised {reply.summary}\n\nWorker traceback:\n{reply.traceback}")
+            raise self._error(f"raised {reply.summary}", f"Worker traceback:\n{reply.traceback}")
         return reply
 
     def close(self) -> None:
