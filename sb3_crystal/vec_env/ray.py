@@ -148,7 +148,7 @@ class RayVecEnv(VecEnv):
             observation_space, action_space = described[0][:2]
             super().__init__(len(env_fns), observation_space, action_space)
         except BaseException:
-            self.close()
+            self._kill_actors()  # no environment to close gracefully: some were never built
             raise
 
     # -- gathering replies ----------------------------------------------------------------------------------------
@@ -232,6 +232,10 @@ class RayVecEnv(VecEnv):
             refs += self._pending
             self._pending = None
         ray.wait(refs, num_returns=len(refs), timeout=self.close_timeout)
+        self._kill_actors()
+
+    def _kill_actors(self) -> None:
+        self.closed = True
         for actor in self.actors:
             try:
                 ray.kill(actor, no_restart=True)
