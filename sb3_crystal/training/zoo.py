@@ -165,8 +165,12 @@ def _select_vec_env(args: list[str]) -> tuple[list[str], type[VecEnv] | None]:
             continue
         if name not in ("subproc", "ray"):
             return args, None
+        try:
+            cls = vec_env_class(name)
+        except ImportError as err:  # --vec-env ray without Ray installed
+            raise SystemExit(str(err)) from err
         zoo_name = "subproc" if name == "subproc" else "dummy"
-        return [*args[: replace.start], "--vec-env", zoo_name, *args[replace.stop :]], vec_env_class(name)
+        return [*args[: replace.start], "--vec-env", zoo_name, *args[replace.stop :]], cls
     return args, None
 
 

@@ -117,3 +117,10 @@ def test_train_py_with_subproc_envs_fails_fast_when_a_worker_is_killed(tmp_path:
     assert all(_gone(pid) for pid in workers)  # the other worker was stopped too
     model = CrystalTD3.load(latest_checkpoint(checkpoints) / "model.zip")
     assert model.num_timesteps >= 10
+
+
+def test_vec_env_ray_without_ray_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
+    monkeypatch.delitem(sys.modules, "sb3_crystal.vec_env.ray", raising=False)
+    with pytest.raises(SystemExit, match=r"RayVecEnv needs Ray: pip install 'sb3-crystal\[ray\]'"):
+        _select_vec_env(["--vec-env", "ray"])
