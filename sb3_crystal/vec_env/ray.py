@@ -135,7 +135,7 @@ class RayVecEnv(VecEnv):
         self.last_infos: list[dict[str, Any]] = [{} for _ in env_fns]
         self._pending: list[Any] | None = None
         self._commands = ["start"] * len(env_fns)
-        self._where: list[str] = ["not yet placed"] * len(env_fns)
+        self._where: list[str] = ["starting"] * len(env_fns)
         if not ray.is_initialized():
             ray.init(address=address, **(init_kwargs or {}))
         actor_class = _EnvActor.options(num_cpus=num_cpus_per_env, **(actor_options or {}))
@@ -184,9 +184,17 @@ class RayVecEnv(VecEnv):
                 cause = err.cause if err.cause is not None else err
                 raise self._error(index, f"raised {type(cause).__name__}: {cause}", str(err)) from None
             except RayError as err:
+                if getattr(err, "actor_init_failed", False):
+                    raise self._error(index, "could not build its environment", str(err)) from None
                 raise self._error(index, f"died or is unreachable ({type(err).__name__})", str(err)) from None
         late = [i for i, ref in zip(indices, refs, strict=True) if ref not in ready_set]
-        raise self._error(late[0] if late else indices[0], f"sent no reply within {timeout} s")
+        detail = ""
+        if command == "start":
+            detail = (
+                "An actor waits until a node has the resources it asks for (num_cpus_per_env, actor_options); "
+                f"free now: {ray.available_resources()}"
+            )
+        raise self._error(late[0] if late else indices[0], f"sent no reply within {timeout} s", detail)
 
     def _target(self, indices: VecEnvIndices) -> list[int]:
         return list(self._get_indices(indices))

@@ -168,7 +168,7 @@ def test_bad_arguments_fail_before_any_actor_starts() -> None:
 
 def test_actor_that_cannot_be_placed_is_reported(ray_cluster) -> None:
     start = time.monotonic()
-    with pytest.raises(EnvWorkerError, match=r"env 0 \(actor not yet placed\) sent no reply within 1.5 s during 'start'"):
+    with pytest.raises(EnvWorkerError, match=r"env 0 \(actor starting\) sent no reply within 1.5 s during 'start'"):
         RayVecEnv([MAKE_B2], num_cpus_per_env=64, start_timeout=1.5)  # the cluster has 2 CPUs
     assert time.monotonic() - start < 5.0
 
