@@ -9,7 +9,8 @@ Measured in one run:
 
 - *bare env*: ``CrystalRelaxEnv.step`` called directly (one EAM force call, the move, the observation);
 - for each vectorised environment and number of workers: ``repeats`` rounds in which every environment (the bare
-  one included) runs one block of ``steps`` vector steps in turn, so all see the same load (random in-Box actions,
+  one included) runs one block of ``steps`` vector steps in turn, in a new random order each round and after a
+  0.5 s pause, so all see the same load (random in-Box actions,
   ``max_displacement`` 0.1 Å, episodes of 1000 steps so that resets are rare); reported are the median ms per vector
   step, the env steps/s it gives, the overhead per vector step beyond one bare env step (transport and scheduling;
   with 2 workers on a 2-core machine also contention) and the ratio to the bare env's steps/s;
@@ -76,8 +77,8 @@ class _BareEnv:
 
 
 def time_blocks(vec_envs: dict[str, VecEnv | _BareEnv], steps: int, repeats: int) -> dict[str, list[float]]:
-    """Seconds per vector step of each environment, one block of ``steps`` each in turn, ``repeats`` rounds: all
-    of them see the same (changing) load of the machine."""
+    """Seconds per vector step of each environment, one block of ``steps`` each in turn (in a new random order each
+    round, with a pause before each block), ``repeats`` rounds: all of them see the same (changing) load."""
     rng = np.random.default_rng(0)
     for vec_env in vec_envs.values():
         vec_env.seed(0)
@@ -85,8 +86,12 @@ def time_blocks(vec_envs: dict[str, VecEnv | _BareEnv], steps: int, repeats: int
         for _ in range(10):
             vec_env.step(rng.uniform(-1, 1, (vec_env.num_envs, *vec_env.action_space.shape)).astype(np.float32))
     seconds: dict[str, list[float]] = {name: [] for name in vec_envs}
+    names = list(vec_envs)
     for _ in range(repeats):
-        for name, vec_env in vec_envs.items():
+        # a new order each round, and a pause: what one block leaves running (Ray's bookkeeping) slows the next
+        for name in rng.permutation(names):
+            vec_env = vec_envs[name]
+            time.sleep(0.5)
             actions = rng.uniform(-1, 1, (steps, vec_env.num_envs, *vec_env.action_space.shape)).astype(np.float32)
             start = time.perf_counter()
             for a in actions:
