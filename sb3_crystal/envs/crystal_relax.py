@@ -13,7 +13,7 @@ from ase import Atoms
 from ase.calculators.calculator import BaseCalculator
 from gymnasium import spaces
 
-from sb3_crystal.calculators import CalculatorSpec, calculator_elements, check_elements, make_calculator
+from sb3_crystal.calculators import CalculatorSpec, make_calculator
 from sb3_crystal.envs.moves import MoveRule
 from sb3_crystal.envs.observation import ObservationLayout
 from sb3_crystal.envs.rewards import check_reward, relaxation_reward
@@ -21,6 +21,7 @@ from sb3_crystal.envs.safeguard import TrustRegion
 from sb3_crystal.structures.dataset import StructureDataset, StructureSpec
 from sb3_crystal.structures.generators import StructureGenerator, parse_generator_spec
 from sb3_crystal.structures.geometry import distort
+from sb3_crystal.structures.validation import check_structure
 
 
 class CrystalRelaxEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
@@ -78,7 +79,8 @@ class CrystalRelaxEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
     :param min_distance: closest approach allowed between atoms during an episode, Å.
     :param structure_weights: sampling weights of the structures (normalised), default uniform.
     :param relax_fmax: force threshold of the pre-relaxation of the dataset, eV/Å.
-    :param input_min_distance: input structures with atoms closer than this are rejected, Å.
+    :param input_min_distance: input structures (and ``reset`` starts given as ``options["atoms"]``) with atoms
+        closer than this are rejected, Å.
     :param cache_dir: minima cache folder (``None`` default location, ``False`` no cache).
     :param saddles: dataset structures that relax to a saddle point: ``"keep"``, ``"escape"`` (relax into a
         true minimum nearby) or ``"drop"``.
@@ -145,6 +147,12 @@ class CrystalRelaxEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         self.set_beta(beta)
         self.set_reward(reward, reward_weights)
         self.max_steps = max_steps
+        if not (
+            isinstance(input_min_distance, (int, float)) and math.isfinite(input_min_distance) and input_min_distance >= 0
+        ):
+            raise ValueError(f"input_min_distance must be a finite number ≥ 0 Å, got {input_min_distance!r}")
+        #: input structures (and ``reset`` starts) with atoms closer than this are rejected, Å.
+        self.input_min_distance = float(input_min_distance)
 
         self.calculator: BaseCalculator = make_calculator(calculator)
         self.dataset = StructureDataset(
@@ -226,7 +234,8 @@ class CrystalRelaxEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
 
         :param seed: seeds the environment's generator (structure choice and distortion).
         :param options: ``{"structure_index": i}`` to pick a dataset structure; ``{"atoms": Atoms}`` to start
-            from the given structure as it is (no distortion), e.g. to relax an unseen structure.
+            from the given structure as it is (no distortion), e.g. to relax an unseen structure; it is checked as
+            the constructor checks its structures (a clear error before any force call).
         """
         super().reset(seed=seed)
         options = options or {}
@@ -398,15 +407,15 @@ class CrystalRelaxEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         return self.generator_fraction >= 1 or bool(self.np_random.random() < self.generator_fraction)
 
     def _validated_start(self, atoms: Atoms) -> Atoms:
-        if not isinstance(atoms, Atoms):
-            raise TypeError(f"options['atoms'] must be an ase.Atoms, got {type(atoms).__name__}")
+        """``options["atoms"]`` checked as the constructor checks its structures
+        (:func:`~sb3_crystal.structures.validation.check_structure`); :return: a copy without calculator."""
+        where = "options['atoms']"
+        check_structure(atoms, where=where, min_distance=self.input_min_distance, calculator=self.calculator)
         if len(atoms) > self.n_max:
-            raise ValueError(f"Structure {atoms.get_chemical_formula()} has {len(atoms)} atoms, more than n_max={self.n_max}")
-        elements = calculator_elements(self.calculator)
-        if elements is not None:
-            check_elements(atoms.numbers, elements, getattr(self.calculator, "potential", "the calculator"))
-        start = Atoms(atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=True)
-        return start
+            raise ValueError(
+                f"{where}: structure {atoms.get_chemical_formula()} has {len(atoms)} atoms, more than n_max={self.n_max}"
+            )
+        return Atoms(atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=True)
 
     def _normalise_weights(self, weights: Sequence[float] | None) -> np.ndarray | None:
         if weights is None:

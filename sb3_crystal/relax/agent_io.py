@@ -514,16 +514,22 @@ def load_agent(folder: str | os.PathLike, device: str | th.device = "cpu") -> Cr
         settings = json.loads(settings_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise AgentFormatError(f"{settings_path}: not valid JSON ({err})") from None
-    if not isinstance(settings, dict) or settings.get("format") != FORMAT_NAME:
+    if not isinstance(settings, dict):
+        raise AgentFormatError(f"{settings_path}: not an sb3_crystal agent (a JSON {type(settings).__name__}, not an object)")
+    if settings.get("format") != FORMAT_NAME:
         raise AgentFormatError(f"{settings_path}: not an sb3_crystal agent (format {settings.get('format')!r})")
     if int(settings.get("format_version", 0)) > FORMAT_VERSION:
         raise AgentFormatError(f"{settings_path}: format version {settings['format_version']} is newer than this package")
     try:
-        algorithm, n_max = str(settings["algorithm"]), int(settings["n_max"])
+        algorithm, n_max = str(settings["algorithm"]), settings["n_max"]
+        if isinstance(n_max, bool) or not isinstance(n_max, int) or n_max < 1:
+            raise AgentFormatError(f"n_max must be a positive integer, got {n_max!r}")
         policy_class = _policy_class(algorithm, str(settings["policy_class"]))
         policy_kwargs = _decode(settings.get("policy_kwargs") or {})
     except KeyError as err:
         raise AgentFormatError(f"{settings_path}: missing entry {err}") from None
+    except AgentFormatError as err:
+        raise AgentFormatError(f"{settings_path}: {err}") from None
     try:
         observation_space, action_space = crystal_spaces(n_max, settings.get("observation"))
     except (TypeError, ValueError) as err:
@@ -533,7 +539,7 @@ def load_agent(folder: str | os.PathLike, device: str | th.device = "cpu") -> Cr
     try:
         state = th.load(weights_path, map_location=device, weights_only=True)
         policy.load_state_dict(state, strict=True)
-    except (RuntimeError, OSError, KeyError, pickle.UnpicklingError) as err:
+    except (RuntimeError, OSError, KeyError, EOFError, pickle.UnpicklingError) as err:
         raise AgentFormatError(f"{weights_path}: weights do not fit the {settings['policy_class']} policy: {err}") from None
     policy = policy.to(device)
     policy.set_training_mode(False)
