@@ -38,10 +38,10 @@ class TimedEAM(LammpsEAMCalculator):
 
     seconds = 0.0
 
-    def compute(self, numbers, cell, positions):
+    def compute(self, *args, **kwargs):
         start = time.perf_counter()
         try:
-            return super().compute(numbers, cell, positions)
+            return super().compute(*args, **kwargs)
         finally:
             self.seconds += time.perf_counter() - start
 

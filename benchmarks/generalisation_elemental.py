@@ -146,7 +146,7 @@ def experiment_parser(
 def benchmark_agent(model_path: Path, cells: list, args: argparse.Namespace) -> list[dict[str, Any]]:
     """The agent, its hybrid and :data:`CLASSICAL` on the same seeded starts (β 0.5 Å) of ``cells``, per the options."""
     print(f"benchmarking {model_path}", flush=True)
-    model = load_model(model_path)
+    model = load_model(model_path, allow_pickle=True)  # a zip this script or you trained
     relaxers = [*CLASSICAL, AgentRelaxer(model, name="RL"), HybridRelaxer(model)]
     return run_benchmark(
         cells,

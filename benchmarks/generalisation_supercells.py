@@ -34,7 +34,7 @@ def main() -> None:
 
         train("curriculum", 15_000, 0, args.out / "training")
         model_path = args.out / "training" / "curriculum_force_s0_best" / "best_model_eps0.05.zip"
-    model = load_model(model_path)
+    model = load_model(model_path, allow_pickle=True)  # a zip this script or you trained
     structures = []
     for name, repeat in SUPERCELLS.items():
         atoms = build_prototype("AlFe-B2").repeat(repeat)

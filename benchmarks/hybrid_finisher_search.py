@@ -142,7 +142,7 @@ def main() -> None:
     names = [
         str(m.info["source"]) if "/" not in str(m.info["source"]) else m.get_chemical_formula(mode="metal") for m in minima
     ]
-    agent = load_default_agent() if args.agent is None else load_model(args.agent)
+    agent = load_default_agent() if args.agent is None else load_model(args.agent, allow_pickle=True)  # a zip you trained
     relaxers: list[Any] = []
     if args.classical_from is None:
         relaxers += [ASEOptimizerRelaxer(name, cls, **kwargs) for name, cls, kwargs in CLASSICAL]

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from sb3_crystal.envs import ENV_ID, CrystalRelaxEnv
 from sb3_crystal.policies import CrystalCGCNNPolicy, CrystalTFNPolicy, register_policy_aliases
+from sb3_crystal.relax import HybridOptimizer, RLOptimizer
 
 __version__ = (Path(__file__).parent / "version.txt").read_text().strip()
 
@@ -20,4 +21,12 @@ if "rl_zoo3" in sys.modules:
 
     register_with_zoo()
 
-__all__ = ["ENV_ID", "CrystalCGCNNPolicy", "CrystalRelaxEnv", "CrystalTFNPolicy", "__version__"]
+__all__ = [
+    "ENV_ID",
+    "CrystalCGCNNPolicy",
+    "CrystalRelaxEnv",
+    "CrystalTFNPolicy",
+    "HybridOptimizer",
+    "RLOptimizer",
+    "__version__",
+]

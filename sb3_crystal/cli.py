@@ -1,7 +1,14 @@
-"""The ``sb3-crystal`` command line: one function per subcommand (``benchmark``, ``relax``, ``train``, ``dataset``).
+"""The ``sb3-crystal`` command line: one function per subcommand (``benchmark``, ``relax``, ``convert``, ``train``,
+``dataset``).
 
-User errors (an unknown prototype or optimizer, a missing file, a bad number) print one line on stderr and exit
-with status 2; ``--help`` works on every subcommand.
+User errors (an unknown prototype or optimizer, a missing file, a bad number, an output that cannot be written)
+print one line on stderr and exit with status 2, before any work starts and with nothing written; ``--help`` works
+on every subcommand. Inputs and outputs are checked by the ``check_*`` / ``read_*`` / ``load_*`` functions below,
+one concern each, which the subcommands call before their work.
+
+Agents: shipped names (``default``, ``alfe``, ``b2``) always mean the agents shipped with the package, never a file
+of that name (write ``./b2`` for one); paths load weights-only agent folders, and an SB3 ``.zip`` (unpickled, so it
+can run code planted in it) only with ``--allow-pickle``. ``sb3-crystal convert`` turns a trusted zip into a folder.
 """
 
 from __future__ import annotations
@@ -10,13 +17,36 @@ import argparse
 import contextlib
 import ctypes
 import os
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-__all__ = ["UserError", "blas_threads", "build_parser", "main"]
+from sb3_crystal.optimizers import STEPWISE_OPTIMIZERS
+
+__all__ = [
+    "MAX_BETA",
+    "SHIPPED_MODEL_NAMES",
+    "UserError",
+    "blas_threads",
+    "build_parser",
+    "check_calculator_evaluates",
+    "check_output_file",
+    "check_output_folder",
+    "check_relax_input",
+    "check_trajectory_file",
+    "load_cli_agent",
+    "main",
+    "make_cli_calculator",
+    "read_structure_file",
+]
+
+#: Largest distortion β (Å) the benchmark accepts: each coordinate moves by up to β, and at 2 Å atoms of metals
+#: (nearest neighbours 2.4–2.9 Å apart) may already land on each other's sites, so a larger β tests nothing more.
+MAX_BETA = 2.0
 
 
 class UserError(Exception):
@@ -51,6 +81,11 @@ _non_negative_float = _number(float, lambda v: v >= 0, "≥ 0")
 _positive_float = _number(float, lambda v: v > 0, "> 0")
 _positive_int = _number(int, lambda v: v > 0, "a positive integer")
 _non_negative_int = _number(int, lambda v: v >= 0, "≥ 0")
+_beta = _number(float, lambda v: 0 <= v <= MAX_BETA, f"in [0, {MAX_BETA:g}] Å")
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(f"{type(err).__name__}: {err}".split())
 
 
 def _optimizer_name(text: str) -> str:
@@ -107,15 +142,71 @@ def blas_threads(n_threads: int = 1) -> Iterator[int]:
             setter(ctypes.c_int(count))
 
 
+# -- inputs: structures ---------------------------------------------------------------------------------------------
+def _is_prototype(name: str) -> bool:
+    from sb3_crystal.structures.prototypes import PROTOTYPES
+
+    return name.lower() in {key.lower() for key in PROTOTYPES}
+
+
+def _plain_atoms(atoms: Any, source: str) -> Any:
+    from ase import Atoms
+
+    plain = Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
+    plain.info["source"] = source
+    return plain
+
+
+def read_structure_file(path: str | os.PathLike) -> list[Any]:
+    """Every structure of a file: the package's reader for the formats it knows by name (CIF, POSCAR, extended XYZ,
+    the dataset CSV), else ASE's readers (format guessed from name and content), else pymatgen's
+    ``Structure.from_file``.
+
+    :param path: an existing file.
+    :return: ``Atoms`` with ``info["source"]`` (``"<file>"``, or ``"<file>:<k>"`` for several).
+    :raises UserError: no reader could read it (each reader's complaint is named).
+    """
+    from sb3_crystal.structures.io import StructureFileError, _format_from_name, read_structures
+
+    name = os.fspath(path)
+    if _format_from_name(Path(name)) is not None:  # the package's own reader, with its own checks: its word is final
+        try:
+            found = list(read_structures(name))
+        except (StructureFileError, OSError, ValueError, KeyError) as err:
+            raise UserError(f"cannot read structures from '{name}': {err}") from None
+        for k, atoms in enumerate(found):
+            atoms.info.setdefault("source", name if len(found) == 1 else f"{name}:{k}")
+        return found
+    complaints = []
+    try:  # ASE's readers raise many types on a file they cannot read: each is one complaint
+        from ase.io import read
+
+        frames = read(name, index=":")
+        if frames:
+            return [_plain_atoms(a, name if len(frames) == 1 else f"{name}:{k}") for k, a in enumerate(frames)]
+        complaints.append("ASE: no structure")
+    except Exception as err:
+        complaints.append(f"ASE: {_one_line(err)}")
+    try:  # so do pymatgen's
+        from pymatgen.core import Structure
+        from pymatgen.io.ase import AseAtomsAdaptor
+
+        return [_plain_atoms(AseAtomsAdaptor.get_atoms(Structure.from_file(name)), name)]
+    except Exception as err:
+        complaints.append(f"pymatgen: {_one_line(err)}")
+    raise UserError(f"cannot read structures from '{name}' ({'; '.join(complaints)})")
+
+
 def _load_structures(names: Sequence[str]) -> list[Any]:
-    """Prototype names or structure files → unrelaxed ``Atoms`` with ``info["source"]`` (1-atom cells made 2×1×1)."""
+    """Prototype names, random specs or structure files → unrelaxed ``Atoms`` with ``info["source"]`` (1-atom cells
+    made 2×1×1)."""
     from sb3_crystal.structures.dataset import load_structures, with_two_atoms_at_least
     from sb3_crystal.structures.prototypes import PROTOTYPES
 
     structures = []
     for name in names:
         try:
-            found = load_structures(name)
+            found = read_structure_file(name) if os.path.isfile(name) and not _is_prototype(name) else load_structures(name)
         except FileNotFoundError:  # the loader's answer for a name that is no prototype, spec or file
             raise UserError(
                 f"unknown structure '{name}': neither a prototype ({', '.join(PROTOTYPES)}) nor an existing file"
@@ -126,6 +217,199 @@ def _load_structures(names: Sequence[str]) -> list[Any]:
             raise UserError(f"no structure in '{name}'")
         structures += [with_two_atoms_at_least(atoms) for atoms in found]
     return structures
+
+
+def read_one_structure(name: str) -> Any:
+    """A structure file of one structure (any format :func:`read_structure_file` reads) or a prototype name → ``Atoms``."""
+    from sb3_crystal.structures.prototypes import PROTOTYPES, build_prototype
+
+    if not os.path.isfile(name):
+        if _is_prototype(name):
+            atoms = build_prototype({key.lower(): key for key in PROTOTYPES}[name.lower()])
+            atoms.info["source"] = name
+            return atoms
+        raise UserError(f"no structure file '{name}' (nor a prototype: {', '.join(PROTOTYPES)})")
+    found = read_structure_file(name)
+    if len(found) != 1:
+        raise UserError(f"'{name}' holds {len(found)} structures; relax takes a file of one structure")
+    return found[0]
+
+
+def check_relax_input(atoms: Any, where: str, input_min_distance: float) -> None:
+    """Raise :class:`UserError` unless ``atoms`` is a structure a relaxation can start from: some atoms, a fully
+    periodic cell of non-zero volume, finite positions, no two atoms closer than ``input_min_distance``.
+
+    :param atoms: the structure.
+    :param where: its name in messages (the file).
+    :param input_min_distance: closest approach allowed, Å (0: not checked).
+    """
+    import numpy as np
+
+    from sb3_crystal.structures.geometry import closest_pair
+
+    if len(atoms) == 0:
+        raise UserError(f"{where}: the structure has no atoms")
+    if not np.all(atoms.pbc):
+        raise UserError(f"{where}: the cell is not periodic in all three directions (pbc={atoms.pbc.tolist()})")
+    volume = abs(float(np.linalg.det(atoms.cell.array)))
+    if not volume > 1e-6:
+        raise UserError(f"{where}: the cell has zero volume ({volume:.3g} Å³)")
+    if not np.all(np.isfinite(atoms.positions)):
+        raise UserError(f"{where}: positions are not all finite numbers")
+    if input_min_distance > 0:
+        i, j, distance = closest_pair(atoms, search_radius=input_min_distance)
+        if distance < input_min_distance:
+            pair = f"atom {i} and its periodic image" if i == j else f"atoms {i} and {j}"
+            raise UserError(
+                f"{where}: {pair} are {distance:.3g} Å apart, closer than {input_min_distance:g} Å "
+                "(--input-min-distance): forces there are meaningless; fix the structure"
+            )
+
+
+# -- outputs: checked before any work, nothing left behind --------------------------------------------------------
+def check_output_file(path: Path, option: str, structures: Any) -> None:
+    """Raise :class:`UserError` unless ``structures`` can be written to ``path`` (its folder exists and takes files,
+    its name gives a format that holds them). Checked by writing them into a temporary folder beside it, removed.
+
+    :param path: the output file.
+    :param option: the command-line option that named it (for the message).
+    :param structures: an ``Atoms`` or a list of them, as they will be written.
+    """
+    from sb3_crystal.structures.io import write_structure
+
+    where = f"{option} {os.fspath(path)}"
+    if path.is_dir():
+        raise UserError(f"{where}: is a folder, not a file name")
+    folder = path.parent
+    if not folder.is_dir():
+        raise UserError(f"{where}: the folder {os.fspath(folder)} does not exist")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise UserError(f"{where}: the file exists and is not writable")
+    try:
+        probe = Path(tempfile.mkdtemp(prefix=".sb3-crystal-check-", dir=folder))
+    except OSError as err:
+        raise UserError(f"{where}: cannot write in {os.fspath(folder)} ({err.strerror or err})") from None
+    try:
+        write_structure(structures, probe / path.name)
+    except Exception as err:  # ASE's writers raise many types for a format that cannot hold these structures
+        raise UserError(
+            f"{where}: cannot write the structure(s) in the format of this name ({_one_line(err)}); "
+            "use .extxyz, .cif or POSCAR"
+        ) from None
+    finally:
+        shutil.rmtree(probe, ignore_errors=True)
+
+
+def check_trajectory_file(path: Path) -> None:
+    """Raise :class:`UserError` unless ``path`` is a writable file name ending in ``.traj`` (ASE's binary trajectory:
+    a text name would hold binary data)."""
+    where = f"--trajectory {os.fspath(path)}"
+    if path.suffix.lower() != ".traj":
+        raise UserError(
+            f"{where}: the trajectory is written in ASE's binary format: give a name ending in .traj "
+            f"(and for a text copy afterwards: ase convert {path.with_suffix('.traj').name} {path.name})"
+        )
+    if path.is_dir():
+        raise UserError(f"{where}: is a folder, not a file name")
+    if not path.parent.is_dir():
+        raise UserError(f"{where}: the folder {os.fspath(path.parent)} does not exist")
+    try:
+        handle, probe = tempfile.mkstemp(prefix=".sb3-crystal-check-", dir=path.parent)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as err:
+        raise UserError(f"{where}: cannot write in {os.fspath(path.parent)} ({err.strerror or err})") from None
+
+
+def check_output_folder(path: Path, option: str) -> None:
+    """Raise :class:`UserError` unless files can be written in the folder ``path`` (made when missing). Checked by
+    making it and a file in it; what the check made is removed again."""
+    where = f"{option} {os.fspath(path)}"
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{where}: is a file, not a folder")
+    created: list[Path] = []
+    try:
+        for folder in reversed([p for p in (path, *path.parents) if not p.exists()]):
+            folder.mkdir()
+            created.append(folder)
+        handle, probe = tempfile.mkstemp(prefix=".sb3-crystal-check-", dir=path)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as err:
+        raise UserError(f"{where}: cannot write there ({err.strerror or err})") from None
+    finally:
+        for folder in reversed(created):
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+
+
+# -- agents and calculators -------------------------------------------------------------------------------------------
+#: ``--model`` names of the shipped agents (any case) -> (name in agent_io.SHIPPED_AGENTS, relaxer label). These never
+#: mean a file of that name: ``./b2`` does.
+SHIPPED_MODEL_NAMES = {"default": ("alfe", "RL"), "alfe": ("alfe", "RL"), "b2": ("b2", "RL-B2")}
+
+
+def load_cli_agent(name: str, allow_pickle: bool = False) -> Any:
+    """A ``--model`` value as an agent: a shipped name, else an agent folder, else (with ``allow_pickle``) an SB3 zip.
+
+    :param name: the value.
+    :param allow_pickle: let SB3 zips load (unpickling them).
+    :raises UserError: nothing there, not an agent, a zip without ``allow_pickle``, a shipped agent not installed.
+    """
+    from sb3_crystal.relax.agent_io import (
+        AgentFormatError,
+        NoDefaultAgentError,
+        PickleNotAllowedError,
+        load_model,
+        load_shipped_agent,
+    )
+
+    shipped = SHIPPED_MODEL_NAMES.get(name.lower())
+    try:
+        return load_shipped_agent(shipped[0]) if shipped else load_model(name, allow_pickle=allow_pickle)
+    except PickleNotAllowedError:
+        raise UserError(
+            f"model '{name}' is an SB3 zip, and loading one runs code stored in it (pickle): if you trust the file, "
+            f"add --allow-pickle, or convert it once into a weights-only agent folder: sb3-crystal convert {name} FOLDER"
+        ) from None
+    except (OSError, AgentFormatError, NoDefaultAgentError) as err:
+        message = str(err)
+        raise UserError(message if name in message else f"model '{name}': {message}") from None
+
+
+def make_cli_calculator(spec: str) -> Any:
+    """A ``--calculator`` spec as an ASE calculator (:class:`UserError` when it cannot be built)."""
+    from sb3_crystal.calculators import PotentialNotFoundError, make_calculator
+
+    try:
+        return make_calculator(spec)
+    except (ValueError, TypeError, ImportError, PotentialNotFoundError) as err:
+        raise UserError(f"calculator '{spec}': {err}") from err
+
+
+def check_calculator_evaluates(atoms: Any, spec: str, where: str) -> None:
+    """Raise :class:`UserError` unless ``atoms.calc`` gives a finite energy and finite forces for ``atoms``.
+
+    One evaluation of the start, before the relaxer's own (which counts force calls itself: its counts do not change).
+    """
+    import numpy as np
+
+    try:  # calculators raise many types on what they cannot compute (EMT: NotImplementedError for Fe)
+        energy, forces = atoms.get_potential_energy(), atoms.get_forces()
+    except Exception as err:
+        raise UserError(
+            f"calculator '{spec}' cannot evaluate {where} ({atoms.get_chemical_formula()}): {_one_line(err)}"
+        ) from None
+    if not (np.isfinite(energy) and np.all(np.isfinite(forces))):
+        raise UserError(f"calculator '{spec}' gives non-finite energy or forces for {where}")
+
+
+def _warn_calculator_mismatch(agent: Any, spec: str, prog: str = "sb3-crystal") -> None:
+    from sb3_crystal.relax.agent_io import calculator_mismatch
+
+    message = calculator_mismatch(agent, spec)
+    if message is not None:
+        print(f"{prog}: warning: {message}", file=sys.stderr, flush=True)
 
 
 def _describe_minimum(report: Any) -> str:
@@ -145,16 +429,18 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 
 
 def _benchmark(args: argparse.Namespace) -> int:
+    import warnings
+
     from sb3_crystal.benchmark.harness import format_table, run_benchmark, summarize, write_results
-    from sb3_crystal.calculators import PotentialNotFoundError, UnsupportedElementsError, make_calculator
+    from sb3_crystal.calculators import UnsupportedElementsError
+    from sb3_crystal.relax.agent_io import CalculatorMismatchWarning
     from sb3_crystal.structures.minima import RelaxationError, relaxed_minimum
 
     t0 = time.perf_counter()
+    check_output_folder(args.out, "--out")
     structures = _load_structures(args.structures)
-    try:
-        calculator = make_calculator(args.calculator)
-    except (ValueError, TypeError, ImportError, PotentialNotFoundError) as err:
-        raise UserError(f"calculator '{args.calculator}': {err}") from err
+    calculator = make_cli_calculator(args.calculator)
+    agents = _benchmark_agents(args)
     minima = []
     for atoms in structures:
         try:
@@ -165,19 +451,21 @@ def _benchmark(args: argparse.Namespace) -> int:
         print(_describe_minimum(report), flush=True)
         minima.append(minimum)
     relaxers: list[Any] = list(dict.fromkeys(args.optimizers))  # "BFGS bfgs" is one optimizer
-    relaxers += _agent_relaxers(args)
-    rows = run_benchmark(
-        minima,
-        optimizers=relaxers,
-        beta=args.beta,
-        fmaxes=args.fmax,
-        n_starts=args.n_starts,
-        seed=args.seed,
-        calculator=calculator,
-        max_steps=args.max_steps,
-        min_distance=args.min_distance,
-        progress=False if args.no_progress else None,
-    )
+    relaxers += _agent_relaxers(agents, args)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CalculatorMismatchWarning)  # said once per agent, above
+        rows = run_benchmark(
+            minima,
+            optimizers=relaxers,
+            beta=args.beta,
+            fmaxes=args.fmax,
+            n_starts=args.n_starts,
+            seed=args.seed,
+            calculator=calculator,
+            max_steps=args.max_steps,
+            min_distance=args.min_distance,
+            progress=False if args.no_progress else None,
+        )
     title = f"β = {args.beta:g} Å, {args.n_starts} starts (seed {args.seed}), calculator {args.calculator}"
     paths = write_results(rows, args.out, title=f"Force calls to reach ε: {title}")
     print(f"\nForce calls to reach ε ({title}; statistics over converged runs):\n")
@@ -186,36 +474,51 @@ def _benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
-#: ``--model`` names of the shipped agents -> (name in agent_io.SHIPPED_AGENTS, relaxer label)
-SHIPPED_MODEL_NAMES = {"default": ("alfe", "RL"), "b2": ("b2", "RL-B2")}
-
-
 def _model_names(args: argparse.Namespace) -> list[str]:
-    """``--model`` resolved: ``auto`` is the shipped Al–Fe agent, plus the shipped B2 specialist on the default case."""
-    if "none" in args.model:
+    """``--model`` resolved: ``auto`` is the shipped Al–Fe agent, plus the shipped B2 specialist on the default case;
+    shipped names in their canonical spelling, each agent once."""
+    if "none" in [name.lower() for name in args.model]:
         return []
     auto = ["default", "b2"] if args.structures == ["AlFe-B2"] else ["default"]
-    names = [resolved for name in args.model for resolved in (auto if name == "auto" else [name])]
-    return list(dict.fromkeys(names))
+    names = [resolved for name in args.model for resolved in (auto if name.lower() == "auto" else [name])]
+    return list(dict.fromkeys(_canonical_model_name(name) for name in names))
 
 
-def _agent_relaxers(args: argparse.Namespace) -> list[Any]:
-    """The agent alone and the hybrid for each ``--model`` (shipped agents that are not installed are skipped)."""
-    from sb3_crystal.benchmark.agents import AgentRelaxer, HybridRelaxer
-    from sb3_crystal.relax.agent_io import AgentFormatError, NoDefaultAgentError, load_model, load_shipped_agent
+def _canonical_model_name(name: str) -> str:
+    """A shipped name as its first spelling in :data:`SHIPPED_MODEL_NAMES` (``ALFE`` → ``default``), paths as they are."""
+    shipped = SHIPPED_MODEL_NAMES.get(name.lower())
+    if shipped is None:
+        return name
+    return next(key for key, (agent, _) in SHIPPED_MODEL_NAMES.items() if agent == shipped[0])
 
-    relaxers: list[Any] = []
+
+def _benchmark_agents(args: argparse.Namespace) -> list[tuple[str, Any]]:
+    """``(label, agent)`` for each ``--model`` (shipped agents that are not installed are skipped, with a line)."""
+    from sb3_crystal.relax.agent_io import NoDefaultAgentError, load_shipped_agent
+
+    agents = []
     names = _model_names(args)
     for k, name in enumerate(names):
-        shipped = SHIPPED_MODEL_NAMES.get(name)
-        label = shipped[1] if shipped else ("RL" if len(names) == 1 else f"RL-{k + 1}")
-        try:
-            agent = load_shipped_agent(shipped[0]) if shipped else load_model(name)
-        except NoDefaultAgentError:
-            print(f"The shipped agent '{name}' is not installed: skipped (give one with --model PATH).", flush=True)
-            continue
-        except (AgentFormatError, OSError, ValueError) as err:
-            raise UserError(f"cannot load the agent '{name}': {err}") from err
+        shipped = SHIPPED_MODEL_NAMES.get(name.lower())
+        if shipped:
+            try:
+                agent = load_shipped_agent(shipped[0])
+            except NoDefaultAgentError:
+                print(f"The shipped agent '{name}' is not installed: skipped (give one with --model PATH).", flush=True)
+                continue
+        else:
+            agent = load_cli_agent(name, allow_pickle=args.allow_pickle)
+        _warn_calculator_mismatch(agent, args.calculator)
+        agents.append((shipped[1] if shipped else ("RL" if len(names) == 1 else f"RL-{k + 1}"), agent))
+    return agents
+
+
+def _agent_relaxers(agents: Sequence[tuple[str, Any]], args: argparse.Namespace) -> list[Any]:
+    """The agent alone and the hybrid for each agent."""
+    from sb3_crystal.benchmark.agents import AgentRelaxer, HybridRelaxer
+
+    relaxers: list[Any] = []
+    for label, agent in agents:
         relaxers += [
             AgentRelaxer(agent, name=label),
             *(
@@ -228,9 +531,9 @@ def _agent_relaxers(args: argparse.Namespace) -> list[Any]:
     return relaxers
 
 
-# sb3_crystal.relax.optimizer.CLASSICAL_OPTIMIZERS, its DEFAULT_FINISHER first, spelled out: importing it (torch)
-# slows --help
-_HYBRID_OPTIMIZERS = ("auto", "BFGSLineSearch", "BFGS", "LBFGS", "FIRE", "GPMin", "GPMinFitted")
+#: The hybrid's finishers: "auto" (sb3_crystal.relax.hybrid_optimizer.DEFAULT_FINISHER) and the shared table's stepwise
+#: optimizers (sb3_crystal.optimizers imports no torch).
+_HYBRID_OPTIMIZERS = ("auto", *STEPWISE_OPTIMIZERS)
 
 
 def _hybrid_optimizer_name(text: str) -> str:
@@ -241,7 +544,7 @@ def _hybrid_optimizer_name(text: str) -> str:
 
 
 def _add_benchmark(subparsers: Any) -> None:
-    from sb3_crystal.benchmark.classical import DEFAULT_OPTIMIZERS
+    from sb3_crystal.optimizers import DEFAULT_OPTIMIZERS
 
     parser = subparsers.add_parser(
         "benchmark",
@@ -256,7 +559,9 @@ def _add_benchmark(subparsers: Any) -> None:
     parser.add_argument(
         "--structures", nargs="+", default=["AlFe-B2"], metavar="NAME_OR_FILE", help="prototype names or structure files"
     )
-    parser.add_argument("--beta", type=_non_negative_float, default=0.5, help="distortion β in Å (coordinates += β·U(−1,1))")
+    parser.add_argument(
+        "--beta", type=_beta, default=0.5, help=f"distortion β in Å, 0 ≤ β ≤ {MAX_BETA:g} (coordinates += β·U(−1,1))"
+    )
     parser.add_argument(
         "--fmax", type=_positive_float, nargs="+", default=[0.1, 0.05, 0.01], metavar="EPS", help="force thresholds ε, eV/Å"
     )
@@ -270,9 +575,15 @@ def _add_benchmark(subparsers: Any) -> None:
         nargs="+",
         default=["auto"],
         metavar="MODEL",
-        help="trained agents (folders or SB3 zips), each run alone (RL) and as a hybrid; 'default' = the "
-        "shipped Al-Fe agent, 'b2' = the shipped B2 AlFe specialist, 'auto' = 'default', plus 'b2' when the structure "
-        "is the default AlFe-B2; 'none' = classical optimizers only",
+        help="trained agents, each run alone (RL) and as a hybrid: agent folders (weights only), or SB3 zips with "
+        "--allow-pickle; 'default' (or 'alfe') = the shipped Al-Fe agent, 'b2' = the shipped B2 AlFe specialist (these "
+        "names never mean a file: write ./b2 for one), 'auto' = 'default', plus 'b2' when the structure is the default "
+        "AlFe-B2; 'none' = classical optimizers only",
+    )
+    parser.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="let --model load SB3 zips, which unpickles them and so runs any code stored in them: trusted files only",
     )
     parser.add_argument("--switch-fmax", type=_positive_float, default=0.1, help="hybrid: agent until fmax ≤ this, eV/Å")
     parser.add_argument(
@@ -299,56 +610,51 @@ def _add_benchmark(subparsers: Any) -> None:
     parser.set_defaults(func=cmd_benchmark)
 
 
-def _read_one_structure(name: str) -> Any:
-    """A structure file of one structure (or a prototype name) → ``Atoms``."""
-    from sb3_crystal.structures.prototypes import PROTOTYPES, build_prototype
-
-    prototypes = {key.lower(): key for key in PROTOTYPES}
-    if not os.path.isfile(name):
-        if name.lower() in prototypes:
-            return build_prototype(prototypes[name.lower()])
-        raise UserError(f"no structure file '{name}' (nor a prototype: {', '.join(PROTOTYPES)})")
-    from sb3_crystal.structures.io import read_structures
-
-    try:
-        found = list(read_structures(name))
-    except (OSError, ValueError, KeyError) as err:
-        raise UserError(f"cannot read structures from '{name}': {err}") from err
-    if len(found) != 1:
-        raise UserError(f"'{name}' holds {len(found)} structures; relax takes a file of one structure")
-    return found[0]
-
-
 def cmd_relax(args: argparse.Namespace) -> int:
-    """``sb3-crystal relax``: relax one structure at fixed cell with a trained agent (optionally + a classical optimizer)."""
-    from sb3_crystal.calculators import PotentialNotFoundError, make_calculator
-    from sb3_crystal.relax import AgentFormatError, HybridOptimizer, RLOptimizer, load_model
-    from sb3_crystal.relax.agent_io import NoDefaultAgentError, load_shipped_agent
+    """``sb3-crystal relax``: relax one structure at fixed cell, agent then classical finisher (or the agent alone).
+
+    Every input and output is checked before the first step; the relaxed structure is written at the end, in one
+    step; a trajectory of a run that fails is removed.
+    """
+    import warnings
+
+    from sb3_crystal.relax import HybridOptimizer, RLOptimizer, check_agent_can_relax
+    from sb3_crystal.relax.agent_io import CalculatorMismatchWarning
     from sb3_crystal.structures.io import write_structure
 
-    atoms = _read_one_structure(args.structure)
-    shipped = None if os.path.exists(args.model) else SHIPPED_MODEL_NAMES.get(args.model.lower())
+    atoms = read_one_structure(args.structure)
+    check_relax_input(atoms, args.structure, args.input_min_distance)
+    check_output_file(args.out, "--out", atoms)
+    if args.trajectory is not None:
+        check_trajectory_file(args.trajectory)
+    agent = load_cli_agent(args.model, allow_pickle=args.allow_pickle)
+    atoms.calc = make_cli_calculator(args.calculator)
     try:
-        agent = load_shipped_agent(shipped[0]) if shipped else load_model(args.model)
-    except (OSError, AgentFormatError, NoDefaultAgentError) as err:
-        raise UserError(f"model '{args.model}': {err}") from err
-    try:
-        atoms.calc = make_calculator(args.calculator)
-    except (ValueError, TypeError, ImportError, PotentialNotFoundError) as err:
-        raise UserError(f"calculator '{args.calculator}': {err}") from err
+        check_agent_can_relax(agent, atoms)  # unseen species, too many atoms for the agent, elements of the potential
+    except (ValueError, TypeError) as err:
+        raise UserError(f"{args.structure}: {err}") from None
+    check_calculator_evaluates(atoms, args.calculator, args.structure)
+    _warn_calculator_mismatch(agent, args.calculator)
+
     logfile = None if args.quiet else "-"
-    trajectory = str(args.trajectory) if args.trajectory else None
+    trajectory = os.fspath(args.trajectory) if args.trajectory is not None else None
     try:
-        if args.hybrid:
-            optimizer: Any = HybridOptimizer(
-                atoms, agent, f_switch=args.switch_fmax, optimizer=args.optimizer, logfile=logfile, trajectory=trajectory
-            )
-        else:
-            optimizer = RLOptimizer(atoms, agent, logfile=logfile, trajectory=trajectory)
-    except (ValueError, TypeError) as err:  # unseen species, too many atoms for the agent, non-periodic cell
-        raise UserError(str(err)) from err
-    with optimizer:
-        converged = optimizer.run(fmax=args.fmax, steps=args.steps)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", CalculatorMismatchWarning)  # said above, in one line
+            if args.agent_only:
+                optimizer: Any = RLOptimizer(atoms, agent, logfile=logfile, trajectory=trajectory)
+            else:
+                optimizer = HybridOptimizer(
+                    atoms, agent, f_switch=args.switch_fmax, optimizer=args.optimizer, logfile=logfile, trajectory=trajectory
+                )
+            with optimizer:
+                converged = optimizer.run(fmax=args.fmax, steps=args.steps)
+    except (ValueError, TypeError) as err:  # the relaxers' own checks of the agent and the structure
+        _remove(args.trajectory)
+        raise UserError(f"{args.structure}: {err}") from None
+    except BaseException:
+        _remove(args.trajectory)
+        raise
     forces = atoms.get_forces()
     fmax = float((forces**2).sum(axis=1).max() ** 0.5) if len(forces) else 0.0
     try:
@@ -357,7 +663,7 @@ def cmd_relax(args: argparse.Namespace) -> int:
         raise UserError(f"cannot write '{args.out}': {err}") from err
     print(f"converged: {'yes' if converged else 'no'} (fmax {fmax:.4g} eV/Å, target {args.fmax:g})")
     print(f"force calls: {optimizer.force_calls}, steps: {optimizer.nsteps}, energy: {atoms.get_potential_energy():.6f} eV")
-    if args.hybrid:
+    if not args.agent_only:
         if optimizer.handover_reason:
             name = optimizer.optimizer_class.__name__
             print(f"handover to {name}: after {optimizer.agent_steps} agent steps ({optimizer.handover_reason})")
@@ -367,15 +673,22 @@ def cmd_relax(args: argparse.Namespace) -> int:
     return 0 if converged else 1
 
 
+def _remove(path: Path | None) -> None:
+    if path is not None:
+        with contextlib.suppress(OSError):
+            path.unlink()
+
+
 def _add_relax(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "relax",
-        help="relax a structure at fixed cell with a trained agent",
+        help="relax a structure at fixed cell: a trained agent, then a classical optimizer",
         description=(
-            "Relax one structure at fixed cell with a trained agent (an SB3 TD3/SAC .zip, which is unpickled: only "
-            "trusted files; or an agent folder with settings.json and weights.pt). With --hybrid the agent hands over "
-            "to a classical optimizer at --switch-fmax. Writes the relaxed structure (with energy and forces) and, "
-            "if asked, the trajectory. Exit status 0 when converged, 1 when not, 2 on user errors."
+            "Relax one structure at fixed cell: the agent moves the atoms until fmax ≤ --switch-fmax (or it stalls), "
+            "then a classical optimizer finishes (the hybrid, the dependable mode); "
+            "--agent-only lets the agent relax alone. Reads CIF, POSCAR, extended XYZ and whatever ASE or pymatgen "
+            "read. Writes the relaxed structure (with energy and forces) and, if asked, the trajectory. Exit status "
+            "0 when converged, 1 when not, 2 on user errors (checked before the first step; nothing written)."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -383,12 +696,23 @@ def _add_relax(subparsers: Any) -> None:
     parser.add_argument(
         "--model",
         default="default",
-        metavar="PATH",
-        help="SB3 model .zip or agent folder; 'default' = the shipped Al-Fe agent, 'b2' = the shipped B2 AlFe specialist",
+        metavar="MODEL",
+        help="'default' (or 'alfe') = the shipped Al-Fe agent, 'b2' = the shipped B2 AlFe specialist (these names never "
+        "mean a file: write ./b2 for one); else an agent folder (weights only), or an SB3 zip with --allow-pickle",
+    )
+    parser.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="let --model load an SB3 zip, which unpickles it and so runs any code stored in it: trusted files only "
+        "(sb3-crystal convert makes a weights-only folder of one)",
     )
     parser.add_argument("--fmax", type=_positive_float, default=0.05, help="force threshold, eV/Å")
     parser.add_argument("--steps", type=_positive_int, default=200, help="step cap")
-    parser.add_argument("--hybrid", action="store_true", help="agent first, then a classical optimizer")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--agent-only", action="store_true", help="the agent alone, no classical finisher")
+    mode.add_argument(
+        "--hybrid", action="store_true", help="agent, then a classical optimizer (the default; kept for scripts)"
+    )
     parser.add_argument("--switch-fmax", type=_positive_float, default=0.1, help="hybrid handover threshold, eV/Å")
     parser.add_argument(
         "--optimizer",
@@ -397,8 +721,14 @@ def _add_relax(subparsers: Any) -> None:
         help=f"classical optimizer of the hybrid ({', '.join(_HYBRID_OPTIMIZERS)})",
     )
     parser.add_argument("--calculator", default="lammps", help="calculator spec: lammps, matscipy, emt, module:Class")
+    parser.add_argument(
+        "--input-min-distance",
+        type=_non_negative_float,
+        default=0.5,
+        help="refuse a structure with two atoms closer than this, Å (the environment's input rule; 0 = no check)",
+    )
     parser.add_argument("--out", type=Path, default=Path("relaxed.extxyz"), help="relaxed structure file")
-    parser.add_argument("--trajectory", type=Path, default=None, help="ASE trajectory file of every step")
+    parser.add_argument("--trajectory", type=Path, default=None, help="ASE trajectory of every step (a .traj file)")
     parser.add_argument("--quiet", action="store_true", help="no per-step log")
     parser.set_defaults(func=cmd_relax)
 
@@ -408,9 +738,11 @@ def cmd_relax_batch(args: argparse.Namespace) -> int:
     """``sb3-crystal relax-batch``: relax every structure of many inputs into an output folder; a rerun resumes."""
     from sb3_crystal.relax.batch_runner import run_batch
 
-    shipped = None if os.path.exists(args.model) else SHIPPED_MODEL_NAMES.get(args.model.lower())
+    load_cli_agent(args.model, allow_pickle=args.allow_pickle)  # a bad --model fails here, before any work
+    make_cli_calculator(args.calculator)  # so does a bad --calculator
+    shipped = SHIPPED_MODEL_NAMES.get(args.model.lower())
     model = shipped[0] if shipped else args.model
-    hybrid: Any = {"f_switch": args.switch_fmax, "optimizer": args.optimizer} if args.hybrid else False
+    hybrid: Any = False if args.agent_only else {"f_switch": args.switch_fmax, "optimizer": args.optimizer}
     try:
         rows = run_batch(
             args.inputs,
@@ -424,6 +756,7 @@ def cmd_relax_batch(args: argparse.Namespace) -> int:
             ray_address=args.ray,
             batch_size=args.batch_size,
             retry_errors=args.retry_errors,
+            allow_pickle=args.allow_pickle,
             progress=False if args.no_progress else None,
         )
     except (FileNotFoundError, ValueError, ImportError) as err:
@@ -445,7 +778,8 @@ def _add_relax_batch(subparsers: Any) -> None:
         help="relax many structures into an output folder (resumable, parallel, Ray)",
         description=(
             "Relax every structure of the inputs (structure files, folders, glob patterns, multi-frame extended XYZ, "
-            "the dataset CSV) at fixed cell with a trained agent, in lockstep batches. Each result is written to "
+            "the dataset CSV) at fixed cell with a trained agent then a classical finisher (--agent-only: the agent "
+            "alone), in lockstep batches. Each result is written to "
             "--out-dir as it finishes (<name>.extxyz, summary.csv, summary.json, each atomically); rerunning the same "
             "command skips what is done. A bad input is reported in the summary and the others go on. Exit status 0 "
             "when every structure converged, 1 otherwise, 2 on user errors."
@@ -458,11 +792,19 @@ def _add_relax_batch(subparsers: Any) -> None:
         "--model",
         default="default",
         metavar="PATH",
-        help="SB3 model .zip or agent folder; 'default' = the shipped Al-Fe agent, 'b2' = the shipped B2 AlFe specialist",
+        help="agent folder (or SB3 .zip with --allow-pickle); 'default' = the shipped Al-Fe agent, 'b2' = the shipped "
+        "B2 AlFe specialist",
+    )
+    parser.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="let --model load an SB3 zip, which unpickles it and so runs any code stored in it: trusted files only",
     )
     parser.add_argument("--fmax", type=_positive_float, default=0.05, help="force threshold, eV/Å")
     parser.add_argument("--steps", type=_positive_int, default=200, help="step cap per structure")
-    parser.add_argument("--hybrid", action="store_true", help="agent first, then a classical optimizer")
+    parser.add_argument(
+        "--agent-only", action="store_true", help="the agent alone, no classical finisher (default: the hybrid)"
+    )
     parser.add_argument("--switch-fmax", type=_positive_float, default=0.1, help="hybrid handover threshold, eV/Å")
     parser.add_argument(
         "--optimizer",
@@ -484,6 +826,56 @@ def _add_relax_batch(subparsers: Any) -> None:
     parser.add_argument("--retry-errors", action="store_true", help="run again the jobs that ended in an error")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=cmd_relax_batch)
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    """``sb3-crystal convert``: an SB3 zip (unpickled: the user asks for it by running this) → a weights-only agent
+    folder, written in one step (a temporary folder beside it, renamed)."""
+    from sb3_crystal.relax.agent_io import AgentFormatError, load_agent, save_agent
+
+    destination: Path = args.destination
+    where = f"destination {os.fspath(destination)}"
+    if destination.exists() and not (destination.is_dir() and not any(destination.iterdir())):
+        raise UserError(f"{where}: already exists (give a new folder, or an empty one)")
+    if not destination.parent.is_dir():
+        raise UserError(f"{where}: the folder {os.fspath(destination.parent)} does not exist")
+    agent = load_cli_agent(args.source, allow_pickle=True)
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=destination.parent))
+    except OSError as err:
+        raise UserError(f"{where}: cannot write in {os.fspath(destination.parent)} ({err.strerror or err})") from None
+    try:
+        save_agent(agent, staging)
+        load_agent(staging)  # it loads without unpickling code
+        if destination.is_dir():
+            destination.rmdir()
+        os.replace(staging, destination)
+    except (AgentFormatError, ValueError, OSError) as err:
+        raise UserError(f"cannot convert '{args.source}': {err}") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    species = ", ".join(agent.species) if agent.species else "unknown"
+    print(
+        f"wrote {os.fspath(destination)} (settings.json, weights.pt: loads without --allow-pickle); "
+        f"{agent.algorithm}, {type(agent.policy).__name__}, species {species}, calculator {agent.calculator or 'unknown'}"
+    )
+    return 0
+
+
+def _add_convert(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "convert",
+        help="convert an SB3 model zip into a weights-only agent folder",
+        description=(
+            "Load an SB3 TD3/SAC model zip and write it as an agent folder (settings.json, plain data, and weights.pt, "
+            "tensors only), which loads without unpickling anything. Loading the zip unpickles it, which runs any "
+            "code stored in it: running this command is the permission to do so, once; convert only files you trust "
+            "and share the folder."
+        ),
+    )
+    parser.add_argument("source", metavar="MODEL_ZIP", help="SB3 model zip (or an agent folder, written again)")
+    parser.add_argument("destination", type=Path, metavar="AGENT_FOLDER", help="new (or empty) folder")
+    parser.set_defaults(func=cmd_convert)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -528,7 +920,13 @@ def cmd_dataset(args: argparse.Namespace) -> int:
         except ValueError as err:
             raise UserError(str(err)) from err
     else:
+        if not args.structures:
+            raise UserError(
+                f"dataset {args.action} needs structures: prototype names or structure files (e.g. AlFe-B2 cells.cif)"
+            )
         structures = _load_structures(args.structures)
+    if args.out is not None:
+        check_output_file(args.out, "--out", structures)
     if args.action in ("relax", "inspect"):
         from sb3_crystal.structures.geometry import closest_pair
         from sb3_crystal.structures.minima import relaxed_minimum
@@ -598,6 +996,7 @@ def build_parser() -> _Parser:
     _add_benchmark(subparsers)
     _add_relax(subparsers)
     _add_relax_batch(subparsers)
+    _add_convert(subparsers)
     _add_train(subparsers)
     _add_dataset(subparsers)
     parser.commands = tuple(subparsers.choices)

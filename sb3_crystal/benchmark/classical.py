@@ -6,28 +6,25 @@ every optimizer of :data:`sb3_crystal.optimizers.CLASSICAL_OPTIMIZERS` (:data:`O
 An RL agent or a hybrid agent + BFGS relaxer only has to subclass :class:`Relaxer` and implement
 :meth:`Relaxer.relax` to take part in the same benchmark.
 
-What is counted: one energy+forces evaluation at one geometry that :class:`ForceCallCounter` has not seen
+What is counted (:class:`~sb3_crystal.calculators.ForceCallCounter`): one energy+forces evaluation at one geometry not seen
 before (numbers, cell, pbc and positions bitwise equal) is one force call; the evaluation at the start counts;
 line-search trial points count; asking again at a geometry already seen costs nothing.
 """
 
 from __future__ import annotations
 
-import hashlib
 import time
 from abc import ABC, abstractmethod
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from ase import Atoms
-from ase.calculators.calculator import BaseCalculator, Calculator, all_changes
 from ase.optimize.optimize import Optimizer
 from ase.optimize.sciopt import OptimizerConvergenceError, SciPyOptimizer
 
-from sb3_crystal.calculators import CalculatorSpec, LammpsEAMCalculator, make_calculator
+from sb3_crystal.calculators import CalculatorSpec, ForceCallCounter
 from sb3_crystal.optimizers import (
     CLASSICAL_OPTIMIZERS,
     DEFAULT_OPTIMIZERS,
@@ -57,81 +54,6 @@ RELAXATION_FAILURES: tuple[type[BaseException], ...] = (
     ArithmeticError,
     np.linalg.LinAlgError,
 )
-
-
-class ForceCallCounter(Calculator):
-    """An ASE calculator that wraps another one and counts its energy+forces evaluations at new geometries.
-
-    Energy and forces are always computed together, so an optimizer asking for both at one geometry pays one
-    call. Results of the last ``memory`` geometries are kept: a query at a geometry seen before (bitwise the
-    same numbers, cell, pbc and positions, e.g. when a line search goes back to its starting point) is
-    answered from memory and not counted, which is what a careful driver of an expensive code would do.
-
-    :param calculator: the calculator to count (spec or object, see :func:`sb3_crystal.calculators.make_calculator`).
-        The LAMMPS calculator is driven through its ``compute`` fast path.
-    :param memory: geometries remembered (least recently used ones are forgotten).
-    """
-
-    implemented_properties = ("energy", "free_energy", "forces")
-
-    def __init__(self, calculator: CalculatorSpec = "lammps", memory: int = 256) -> None:
-        super().__init__()
-        self.calculator: BaseCalculator = make_calculator(calculator)
-        self.memory = int(memory)
-        #: energy+forces evaluations at new geometries since the last :meth:`reset`.
-        self.n_calls = 0
-        #: all evaluations asked of this wrapper (by ASE when its own one-geometry cache misses).
-        self.n_queries = 0
-        self._seen: OrderedDict[bytes, tuple[float, np.ndarray]] = OrderedDict()
-
-    def reset(self) -> None:
-        """Zero the counts and forget every geometry seen (start of a new relaxation)."""
-        self.n_calls = 0
-        self.n_queries = 0
-        self._seen.clear()
-        self.results = {}
-        self.atoms = None
-
-    @staticmethod
-    def _key(atoms: Atoms) -> bytes:
-        digest = hashlib.blake2b(digest_size=20)
-        for array in (atoms.numbers, np.asarray(atoms.cell), atoms.pbc, atoms.positions):
-            digest.update(np.ascontiguousarray(array).tobytes())
-        return digest.digest()
-
-    def evaluate(self, atoms: Atoms) -> tuple[float, np.ndarray]:
-        """Energy (eV) and forces (eV/Å) of ``atoms``, counted when the geometry is new.
-
-        :param atoms: the structure (its own calculator is ignored).
-        :return: energy and a fresh copy of the forces.
-        """
-        self.n_queries += 1
-        key = self._key(atoms)
-        if key in self._seen:
-            self._seen.move_to_end(key)
-            energy, forces = self._seen[key]
-            return energy, forces.copy()
-        calc = self.calculator
-        if isinstance(calc, LammpsEAMCalculator) and np.all(atoms.pbc):
-            energy, forces = calc.compute(atoms.numbers, np.asarray(atoms.cell), atoms.positions)
-        else:
-            probe = atoms.copy()
-            probe.calc = None
-            energy = float(calc.get_property("energy", probe))
-            forces = np.array(calc.get_property("forces", probe), dtype=float)
-        self.n_calls += 1
-        self._seen[key] = (float(energy), forces.copy())
-        if len(self._seen) > self.memory:
-            self._seen.popitem(last=False)
-        return float(energy), forces
-
-    def calculate(
-        self, atoms: Atoms | None = None, properties: Any = ("energy", "forces"), system_changes: Any = all_changes
-    ) -> None:
-        super().calculate(atoms, properties, system_changes)
-        assert self.atoms is not None
-        energy, forces = self.evaluate(self.atoms)
-        self.results = {"energy": energy, "free_energy": energy, "forces": forces}
 
 
 @dataclass

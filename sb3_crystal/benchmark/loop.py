@@ -16,14 +16,13 @@ from ase import Atoms
 
 from sb3_crystal.benchmark.classical import (
     DEFAULT_OPTIMIZERS,
-    ForceCallCounter,
     Relaxer,
     RelaxResult,
     make_relaxer,
 )
 from sb3_crystal.benchmark.matching import compare_to_reference
 from sb3_crystal.benchmark.starts import make_starts, structure_name
-from sb3_crystal.calculators import CalculatorSpec, make_calculator
+from sb3_crystal.calculators import CalculatorSpec, ForceCallCounter, make_calculator
 from sb3_crystal.structures.minima import MinimumReport
 
 __all__ = ["DEFAULT_FMAXES", "ROW_FIELDS", "run_benchmark"]

@@ -13,13 +13,15 @@ from ase import Atoms
 from ase.calculators.calculator import BaseCalculator
 from gymnasium import spaces
 
-from sb3_crystal.calculators import CalculatorSpec, calculator_elements, check_elements, make_calculator
+from sb3_crystal.calculators import CalculatorSpec, make_calculator
 from sb3_crystal.envs.moves import MoveRule
 from sb3_crystal.envs.observation import ObservationLayout
 from sb3_crystal.envs.rewards import check_reward, relaxation_reward
 from sb3_crystal.envs.safeguard import TrustRegion
 from sb3_crystal.structures.dataset import StructureDataset, StructureSpec
+from sb3_crystal.structures.generators import StructureGenerator, parse_generator_spec
 from sb3_crystal.structures.geometry import distort
+from sb3_crystal.structures.validation import check_structure
 
 
 class CrystalRelaxEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
@@ -77,7 +79,8 @@ class CrystalRelaxEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
     :param min_distance: closest approach allowed between atoms during an episode, Å.
     :param structure_weights: sampling weights of the structures (normalised), default uniform.
     :param relax_fmax: force threshold of the pre-relaxation of the dataset, eV/Å.
-    :param input_min_distance: input structures with atoms closer than this are rejected, Å.
+    :param input_min_distance: input structures (and ``reset`` starts given as ``options["atoms"]``) with atoms
+        closer than this are rejected, Å.
     :param cache_dir: minima cache folder (``None`` default location, ``False`` no cache).
     :param saddles: dataset structures that relax to a saddle point: ``"keep"``, ``"escape"`` (relax into a
         true minimum nearby) or ``"drop"``.
@@ -86,6 +89,10 @@ class CrystalRelaxEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
     :param action_mode: ``"absolute"`` or ``"residual"`` (the action corrects the proposal; needs ``proposal``).
     :param trust_region: reject moves that raise the energy or the largest force too much and retry them
         shorter (:class:`~sb3_crystal.envs.safeguard.TrustRegion`): ``True``, its settings as a dict, or ``None``.
+    :param generator: a source of fresh start structures whose minimum nobody knows
+        (:class:`~sb3_crystal.structures.generators.StructureGenerator` or its ``"generate:..."`` spec): a reset draws
+        one with the environment's generator and starts from it as drawn (``structure_index`` −1).
+    :param generator_fraction: fraction of resets that draw from ``generator``; the others distort a dataset minimum.
     :param render_mode: ``"rgb_array"`` makes :meth:`render` return a picture of the structure.
     """
 
@@ -114,6 +121,8 @@ class CrystalRelaxEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         proposal: str = "none",
         action_mode: str = "absolute",
         trust_region: bool | dict[str, Any] | None = None,
+        generator: str | StructureGenerator | None = None,
+        generator_fraction: float = 1.0,
         render_mode: str | None = None,
     ) -> None:
         super().__init__()
@@ -125,12 +134,25 @@ class CrystalRelaxEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         ObservationLayout(n_max=1, history=history, proposal=proposal)  # validates before the dataset is built
         #: the rule that rejects uphill moves (``None``: every move is taken).
         self.trust_region = TrustRegion.from_config(trust_region)
+        #: the source of fresh generated starts (``None``: dataset minima only).
+        self.generator = parse_generator_spec(generator) if isinstance(generator, str) else generator
+        if self.generator is not None and not isinstance(self.generator, StructureGenerator):
+            raise TypeError(f"generator must be a 'generate:...' spec or a StructureGenerator, not {type(generator).__name__}")
+        if not (isinstance(generator_fraction, (int, float)) and 0 <= generator_fraction <= 1):
+            raise ValueError(f"generator_fraction must be in [0, 1], got {generator_fraction!r}")
+        self.generator_fraction = float(generator_fraction)
         if not (isinstance(max_steps, int) and max_steps >= 1):
             raise ValueError(f"max_steps must be a positive integer, got {max_steps!r}")
         self.set_epsilon(epsilon)
         self.set_beta(beta)
         self.set_reward(reward, reward_weights)
         self.max_steps = max_steps
+        if not (
+            isinstance(input_min_distance, (int, float)) and math.isfinite(input_min_distance) and input_min_distance >= 0
+        ):
+            raise ValueError(f"input_min_distance must be a finite number ≥ 0 Å, got {input_min_distance!r}")
+        #: input structures (and ``reset`` starts) with atoms closer than this are rejected, Å.
+        self.input_min_distance = float(input_min_distance)
 
         self.calculator: BaseCalculator = make_calculator(calculator)
         self.dataset = StructureDataset(
@@ -141,7 +163,12 @@ class CrystalRelaxEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
             cache_dir=cache_dir,
             saddles=saddles,
         )
-        self.n_max = self.dataset.max_atoms if n_max is None else int(n_max)
+        largest = max(self.dataset.max_atoms, self.generator.max_atoms if self.generator is not None else 0)
+        self.n_max = largest if n_max is None else int(n_max)
+        if self.generator is not None and self.generator.max_atoms > self.n_max:
+            raise ValueError(
+                f"generator {self.generator.spec} draws up to {self.generator.max_atoms} atoms, more than n_max={self.n_max}"
+            )
         too_big = [i for i, atoms in enumerate(self.dataset) if len(atoms) > self.n_max]
         if too_big:
             i = too_big[0]
@@ -207,12 +234,17 @@ class CrystalRelaxEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
 
         :param seed: seeds the environment's generator (structure choice and distortion).
         :param options: ``{"structure_index": i}`` to pick a dataset structure; ``{"atoms": Atoms}`` to start
-            from the given structure as it is (no distortion), e.g. to relax an unseen structure.
+            from the given structure as it is (no distortion), e.g. to relax an unseen structure; it is checked as
+            the constructor checks its structures (a clear error before any force call).
         """
         super().reset(seed=seed)
         options = options or {}
         if "atoms" in options:
             start = self._validated_start(options["atoms"])
+            self._structure_index = -1
+        elif self._draws_generated(options):
+            assert self.generator is not None
+            start = self._validated_start(self.generator.sample(self.np_random))
             self._structure_index = -1
         else:
             index = options.get("structure_index")
@@ -267,6 +299,7 @@ class CrystalRelaxEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
             return self._energy, self._forces
 
         outcome = self.trust_region.step(shifts, self._energy, self._forces, evaluate)
+        TrustRegion.record_rejected(self._history, outcome, base, start[0], start[1])
         return outcome.shifts, outcome.rejected
 
     def render(self) -> np.ndarray | None:
@@ -367,16 +400,22 @@ class CrystalRelaxEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
             "episode_step": self._episode_step,
         }
 
+    def _draws_generated(self, options: dict[str, Any]) -> bool:
+        """Whether this reset starts from a generated structure (never when a dataset index is asked for)."""
+        if self.generator is None or "structure_index" in options:
+            return False
+        return self.generator_fraction >= 1 or bool(self.np_random.random() < self.generator_fraction)
+
     def _validated_start(self, atoms: Atoms) -> Atoms:
-        if not isinstance(atoms, Atoms):
-            raise TypeError(f"options['atoms'] must be an ase.Atoms, got {type(atoms).__name__}")
+        """``options["atoms"]`` checked as the constructor checks its structures
+        (:func:`~sb3_crystal.structures.validation.check_structure`); :return: a copy without calculator."""
+        where = "options['atoms']"
+        check_structure(atoms, where=where, min_distance=self.input_min_distance, calculator=self.calculator)
         if len(atoms) > self.n_max:
-            raise ValueError(f"Structure {atoms.get_chemical_formula()} has {len(atoms)} atoms, more than n_max={self.n_max}")
-        elements = calculator_elements(self.calculator)
-        if elements is not None:
-            check_elements(atoms.numbers, elements, getattr(self.calculator, "potential", "the calculator"))
-        start = Atoms(atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=True)
-        return start
+            raise ValueError(
+                f"{where}: structure {atoms.get_chemical_formula()} has {len(atoms)} atoms, more than n_max={self.n_max}"
+            )
+        return Atoms(atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=True)
 
     def _normalise_weights(self, weights: Sequence[float] | None) -> np.ndarray | None:
         if weights is None:

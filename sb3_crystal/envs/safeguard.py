@@ -30,6 +30,8 @@ class StepOutcome:
     :param evaluations: force calls the step spent (tries included).
     :param rejected: tries rejected.
     :param accepted: whether a try was accepted.
+    :param rejected_points: (shifts, energy, forces) of each rejected try, in order: what they taught about the
+        landscape (a relaxation history records them, then the way back).
     """
 
     shifts: np.ndarray
@@ -38,6 +40,7 @@ class StepOutcome:
     evaluations: int
     rejected: int
     accepted: bool
+    rejected_points: tuple[tuple[np.ndarray, float, np.ndarray], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -113,19 +116,31 @@ class TrustRegion:
         """
         fmax = _fmax(forces)
         n_atoms = len(forces)
-        evaluations = rejected = 0
+        evaluations = 0
+        refused: list[tuple[np.ndarray, float, np.ndarray]] = []
         trial = np.asarray(shifts, dtype=np.float64)
         for attempt in range(self.retries + 1):
             new_energy, new_forces = evaluate(trial)
             evaluations += 1
             if self.accepts(energy, fmax, new_energy, _fmax(new_forces), n_atoms):
-                return StepOutcome(trial, new_energy, new_forces, evaluations, rejected, True)
-            rejected += 1
+                return StepOutcome(trial, new_energy, new_forces, evaluations, len(refused), True, tuple(refused))
+            refused.append((trial.copy(), float(new_energy), np.array(new_forces, dtype=np.float64)))
             if attempt < self.retries:
                 trial = trial * self.shrink
         zero = np.zeros_like(trial)
         back_energy, back_forces = evaluate(zero)
-        return StepOutcome(zero, back_energy, back_forces, evaluations, rejected, False)
+        return StepOutcome(zero, back_energy, back_forces, evaluations, len(refused), False, tuple(refused))
+
+    @staticmethod
+    def record_rejected(history: Any, outcome: StepOutcome, base: np.ndarray, energy: float, forces: np.ndarray) -> None:
+        """Record each rejected try of ``outcome`` in a relaxation history, each followed by the way back to ``base``.
+
+        The environment and the optimizers call this identically, so their histories (and the L-BFGS proposal, which
+        learns the curvature along the refused move) stay the same.
+        """
+        for shifts, trial_energy, trial_forces in outcome.rejected_points:
+            history.record(base + shifts, trial_forces, trial_energy)
+            history.record(base, forces, energy)
 
 
 def _fmax(forces: np.ndarray) -> float:

@@ -9,12 +9,17 @@ its weights are read with ``torch.load(..., weights_only=True)``.
     {"format": "sb3_crystal-agent", "format_version": 1,
      "algorithm": "TD3" | "SAC", "policy_class": "CrystalTFNPolicy", "policy_kwargs": {...},
      "n_max": 2, "env_settings": {"max_displacement": 0.5, "action_scale": "fixed", ...},
-     "species": ["Al", "Fe"], "sb3_crystal_version": "..."}
+     "species": ["Al", "Fe"], "calculator": "lammps", "sb3_crystal_version": "..."}
 
 Classes in ``policy_kwargs`` (``activation_fn=nn.ReLU``, ``optimizer_class=th.optim.Adam``) are stored as
 ``{"__class__": "torch.nn.ReLU"}`` and only resolved from ``torch.nn`` and ``torch.optim``.
 
-:func:`load_model` opens either an agent folder or an SB3 ``.zip`` (which *does* unpickle: only open zips you trust).
+:func:`load_model` opens an agent folder, and an SB3 ``.zip`` only when asked with ``allow_pickle=True``: loading a
+zip unpickles its ``data`` entry, which runs any code planted in the file. Convert a trusted zip once with
+:func:`save_agent` (``sb3-crystal convert model.zip agent_folder``) and share the folder instead.
+
+``calculator`` is the training calculator's spec (``"lammps"``, ``"matscipy:<potential>"``, ``"emt"``,
+``"module:Class"``), ``null`` when unknown; :func:`check_calculator` warns when an agent relaxes with another one.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import json
 import math
 import os
 import pickle  # only for its error type: weights are read with weights_only=True
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +37,7 @@ from typing import Any
 
 import numpy as np
 import torch as th
+from ase.calculators.calculator import BaseCalculator
 from ase.data import atomic_numbers, chemical_symbols
 from gymnasium import spaces
 from stable_baselines3.common.policies import BasePolicy
@@ -42,15 +49,20 @@ __all__ = [
     "MOVE_SETTINGS",
     "SHIPPED_AGENTS",
     "AgentFormatError",
+    "CalculatorMismatchWarning",
     "CrystalAgent",
     "NoDefaultAgentError",
+    "PickleNotAllowedError",
     "as_agent",
+    "calculator_mismatch",
+    "check_calculator",
     "env_defaults",
     "load_agent",
     "load_default_agent",
     "load_model",
     "load_shipped_agent",
     "save_agent",
+    "trained_calculator",
     "trained_species",
 ]
 
@@ -80,6 +92,14 @@ class NoDefaultAgentError(FileNotFoundError):
     """No shipped agent is installed, so a relaxer needs an explicit model."""
 
 
+class PickleNotAllowedError(AgentFormatError):
+    """An SB3 ``.zip`` given where only weights-only agent folders are loaded (unpickling it could run code)."""
+
+
+class CalculatorMismatchWarning(UserWarning):
+    """An agent relaxes with a calculator other than the one it was trained with."""
+
+
 def env_defaults() -> dict[str, Any]:
     """The :class:`~sb3_crystal.envs.CrystalRelaxEnv` constructor defaults of :data:`MOVE_SETTINGS`."""
     from sb3_crystal.envs.crystal_relax import CrystalRelaxEnv
@@ -102,6 +122,7 @@ class CrystalAgent:
     :param algorithm: ``"TD3"`` or ``"SAC"``.
     :param observation: the observation layout's settings (:meth:`ObservationLayout.to_dict`), ``None``: read
         them off the policy's observation space.
+    :param calculator: spec of the training calculator (see :func:`trained_calculator`), ``None`` when unknown.
     """
 
     policy: BasePolicy
@@ -110,6 +131,7 @@ class CrystalAgent:
     species: tuple[str, ...] | None = None
     algorithm: str = "TD3"
     observation: dict[str, Any] | None = None
+    calculator: str | None = None
 
     @property
     def crystal_env_kwargs(self) -> dict[str, Any]:
@@ -191,6 +213,123 @@ def trained_species(model: Any) -> tuple[str, ...] | None:
     return _species_from_spec(kwargs["structures"]) if "structures" in kwargs else None
 
 
+# -- calculators -----------------------------------------------------------------------------------------------------
+def _calculator_spec(value: Any) -> str | None:
+    """A calculator spec, object or class as a plain spec string; ``None`` when it cannot be named."""
+    from sb3_crystal.calculators import DEFAULT_POTENTIAL, LammpsEAMCalculator
+
+    if value is None:
+        return "lammps"  # what make_calculator(None) builds
+    if isinstance(value, str):
+        return value
+    if isinstance(value, LammpsEAMCalculator):
+        potential = str(getattr(value, "potential", DEFAULT_POTENTIAL))
+        return "lammps" if potential == DEFAULT_POTENTIAL else f"lammps:{potential}"
+    cls = value if isinstance(value, type) else type(value) if isinstance(value, BaseCalculator) else None
+    return f"{cls.__module__}:{cls.__qualname__}" if cls is not None else None
+
+
+def trained_calculator(model: Any) -> str | None:
+    """The spec of the calculator an agent was trained with (``"lammps"``, ``"emt"``, ``"module:Class"``, …).
+
+    In order: a ``calculator`` attribute (:class:`CrystalAgent`); the ``calculator`` of ``model.crystal_env_kwargs``;
+    the training environment's calculator (a model that still has its environment). ``None`` when unknown.
+
+    :param model: SB3 model or :class:`CrystalAgent`.
+    """
+    recorded = getattr(model, "calculator", None)
+    if isinstance(recorded, str):
+        return recorded
+    kwargs = getattr(model, "crystal_env_kwargs", None) or {}
+    if "calculator" in kwargs:
+        return _calculator_spec(kwargs["calculator"])
+    env = model.get_env() if hasattr(model, "get_env") else None
+    if env is not None:
+        try:
+            return _calculator_spec(env.get_attr("calculator", indices=0)[0])
+        except (AttributeError, TypeError):
+            pass
+    return None
+
+
+def _recorded_calculator(settings: dict[str, Any]) -> str | None:
+    """The training calculator of an agent folder; folders written before it was recorded: their env settings'."""
+    value = settings.get("calculator")
+    if value is None and "calculator" in (settings.get("env_settings") or {}):
+        value = _calculator_spec(settings["env_settings"]["calculator"])
+    return value if isinstance(value, str) else None
+
+
+def _potential_name(potential: Any) -> str:
+    from sb3_crystal.calculators import PotentialNotFoundError
+    from sb3_crystal.calculators.potentials import resolve_potential
+
+    try:
+        return resolve_potential(potential).name
+    except (PotentialNotFoundError, ValueError, TypeError):
+        return Path(str(potential)).name
+
+
+def _energy_surface(calculator: Any) -> tuple[str, str]:
+    """What decides the energy surface of a calculator spec or object, to compare two without building either.
+
+    EAM calculators (``lammps``, ``matscipy``, or objects with a ``potential``) are their potential file's name, so
+    LAMMPS and matscipy on one file agree; other calculators are their class name (``emt`` is ``EMT``). Nothing is
+    imported or built: the spec may come from an agent file.
+    """
+    from sb3_crystal.calculators import DEFAULT_POTENTIAL
+
+    inner = getattr(calculator, "calculator", None)  # a counting wrapper (ForceCallCounter): the calculator it wraps
+    if isinstance(calculator, BaseCalculator) and isinstance(inner, BaseCalculator):
+        calculator = inner
+    if isinstance(calculator, str):
+        name, _, argument = calculator.partition(":")
+        key = name.strip().lower()
+        if key in ("lammps", "matscipy"):
+            return "eam", _potential_name(argument or DEFAULT_POTENTIAL)
+        if key == "emt":
+            return "class", "EMT"
+        if argument and "." in name:
+            return "class", argument.rpartition(".")[2]
+        return "spec", calculator.strip()
+    potential = getattr(calculator, "potential", None)
+    if potential is not None:
+        return "eam", _potential_name(potential)
+    cls = calculator if isinstance(calculator, type) else type(calculator)
+    return "class", cls.__name__
+
+
+def calculator_mismatch(agent: Any, calculator: Any) -> str | None:
+    """Why ``calculator`` differs from the one ``agent`` was trained with, ``None`` when they match or it is unknown.
+
+    :param agent: :class:`CrystalAgent` or SB3 model.
+    :param calculator: the calculator the agent relaxes with: a spec (``"emt"``) or an ASE calculator.
+    """
+    trained = trained_calculator(agent)
+    if trained is None or calculator is None:
+        return None
+    if _energy_surface(trained) == _energy_surface(calculator):
+        return None
+    used = calculator if isinstance(calculator, str) else _calculator_spec(calculator) or type(calculator).__name__
+    return (
+        f"the agent was trained with calculator '{trained}' but relaxes with '{used}': its moves were learned on "
+        "another energy surface and may not help (a hybrid's classical finisher still converges)"
+    )
+
+
+def check_calculator(agent: Any, calculator: Any) -> str | None:
+    """Warn (:class:`CalculatorMismatchWarning`) when ``agent`` relaxes with another calculator than its training one.
+
+    :param agent: :class:`CrystalAgent` or SB3 model.
+    :param calculator: a calculator spec or ASE calculator.
+    :return: the warning's message, ``None`` when there was nothing to warn about.
+    """
+    message = calculator_mismatch(agent, calculator)
+    if message is not None:
+        warnings.warn(message[0].upper() + message[1:], CalculatorMismatchWarning, stacklevel=2)
+    return message
+
+
 # -- SB3 model → agent ----------------------------------------------------------------------------------------------
 def _algorithm_name(model: Any) -> str:
     from stable_baselines3 import SAC, TD3
@@ -216,12 +355,15 @@ def as_agent(model: Any) -> CrystalAgent:
     if isinstance(model, CrystalAgent):
         return model
     algorithm = _algorithm_name(model)
+    if not hasattr(model.policy, "_crystal_policy_kwargs"):  # so save_agent can write the agent alone (as load_agent)
+        model.policy._crystal_policy_kwargs = dict(getattr(model, "policy_kwargs", None) or {})
     return CrystalAgent(
         policy=model.policy,
         n_max=_observation_n_max(model.observation_space),
         env_settings=dict(getattr(model, "crystal_env_kwargs", None) or {}),
         species=trained_species(model),
         algorithm=algorithm,
+        calculator=trained_calculator(model),
     )
 
 
@@ -318,6 +460,7 @@ def save_agent(model: Any, folder: str | os.PathLike) -> Path:
         "observation": agent.layout.to_dict(),
         "env_settings": _plain_env_settings(agent.env_settings),
         "species": list(agent.species) if agent.species else None,
+        "calculator": agent.calculator,
         "sb3_crystal_version": _version(),
     }
     # fail before writing anything if the class cannot be found again by name
@@ -371,16 +514,22 @@ def load_agent(folder: str | os.PathLike, device: str | th.device = "cpu") -> Cr
         settings = json.loads(settings_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise AgentFormatError(f"{settings_path}: not valid JSON ({err})") from None
-    if not isinstance(settings, dict) or settings.get("format") != FORMAT_NAME:
+    if not isinstance(settings, dict):
+        raise AgentFormatError(f"{settings_path}: not an sb3_crystal agent (a JSON {type(settings).__name__}, not an object)")
+    if settings.get("format") != FORMAT_NAME:
         raise AgentFormatError(f"{settings_path}: not an sb3_crystal agent (format {settings.get('format')!r})")
     if int(settings.get("format_version", 0)) > FORMAT_VERSION:
         raise AgentFormatError(f"{settings_path}: format version {settings['format_version']} is newer than this package")
     try:
-        algorithm, n_max = str(settings["algorithm"]), int(settings["n_max"])
+        algorithm, n_max = str(settings["algorithm"]), settings["n_max"]
+        if isinstance(n_max, bool) or not isinstance(n_max, int) or n_max < 1:
+            raise AgentFormatError(f"n_max must be a positive integer, got {n_max!r}")
         policy_class = _policy_class(algorithm, str(settings["policy_class"]))
         policy_kwargs = _decode(settings.get("policy_kwargs") or {})
     except KeyError as err:
         raise AgentFormatError(f"{settings_path}: missing entry {err}") from None
+    except AgentFormatError as err:
+        raise AgentFormatError(f"{settings_path}: {err}") from None
     try:
         observation_space, action_space = crystal_spaces(n_max, settings.get("observation"))
     except (TypeError, ValueError) as err:
@@ -390,7 +539,7 @@ def load_agent(folder: str | os.PathLike, device: str | th.device = "cpu") -> Cr
     try:
         state = th.load(weights_path, map_location=device, weights_only=True)
         policy.load_state_dict(state, strict=True)
-    except (RuntimeError, OSError, KeyError, pickle.UnpicklingError) as err:
+    except (RuntimeError, OSError, KeyError, EOFError, pickle.UnpicklingError) as err:
         raise AgentFormatError(f"{weights_path}: weights do not fit the {settings['policy_class']} policy: {err}") from None
     policy = policy.to(device)
     policy.set_training_mode(False)
@@ -403,6 +552,7 @@ def load_agent(folder: str | os.PathLike, device: str | th.device = "cpu") -> Cr
         species=tuple(species) if species else None,
         algorithm=algorithm,
         observation=settings.get("observation"),
+        calculator=_recorded_calculator(settings),
     )
 
 
@@ -433,33 +583,53 @@ def load_shipped_agent(name: str, device: str | th.device = "cpu") -> CrystalAge
     return load_agent(folder, device=device)
 
 
-def load_model(path: str | os.PathLike, device: str | th.device = "cpu") -> CrystalAgent:
-    """An agent from an agent folder (safe) or an SB3 ``.zip`` of (Crystal)TD3/SAC (unpickles: trusted files only).
+def load_model(path: str | os.PathLike, device: str | th.device = "cpu", allow_pickle: bool = False) -> CrystalAgent:
+    """An agent from an agent folder (weights only: safe), or from an SB3 ``.zip`` of (Crystal)TD3/SAC when asked.
+
+    Loading an SB3 zip unpickles its ``data`` entry, which runs any code planted in the file, so zips are refused
+    unless ``allow_pickle`` is true. Convert a trusted zip once into an agent folder (:func:`save_agent`, or
+    ``sb3-crystal convert model.zip agent_folder``) and load that.
 
     :param path: the folder or zip file.
     :param device: torch device.
+    :param allow_pickle: load an SB3 zip (unpickling it: only for files you trust).
     :raises FileNotFoundError: nothing at ``path``.
+    :raises PickleNotAllowedError: an SB3 zip without ``allow_pickle``.
     :raises AgentFormatError: a folder or file that is not an agent or SB3 TD3/SAC model.
     """
     target = Path(path)
     if target.is_dir():
         return load_agent(target, device=device)
     if not target.is_file():
-        raise FileNotFoundError(f"No model at {os.fspath(path)} (expected an SB3 .zip or an agent folder)")
+        raise FileNotFoundError(f"No model at {os.fspath(path)} (expected an agent folder or an SB3 .zip)")
     import zipfile
 
+    if not zipfile.is_zipfile(target):
+        raise AgentFormatError(f"{target}: neither an SB3 model zip nor an agent folder")
+    if not allow_pickle:
+        raise PickleNotAllowedError(
+            f"{target} is an SB3 model zip: loading it unpickles its contents, which can run code planted in the "
+            "file. If you trust it, load it with load_model(path, allow_pickle=True), or convert it once into a "
+            f"weights-only agent folder: save_agent(load_model(path, allow_pickle=True), folder), or "
+            f"sb3-crystal convert {target} AGENT_FOLDER"
+        )
+    return _load_sb3_zip(target, device)
+
+
+def _load_sb3_zip(target: Path, device: str | th.device) -> CrystalAgent:
+    """An SB3 zip of (Crystal)TD3/SAC as an agent (unpickles: the caller has allowed it)."""
     from stable_baselines3.common.save_util import load_from_zip_file
     from stable_baselines3.sac.policies import SACPolicy
     from stable_baselines3.td3.policies import TD3Policy
 
     from sb3_crystal.algorithms import CrystalSAC, CrystalTD3
 
-    if not zipfile.is_zipfile(target):
-        raise AgentFormatError(f"{target}: neither an SB3 model zip nor an agent folder")
+    # Unpickled content can raise anything (a class that no longer exists, a foreign package's error): every failure
+    # becomes one AgentFormatError naming the file.
     try:
         data, _, _ = load_from_zip_file(target, device=device, load_data=True)
-    except (ValueError, KeyError, OSError, RuntimeError) as err:
-        raise AgentFormatError(f"{target}: cannot read the SB3 model ({err})") from None
+    except Exception as err:
+        raise AgentFormatError(f"{target}: cannot read the SB3 model ({_one_line(err)})") from None
     policy_class = (data or {}).get("policy_class")
     if not isinstance(policy_class, type):
         raise AgentFormatError(f"{target}: not an SB3 model (no policy class recorded)")
@@ -468,9 +638,12 @@ def load_model(path: str | os.PathLike, device: str | th.device = "cpu") -> Crys
     elif issubclass(policy_class, TD3Policy):
         algorithm = CrystalTD3
     else:
-        raise AgentFormatError(f"{target}: a {policy_class.__name__} model, not TD3 or SAC")
+        raise AgentFormatError(f"{target}: a model with policy {policy_class.__name__}, not TD3 or SAC")
     try:
-        model = algorithm.load(target, device=device)
-    except (ValueError, KeyError, TypeError, AttributeError, RuntimeError) as err:
-        raise AgentFormatError(f"{target}: cannot load as {algorithm.__name__} ({err})") from None
-    return as_agent(model)
+        return as_agent(algorithm.load(target, device=device))
+    except Exception as err:
+        raise AgentFormatError(f"{target}: cannot load as {algorithm.__name__} ({_one_line(err)})") from None
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(f"{type(err).__name__}: {err}".split())

@@ -279,30 +279,33 @@ def _shipped_name(text: str) -> str:
     return name
 
 
-def load_batch_agent(model: Any) -> Any:
-    """The agent of a batch: ``None`` (the shipped Al–Fe agent), an agent folder or SB3 zip, the name of a shipped
-    agent (``"alfe"``/``"default"``, ``"b2"``), or a model/agent object."""
+def load_batch_agent(model: Any, allow_pickle: bool = False) -> Any:
+    """The agent of a batch: ``None`` (the shipped Al–Fe agent), an agent folder, an SB3 zip (with ``allow_pickle``:
+    loading one unpickles it), the name of a shipped agent (``"alfe"``/``"default"``, ``"b2"``), or a model/agent
+    object."""
     from sb3_crystal.relax.agent_io import as_agent, load_default_agent, load_model, load_shipped_agent
 
     if model is None:
         return load_default_agent()
     if isinstance(model, (str, os.PathLike)):
         text = os.fspath(model)
-        return load_model(text) if os.path.exists(text) else load_shipped_agent(_shipped_name(text))
+        if os.path.exists(text):
+            return load_model(text, allow_pickle=allow_pickle)
+        return load_shipped_agent(_shipped_name(text))
     return as_agent(model)
 
 
 class _Relaxer:
     """What a worker holds: its agent and calculator, built once; relaxes chunks of structures."""
 
-    def __init__(self, model: Any, calculator: Any, threads: int | None) -> None:
+    def __init__(self, model: Any, calculator: Any, threads: int | None, allow_pickle: bool = False) -> None:
         if threads:
             import torch as th
 
             th.set_num_threads(threads)
         from sb3_crystal.calculators import LammpsEAMCalculator, make_calculator
 
-        self.agent = load_batch_agent(model)
+        self.agent = load_batch_agent(model, allow_pickle)
         self.calculator = make_calculator(calculator)
         if isinstance(self.calculator, LammpsEAMCalculator):
             self.calculator.max_instances = max(self.calculator.max_instances, 256)
@@ -335,8 +338,8 @@ class _Relaxer:
 _WORKER: dict[str, _Relaxer] = {}
 
 
-def _init_worker(model: Any, calculator: Any, threads: int | None) -> None:
-    _WORKER["relaxer"] = _Relaxer(model, calculator, threads)
+def _init_worker(model: Any, calculator: Any, threads: int | None, allow_pickle: bool) -> None:
+    _WORKER["relaxer"] = _Relaxer(model, calculator, threads, allow_pickle)
 
 
 def _relax_in_worker(items: Sequence[tuple[int, Atoms]], settings: Mapping[str, Any]) -> list[tuple[int, dict, Atoms | None]]:
@@ -359,13 +362,14 @@ def _in_processes(
     calculator: Any,
     settings: Mapping[str, Any],
     threads: int | None,
+    allow_pickle: bool = False,
 ) -> Iterator[tuple[int, dict[str, Any], Atoms | None]]:
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     context = multiprocessing.get_context("spawn")  # no fork of a process that runs torch threads
     with ProcessPoolExecutor(
-        workers, mp_context=context, initializer=_init_worker, initargs=(model, calculator, threads)
+        workers, mp_context=context, initializer=_init_worker, initargs=(model, calculator, threads, allow_pickle)
     ) as pool:
         futures = {pool.submit(_relax_in_worker, part, settings): part for part in _chunks(items, chunk)}
         pending = set(futures)
@@ -388,6 +392,7 @@ def _on_ray(
     calculator: Any,
     settings: Mapping[str, Any],
     threads: int | None,
+    allow_pickle: bool = False,
 ) -> Iterator[tuple[int, dict[str, Any], Atoms | None]]:
     try:
         import ray
@@ -405,7 +410,7 @@ def _on_ray(
         n_actors = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
         actor_class = ray.remote(num_cpus=1)(_Relaxer)
         model_ref = ray.put(model)
-        idle = [actor_class.remote(model_ref, calculator, threads) for _ in range(n_actors)]
+        idle = [actor_class.remote(model_ref, calculator, threads, allow_pickle) for _ in range(n_actors)]
         queue = _chunks(items, chunk)[::-1]
         running: dict[Any, tuple[Any, list[tuple[int, Atoms]]]] = {}
         while queue or running:
@@ -448,6 +453,7 @@ def run_batch(
     batch_size: int = 64,
     threads: int | None = None,
     retry_errors: bool = False,
+    allow_pickle: bool = False,
     progress: bool | None = None,
     summary_every: float = 1.0,
     **optimizer_kwargs: Any,
@@ -469,6 +475,7 @@ def run_batch(
     :param batch_size: most structures in one lockstep batch (and in one chunk sent to a worker).
     :param threads: torch threads of each worker (default: 1 in parallel workers, torch's default in this process).
     :param retry_errors: run again the jobs whose record holds an error.
+    :param allow_pickle: let ``model`` be an SB3 zip (loading one unpickles it, which runs code stored in it).
     :param progress: progress bar with ETA on stderr (default: when stderr is a terminal).
     :param summary_every: refresh the summary files at most this often, s (and always at the end).
     :param optimizer_kwargs: as for :func:`~sb3_crystal.relax.batch.relax_many`.
@@ -510,7 +517,7 @@ def run_batch(
             bar.update(1)
 
         relax_settings = {**settings, "batch_size": batch_size}
-        _relax_all(items, sink, workers, ray_address, model, calculator, relax_settings, threads)
+        _relax_all(items, sink, workers, ray_address, model, calculator, relax_settings, threads, allow_pickle)
     finally:
         bar.close()
         output.write_summary()
@@ -526,20 +533,21 @@ def _relax_all(
     calculator: Any,
     settings: dict[str, Any],
     threads: int | None,
+    allow_pickle: bool = False,
 ) -> None:
     """Relax the jobs in this process, worker processes or on Ray; ``sink`` gets each result as it arrives."""
     if not items:
         return
     if ray_address is None and workers == 1:
-        relaxer = _Relaxer(model, calculator, threads)
+        relaxer = _Relaxer(model, calculator, threads, allow_pickle)
         relaxer.relax(items, settings, on_done=lambda entry: sink(*entry))  # each result as its structure finishes
         return
     parallel = workers if ray_address is None or workers > 1 else None
     chunk = max(1, min(settings["batch_size"], math.ceil(len(items) / (4 * (parallel or 2)))))
     if ray_address is None:
-        results = _in_processes(items, chunk, workers, model, calculator, settings, threads or 1)
+        results = _in_processes(items, chunk, workers, model, calculator, settings, threads or 1, allow_pickle)
     else:
-        results = _on_ray(items, chunk, parallel, ray_address, model, calculator, settings, threads or 1)
+        results = _on_ray(items, chunk, parallel, ray_address, model, calculator, settings, threads or 1, allow_pickle)
     for entry in results:
         sink(*entry)
 

@@ -9,6 +9,8 @@ results.
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import IO, Any
@@ -18,9 +20,9 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator
 from ase.optimize.optimize import DEFAULT_MAX_STEPS, Optimizer
 
-from sb3_crystal.benchmark.classical import ForceCallCounter
-from sb3_crystal.calculators import UnsupportedElementsError, calculator_elements, check_elements
+from sb3_crystal.calculators import ForceCallCounter, UnsupportedElementsError, calculator_elements, check_elements
 from sb3_crystal.relax.agent_io import CrystalAgent
+from sb3_crystal.structures.validation import INPUT_MIN_DISTANCE, check_structure
 
 __all__ = ["CountedOptimizer", "check_agent_can_relax"]
 
@@ -29,16 +31,17 @@ _COUNTER_MEMORY = 4096
 
 
 def check_agent_can_relax(agent: CrystalAgent, atoms: Atoms) -> None:
-    """Raise when ``agent`` cannot relax ``atoms``: unseen species, too many atoms for a fixed-size network,
-    elements outside the calculator's potential, or a cell that is not fully periodic.
+    """Raise when ``agent`` cannot relax ``atoms``: a structure no relaxation can start from
+    (:func:`~sb3_crystal.structures.validation.check_structure`: not an ``Atoms``, no atoms, not fully periodic, a
+    singular or non-finite cell, a bad position, atoms closer than
+    :data:`~sb3_crystal.structures.validation.INPUT_MIN_DISTANCE`), unseen species, too many atoms for a fixed-size
+    network, or elements outside the calculator's potential.
 
+    :raises TypeError: not an ``ase.Atoms`` (a pymatgen ``Structure`` is told how to convert).
     :raises UnsupportedElementsError: species the agent was not trained on (named) or the potential lacks.
-    :raises ValueError: more atoms than a fixed-size agent has slots, or a non-periodic cell.
+    :raises ValueError: a bad structure (the atom named), or more atoms than a fixed-size agent has slots.
     """
-    if not isinstance(atoms, Atoms):
-        raise TypeError(f"The agent relaxes an ase.Atoms, not {type(atoms).__name__}")
-    if not np.all(atoms.pbc):
-        raise ValueError(f"{atoms.get_chemical_formula()}: the agent relaxes fully periodic cells (pbc={atoms.pbc.tolist()})")
+    check_structure(atoms, min_distance=INPUT_MIN_DISTANCE)
     if agent.species is not None:
         present = {atoms.get_chemical_symbols()[i] for i in range(len(atoms))}
         unseen = sorted(present - set(agent.species))
@@ -57,6 +60,18 @@ def check_agent_can_relax(agent: CrystalAgent, atoms: Atoms) -> None:
     elements = calculator_elements(calc) if calc is not None else None
     if elements is not None:
         check_elements(atoms.numbers, elements, getattr(calc, "potential", "the calculator"))
+
+
+def _checked_run_arguments(fmax: Any, steps: Any) -> int:
+    """Raise unless ``fmax`` is a finite number > 0 and ``steps`` a positive integer; :return: ``steps`` as an int."""
+    if not isinstance(fmax, numbers.Real) or isinstance(fmax, bool):
+        raise TypeError(f"fmax must be a finite number > 0 eV/Å, got {type(fmax).__name__} {fmax!r}")
+    if not (math.isfinite(fmax) and fmax > 0):
+        raise ValueError(f"fmax must be a finite number > 0 eV/Å, got {fmax!r}")
+    integral = isinstance(steps, numbers.Integral) or (isinstance(steps, numbers.Real) and float(steps).is_integer())
+    if isinstance(steps, bool) or not integral or steps < 1:
+        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    return int(steps)
 
 
 class CountedOptimizer(Optimizer):
@@ -113,11 +128,18 @@ class CountedOptimizer(Optimizer):
         """Hook before the first step of a run."""
 
     def irun(self, fmax: float = 0.05, steps: int = DEFAULT_MAX_STEPS) -> Iterator[bool]:
+        """As ASE's, with ``fmax`` and ``steps`` checked when called (before the first iteration)."""
+        steps = _checked_run_arguments(fmax, steps)
+        return self._irun(fmax, steps)
+
+    def _irun(self, fmax: float, steps: int) -> Iterator[bool]:
         with self._counting():
             self._before_run()
             yield from super().irun(fmax=fmax, steps=steps)
 
     def run(self, fmax: float = 0.05, steps: int = DEFAULT_MAX_STEPS) -> bool:
+        """As ASE's, with ``fmax`` (a finite number > 0, eV/Å) and ``steps`` (a positive integer) checked first."""
+        steps = _checked_run_arguments(fmax, steps)
         with self._counting():
             self._before_run()
             return bool(super().run(fmax=fmax, steps=steps))

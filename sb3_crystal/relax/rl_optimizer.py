@@ -47,7 +47,8 @@ class RLOptimizer(CountedOptimizer):
     :param min_distance: closest approach the contact rule allows, Å (default as above).
     :param trust_region: safeguard against uphill moves (:class:`~sb3_crystal.envs.safeguard.TrustRegion`): a move
         that raises the energy or the largest force too much is retried shorter, then refused; each try is a
-        counted force call. ``"auto"`` (default): the training environment's setting when it had one, else on;
+        counted force call. ``"auto"`` (default): the training environment's setting when it recorded one (``False``:
+        off), else on;
         ``True``/``False``, or the rule's settings as a dict.
     :param patience: the run stops, unconverged, after this many steps without lowering the smallest fmax seen by
         the fraction ``min_improvement`` (``None``: never), and says so in the log and :attr:`stop_reason`, rather
@@ -91,7 +92,8 @@ class RLOptimizer(CountedOptimizer):
         if isinstance(trust_region, str):
             if trust_region != "auto":
                 raise ValueError(f"trust_region must be 'auto', a bool, a dict or a TrustRegion, got {trust_region!r}")
-            trust_region = self.agent.env_settings.get("trust_region") or True
+            recorded = self.agent.env_settings.get("trust_region")
+            trust_region = True if recorded is None else recorded
         #: the safeguard against uphill moves (``None``: off).
         self.trust_region = TrustRegion.from_config(trust_region)
         self.patience, self.min_improvement = patience, float(min_improvement)
@@ -191,6 +193,7 @@ class RLOptimizer(CountedOptimizer):
             return float(self.atoms.get_potential_energy()), np.asarray(self.atoms.get_forces(), dtype=np.float64)
 
         outcome = self.trust_region.step(shifts, energy, forces, evaluate)
+        TrustRegion.record_rejected(self.history, outcome, base, energy, forces)
         self.rejected += outcome.rejected
         return outcome.shifts
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Iterator, Sequence
@@ -10,10 +11,11 @@ from dataclasses import replace
 import numpy as np
 from ase import Atoms
 
-from sb3_crystal.calculators import CalculatorSpec, calculator_elements, check_elements, make_calculator
-from sb3_crystal.structures.geometry import check_min_distance, closest_pair
+from sb3_crystal.calculators import CalculatorSpec, make_calculator
+from sb3_crystal.structures.geometry import closest_pair
 from sb3_crystal.structures.minima import MinimumReport, escape_saddle, relaxed_minimum
 from sb3_crystal.structures.prototypes import PROTOTYPES, build_prototype
+from sb3_crystal.structures.validation import check_structure, check_type
 
 StructureSpec = str | os.PathLike | Atoms | Sequence[str | os.PathLike | Atoms]
 
@@ -53,7 +55,8 @@ def load_structures(spec: StructureSpec) -> list[Atoms]:
 
     :param spec: an ``Atoms``; a prototype name (see :data:`~sb3_crystal.structures.prototypes.PROTOTYPES`);
         a structure file (CIF, POSCAR, extxyz, or the paper's dataset CSV); ``"random:count=20,atoms=2-3,seed=0"``
-        for random Al–Fe crystals; or a list of these.
+        for random Al–Fe crystals; ``"generate:<kind>,...,count=<n>[,seed=<s>]"`` for structures of a generator
+        (see :mod:`sb3_crystal.structures.generators`); or a list of these.
     :return: copies, each with ``info["source"]`` set.
     """
     if isinstance(spec, Atoms):
@@ -69,9 +72,14 @@ def load_structures(spec: StructureSpec) -> list[Atoms]:
             return [atoms]
         if _RANDOM_SPEC.match(text):
             return _parse_random_spec(text)
+        if text.startswith("generate:"):
+            from sb3_crystal.structures.generators import generated_structures  # imports this module
+
+            return generated_structures(text)
         if not os.path.exists(text):
             raise FileNotFoundError(
-                f"Structure '{text}' is neither a prototype ({', '.join(PROTOTYPES)}), a random spec, nor an existing file"
+                f"Structure '{text}' is neither a prototype ({', '.join(PROTOTYPES)}), a random or generate: spec, "
+                "nor an existing file"
             )
         from sb3_crystal.structures.io import read_structures
 
@@ -79,6 +87,8 @@ def load_structures(spec: StructureSpec) -> list[Atoms]:
         for k, atoms in enumerate(found):
             atoms.info.setdefault("source", text if len(found) == 1 else f"{text}:{k}")
         return found
+    if type(spec).__module__.split(".")[0] == "pymatgen":  # a Structure is a Sequence of sites: say how to convert
+        check_type(spec, "structures")
     if isinstance(spec, Sequence):
         return [atoms for item in spec for atoms in load_structures(item)]
     raise TypeError(f"Cannot read structures from {type(spec).__name__}")
@@ -87,7 +97,9 @@ def load_structures(spec: StructureSpec) -> list[Atoms]:
 class StructureDataset(Sequence[Atoms]):
     """Relaxed minima to distort: the starting points of relaxation episodes.
 
-    Every structure is checked (elements covered by the calculator, no atoms closer than ``min_distance``),
+    Every structure is checked (:func:`~sb3_crystal.structures.validation.check_structure`: atoms, a fully
+    periodic non-singular cell, finite positions, elements covered by the calculator, no atoms closer than
+    ``min_distance``),
     1-atom cells become 2×1×1 supercells (a single atom at fixed cell never feels a force), and each is relaxed
     at fixed cell to ``relax_fmax`` with a disk cache (:func:`~sb3_crystal.structures.minima.relaxed_minimum`).
 
@@ -116,18 +128,19 @@ class StructureDataset(Sequence[Atoms]):
             raise ValueError(f"saddles must be one of {SADDLE_POLICIES}, got {saddles!r}")
         if saddles != "keep" and not check_hessian:
             raise ValueError(f"saddles={saddles!r} needs check_hessian=True")
+        if not (isinstance(relax_fmax, (int, float)) and math.isfinite(relax_fmax) and relax_fmax > 0):
+            raise ValueError(f"relax_fmax must be a finite number > 0 eV/Å, got {relax_fmax!r}")
+        if not (isinstance(min_distance, (int, float)) and math.isfinite(min_distance) and min_distance >= 0):
+            raise ValueError(f"min_distance must be a finite number ≥ 0 Å, got {min_distance!r}")
         raw = load_structures(structures)
         if not raw:
             raise EmptyDatasetError(f"The structure spec {structures!r} holds no structure")
         calc = make_calculator(calculator)
-        elements = calculator_elements(calc)
         self.minima: list[Atoms] = []
         self.reports: list[MinimumReport] = []
         for atoms in raw:
             where = str(atoms.info.get("source", atoms.get_chemical_formula()))
-            if elements is not None:
-                check_elements(atoms.numbers, elements, getattr(calc, "potential", type(calc).__name__), where=where)
-            check_min_distance(atoms, min_distance, where=where)
+            check_structure(atoms, where=where, min_distance=min_distance, calculator=calc)
             atoms = with_two_atoms_at_least(atoms)
             minimum, report = relaxed_minimum(atoms, calc, fmax=relax_fmax, cache_dir=cache_dir, check_hessian=check_hessian)
             if not report.is_minimum and saddles == "drop":

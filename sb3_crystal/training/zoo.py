@@ -40,6 +40,7 @@ from sb3_crystal.callbacks.checkpoint import (
     record_resume,
 )
 from sb3_crystal.callbacks.evaluation import RelaxationEvalCallback
+from sb3_crystal.vec_env import vec_env_class
 
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
@@ -301,13 +302,35 @@ def _translate_args(argv: Sequence[str]) -> list[str]:
     return args
 
 
+def _select_vec_env(args: list[str]) -> tuple[list[str], type[VecEnv] | None]:
+    """``--vec-env subproc`` runs :class:`~sb3_crystal.vec_env.CrystalSubprocVecEnv` (a dead worker fails fast) and
+    ``--vec-env ray`` :class:`~sb3_crystal.vec_env.RayVecEnv`; rl-zoo accepts only ``dummy``/``subproc``, so it is
+    given ``dummy`` and the class goes into the ExperimentManager's ``default_vec_env_cls``."""
+    for i, arg in enumerate(args):
+        if arg == "--vec-env" and i + 1 < len(args):
+            name, replace = args[i + 1], slice(i, i + 2)
+        elif arg.startswith("--vec-env="):
+            name, replace = arg.partition("=")[2], slice(i, i + 1)
+        else:
+            continue
+        if name not in ("subproc", "ray"):
+            return args, None
+        try:
+            cls = vec_env_class(name)
+        except ImportError as err:  # --vec-env ray without Ray installed
+            raise SystemExit(str(err)) from err
+        zoo_name = "subproc" if name == "subproc" else "dummy"
+        return [*args[: replace.start], "--vec-env", zoo_name, *args[replace.stop :]], cls
+    return args, None
+
+
 def train(argv: Sequence[str] | None = None) -> None:
     """rl-zoo's ``train()`` with the crystal algorithms, samplers and :class:`CrystalExperimentManager`.
 
     Without ``--conf-file``, the package's ``zoo_configs/<algo>.yml`` (see :func:`zoo_config`) is the config.
     A run that fails before training produced anything leaves no run folder behind.
 
-    :param argv: rl-zoo command-line arguments (default ``sys.argv[1:]``), plus ``--n-envs``.
+    :param argv: rl-zoo command-line arguments (default ``sys.argv[1:]``), plus ``--n-envs`` and ``--vec-env ray``.
     :raises TrainingError: if ``-i`` names no model file (before any work).
     """
     try:
@@ -330,6 +353,7 @@ def train(argv: Sequence[str] | None = None) -> None:
     )
     manager_class = _experiment_manager_class(eval_freq_given=_option_value(args, "--eval-freq") is not None)
     zoo_train.ExperimentManager = manager_class
+    args, manager_class.default_vec_env_cls = _select_vec_env(args)
     saved = sys.argv
     with ExitStack() as stack:
         if _option_value(args, "--conf-file", "-conf") is None:

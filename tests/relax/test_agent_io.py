@@ -12,6 +12,14 @@ from stable_baselines3 import TD3
 from sb3_crystal.algorithms import CrystalSAC, CrystalTD3
 from sb3_crystal.envs.crystal_relax import CrystalRelaxEnv
 from sb3_crystal.relax import AgentFormatError, as_agent, load_agent, load_model, save_agent, trained_species
+from sb3_crystal.relax.agent_io import (
+    CalculatorMismatchWarning,
+    CrystalAgent,
+    PickleNotAllowedError,
+    calculator_mismatch,
+    check_calculator,
+    trained_calculator,
+)
 
 TINY_TFN = dict(n_layers=1, mul=4, lmax=1, num_basis=4, radial_neurons=8, species_dim=4, force_basis=4, action_basis=4)
 
@@ -110,7 +118,9 @@ def test_bad_agent_folders(env, tmp_path):
 def test_load_model_reads_sb3_zips(env, observations, tmp_path):
     model = CrystalTD3("MultiInputPolicy", env, policy_kwargs={"net_arch": [8]}, seed=0)
     model.save(tmp_path / "crystal.zip")
-    agent = load_model(tmp_path / "crystal.zip")
+    with pytest.raises(PickleNotAllowedError, match=r"crystal\.zip is an SB3 model zip: loading it unpickles"):
+        load_model(tmp_path / "crystal.zip")
+    agent = load_model(tmp_path / "crystal.zip", allow_pickle=True)
     assert agent.algorithm == "TD3" and agent.species == ("Al", "Fe")  # from the recorded "AlFe-B2" structures
     assert agent.move_settings() == {
         "max_displacement": 0.3,
@@ -120,14 +130,15 @@ def test_load_model_reads_sb3_zips(env, observations, tmp_path):
         "action_mode": "absolute",
     }
     same_actions(model, agent, observations)
+    same_actions(model, load_agent(save_agent(agent, tmp_path / "converted")), observations)  # zip → folder
 
     sac = CrystalSAC("MultiInputPolicy", env, policy_kwargs={"net_arch": [8]}, seed=0)
     sac.save(tmp_path / "sac.zip")
-    assert load_model(tmp_path / "sac.zip").algorithm == "SAC"
+    assert load_model(tmp_path / "sac.zip", allow_pickle=True).algorithm == "SAC"
 
     plain = TD3("MultiInputPolicy", env, policy_kwargs={"net_arch": [8]}, seed=0)  # no recorded env settings
     plain.save(tmp_path / "plain.zip")
-    agent = load_model(tmp_path / "plain.zip")
+    agent = load_model(tmp_path / "plain.zip", allow_pickle=True)
     assert agent.species is None and agent.move_settings()["max_displacement"] == 0.5  # the env default
     same_actions(plain, agent, observations)
 
@@ -145,3 +156,91 @@ def test_trained_species(env):
     model.env = None
     assert trained_species(model) is None  # random crystals: unknown, the calculator decides
     assert as_agent(model).species is None
+
+
+class _Planted:
+    """Unpickling this creates ``marker``: the stand-in for code planted in a model file."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        from pathlib import Path
+
+        return Path.touch, (Path(self.marker),)
+
+
+def planted_zip(path, marker):
+    """An SB3-style zip whose ``data`` entry runs code (touches ``marker``) when unpickled."""
+    from stable_baselines3.common.save_util import save_to_zip_file
+
+    save_to_zip_file(path, data={"policy_class": _Planted(marker)})
+    return path
+
+
+def test_zips_are_not_unpickled_unless_allowed(tmp_path):
+    marker = tmp_path / "code_ran"
+    model = planted_zip(tmp_path / "model.zip", marker)
+    with pytest.raises(PickleNotAllowedError, match="sb3-crystal convert"):
+        load_model(model)
+    assert not marker.exists()
+    with pytest.raises(AgentFormatError, match="no policy class recorded"):
+        load_model(model, allow_pickle=True)
+    assert marker.exists()  # the danger is real: allowing the zip ran the planted code
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: TD3("MlpPolicy", "Pendulum-v1", policy_kwargs={"net_arch": [4]}), "Not a crystal agent"),
+        (lambda: __import__("stable_baselines3").PPO("MlpPolicy", "Pendulum-v1", n_steps=8, batch_size=8), "not TD3 or SAC"),
+    ],
+    ids=["td3-pendulum", "ppo"],
+)
+def test_foreign_sb3_zips_give_one_format_error(make, message, tmp_path):
+    make().save(tmp_path / "foreign.zip")
+    with pytest.raises(AgentFormatError, match=message) as info:
+        load_model(tmp_path / "foreign.zip", allow_pickle=True)
+    assert str(tmp_path / "foreign.zip") in str(info.value) and "\n" not in str(info.value)
+
+
+def test_the_training_calculator_is_recorded(tmp_path):
+    emt_env = CrystalRelaxEnv(structures="Al-fcc", calculator="emt", max_steps=5)
+    model = CrystalTD3("MultiInputPolicy", emt_env, policy_kwargs={"net_arch": [8]}, seed=0)
+    assert trained_calculator(model) == "emt" and as_agent(model).calculator == "emt"
+    folder = save_agent(model, tmp_path / "agent")
+    assert json.loads((folder / "settings.json").read_text())["calculator"] == "emt"
+    assert load_agent(folder).calculator == "emt"
+    # a folder written before the entry existed: the env settings' calculator
+    settings = json.loads((folder / "settings.json").read_text())
+    del settings["calculator"]
+    (folder / "settings.json").write_text(json.dumps(settings))
+    assert load_agent(folder).calculator == "emt"
+    emt_env.close()
+    # an object in the env kwargs is named by its class
+    from ase.calculators.emt import EMT
+
+    model.crystal_env_kwargs = {"calculator": EMT()}
+    assert trained_calculator(model) == "ase.calculators.emt:EMT"
+
+
+def test_check_calculator_warns_on_another_energy_surface(env):
+    from ase.calculators.emt import EMT
+
+    from sb3_crystal.calculators import make_calculator
+
+    agent = as_agent(CrystalTD3("MultiInputPolicy", env, policy_kwargs={"net_arch": [8]}, seed=0))
+    assert agent.calculator == "lammps"
+    lammps = make_calculator("lammps")
+    # the same potential: LAMMPS or matscipy, named or built, the default file named explicitly
+    for same in ("lammps", "LAMMPS", "matscipy", "lammps:AlFe_mm.eam.fs", lammps, make_calculator("matscipy")):
+        assert calculator_mismatch(agent, same) is None, same
+    for other in ("emt", EMT(), "ase.calculators.emt:EMT"):
+        with pytest.warns(CalculatorMismatchWarning, match="trained with calculator 'lammps' but relaxes with"):
+            assert "another energy surface" in check_calculator(agent, other)
+    emt_agent = CrystalAgent(policy=agent.policy, n_max=2, calculator="emt")
+    assert calculator_mismatch(emt_agent, EMT()) is None and calculator_mismatch(emt_agent, "ase.calculators.emt:EMT") is None
+    assert "relaxes with 'lammps'" in calculator_mismatch(emt_agent, "lammps")
+    unknown = CrystalAgent(policy=agent.policy, n_max=2)  # nothing recorded: nothing to compare
+    assert calculator_mismatch(unknown, "emt") is None
+    lammps.close()

@@ -59,6 +59,32 @@ def test_env_and_rl_optimizer_build_identical_observations_step_by_step(env, mod
     np.testing.assert_allclose(atoms.positions, env.atoms.positions, atol=1e-9)
 
 
+def test_with_the_trust_region_too_and_its_refused_tries_in_the_history():
+    kwargs = {**HISTORY_ENV, "max_displacement": 0.5, "trust_region": {"max_energy_rise": 0.0, "retries": 1}}
+    guarded = CrystalRelaxEnv(**kwargs)
+    agent = CrystalTD3("CrystalTFNPolicy", guarded, policy_kwargs=TINY_TFN, seed=3)
+    start = distort(guarded.dataset[0], 0.3, np.random.default_rng(11), min_distance=1.6)
+    obs, _ = guarded.reset(options={"atoms": start})
+    seen, rejected = [obs], 0
+    for _ in range(5):
+        obs, _, terminated, _, info = guarded.step(agent.predict(obs, deterministic=True)[0])
+        seen.append(obs)
+        rejected += info["rejected"]
+        if terminated:
+            break
+    assert rejected > 0, "the test needs refused tries"
+    atoms = start.copy()
+    atoms.calc = LammpsEAMCalculator()
+    optimizer = Recorder(atoms, model=agent, logfile=None, patience=None)  # the trust region comes with the agent
+    assert optimizer.trust_region == guarded.trust_region
+    optimizer.run(fmax=guarded.epsilon, steps=len(seen) - 1)
+    for step, (mine, theirs) in enumerate(zip(optimizer.seen, seen, strict=False)):
+        for key in mine:
+            np.testing.assert_allclose(mine[key], theirs[key], rtol=1e-5, atol=1e-6, err_msg=f"step {step}, {key}")
+    assert optimizer.force_calls == info["force_calls"] and optimizer.rejected == rejected
+    guarded.close()
+
+
 def test_a_new_run_starts_a_new_history(env, model):
     atoms = distort(env.dataset[0], 0.3, np.random.default_rng(6), min_distance=1.6)
     atoms.calc = LammpsEAMCalculator()

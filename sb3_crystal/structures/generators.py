@@ -1,0 +1,597 @@
+"""Generators of start structures whose minimum nobody needs to know: a fresh structure on every call.
+
+Every generator is a :class:`StructureGenerator`: ``sample(rng)`` draws one periodic, fixed-cell ``Atoms`` from
+a ``numpy.random.Generator`` and nothing else (no global state, no relaxation, no calculator), so the same
+generator state gives the same structure, and one call costs milliseconds (a pyxtal draw for random cells:
+up to seconds for 16–20 atoms). Three kinds:
+
+- :class:`RandomCellGenerator` (``random_cell``): random symmetric Al–Fe cells drawn with pyxtal
+  (:func:`~sb3_crystal.structures.random.random_crystal`) at a random composition and a volume per atom drawn
+  around Vegard's law between the potential's fcc Al (16.40 Å³) and bcc Fe (11.64 Å³), with no two atoms
+  closer than ``min_distance`` (periodic images included).
+- :class:`SolidSolutionGenerator` (``solid_solution``): bcc, fcc or B2 supercells of n×n×n conventional cubic
+  cells with random occupancy, vacancies and (B2) antisites, on ideal lattice sites plus a small rattle.
+- :class:`RattledCellGenerator` (``rattled``): rattled copies of given (relaxed) cells.
+
+Rattles and distortions are the paper's: every Cartesian coordinate moves by β·U(−1, 1)
+(:func:`~sb3_crystal.structures.geometry.distort`), atoms of a pair closer than ``min_distance`` redrawn.
+
+**Spec strings.** :func:`parse_generator_spec` reads ``"generate:<kind>[,<key>=<value>]..."``, for example
+``"generate:solid_solution,lattice=bcc,size=2-3,al=0.1-0.5,vacancies=0-1"``. A range is written ``lo-hi``
+(inclusive; one number means lo = hi), a list of structures ``a+b``. The keys are the constructor arguments:
+
+====================  =============================================================================================
+kind                  keys (defaults)
+====================  =============================================================================================
+``random_cell``       ``atoms`` (4-8), ``al`` (0-1), ``volume`` (0.9-1.1, × Vegard), ``min_distance`` (2.0),
+                      ``rattle`` (0: as drawn)
+``solid_solution``    ``lattice`` (bcc, fcc or b2; required), ``size`` (2), ``al`` (bcc/fcc: 0-1; not for b2),
+                      ``vacancies`` (0), ``antisites`` (0; b2 only), ``rattle`` (0.05), ``a`` (the host's),
+                      ``min_distance`` (1.5)
+``rattled``           ``from`` (prototype names or files joined by ``+``; required), ``beta`` (0.3),
+                      ``min_distance`` (1.5), ``relax`` (yes: the cells' fixed-cell minima, from the cache)
+====================  =============================================================================================
+
+Each generator's :attr:`~StructureGenerator.spec` writes it back in this form. As a dataset spec
+(:func:`~sb3_crystal.structures.dataset.load_structures`) the keys ``count`` (required) and ``seed`` (0) draw a
+fixed list: structure ``i`` comes from ``np.random.default_rng(SeedSequence(seed, spawn_key=(i,)))``
+(:meth:`StructureGenerator.sample_many`), so a longer list with the same seed starts with the shorter one.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+import os
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from typing import ClassVar
+
+import numpy as np
+from ase import Atoms
+
+from sb3_crystal.structures.geometry import check_min_distance, distort
+
+__all__ = [
+    "GENERATORS",
+    "RandomCellGenerator",
+    "RattledCellGenerator",
+    "SolidSolutionGenerator",
+    "StructureGenerator",
+    "generated_structures",
+    "parse_generator_spec",
+]
+
+#: Equilibrium cubic lattice constants (Å) of the Mendelev 2005 potential: the hosts of solid solutions.
+HOST_LATTICE_CONSTANTS: dict[str, float] = {"bcc": 2.8553, "fcc": 4.0333, "b2": 2.8513}
+
+#: Fractional sites of each host's conventional cubic cell; for B2 the first is Al, the second Fe.
+_CUBIC_SITES: dict[str, np.ndarray] = {
+    "bcc": np.array([[0.0, 0.0, 0.0], [0.5, 0.5, 0.5]]),
+    "b2": np.array([[0.0, 0.0, 0.0], [0.5, 0.5, 0.5]]),
+    "fcc": np.array([[0.0, 0.0, 0.0], [0.0, 0.5, 0.5], [0.5, 0.0, 0.5], [0.5, 0.5, 0.0]]),
+}
+
+GENERATOR_PREFIX = "generate:"
+_NUMBER = r"(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
+_RANGE = re.compile(rf"^\s*(?P<low>{_NUMBER})\s*(?:-\s*(?P<high>{_NUMBER})\s*)?$")
+
+
+# -- ranges and checks ------------------------------------------------------------------------------------------
+def _float_range(value: float | Sequence[float], name: str, low: float = 0.0, high: float = math.inf) -> tuple[float, float]:
+    """``(lo, hi)`` from a number or a pair, checked to lie in ``[low, high]`` with lo ≤ hi."""
+    pair = (value, value) if isinstance(value, (int, float, np.number)) else tuple(value)
+    if len(pair) != 2:
+        raise ValueError(f"{name} must be a number or a (low, high) pair, got {value!r}")
+    lo, hi = float(pair[0]), float(pair[1])
+    if not (np.isfinite(lo) and np.isfinite(hi) and low <= lo <= hi <= high):
+        raise ValueError(f"{name} must satisfy {low:g} ≤ low ≤ high ≤ {high:g}, got {value!r}")
+    return lo, hi
+
+
+def _int_range(value: int | Sequence[int], name: str, low: int = 0) -> tuple[int, int]:
+    """``(lo, hi)`` whole numbers from a number or a pair, with ``low`` ≤ lo ≤ hi."""
+    pair = (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
+    if len(pair) != 2 or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) for v in pair):
+        raise ValueError(f"{name} must be a whole number or a (low, high) pair of whole numbers, got {value!r}")
+    lo, hi = int(pair[0]), int(pair[1])
+    if not low <= lo <= hi:
+        raise ValueError(f"{name} must satisfy {low} ≤ low ≤ high, got {value!r}")
+    return lo, hi
+
+
+def _positive(value: float, name: str, allow_zero: bool = True) -> float:
+    value = float(value)
+    if not (np.isfinite(value) and (value >= 0 if allow_zero else value > 0)):
+        raise ValueError(f"{name} must be a {'non-negative' if allow_zero else 'positive'} number, got {value!r}")
+    return value
+
+
+def _allowed_counts(n_atoms: int, fraction: tuple[float, float]) -> np.ndarray:
+    """Counts k of Al among ``n_atoms`` with k / n_atoms in the fraction range (ends included, to 1e-9)."""
+    low = math.ceil(fraction[0] * n_atoms - 1e-9)
+    high = math.floor(fraction[1] * n_atoms + 1e-9)
+    return np.arange(max(low, 0), min(high, n_atoms) + 1)
+
+
+def _num(value: float) -> str:
+    """A number as spec text, exact enough to remake the generator (12 significant digits)."""
+    return f"{value:.12g}"
+
+
+def _text(lo: float, hi: float) -> str:
+    return _num(lo) if lo == hi else f"{_num(lo)}-{_num(hi)}"
+
+
+# -- the interface ----------------------------------------------------------------------------------------------
+class StructureGenerator(ABC):
+    """A source of fresh periodic structures at fixed cell, drawn from a numpy ``Generator``.
+
+    Subclasses implement :meth:`sample` and :attr:`spec`; they check their parameters in ``__init__`` (a bad
+    parameter raises ``ValueError`` naming it before anything is drawn) and never relax or call a potential.
+    """
+
+    #: the kind's name in spec strings (``generate:<kind>,...``).
+    kind: ClassVar[str] = ""
+
+    @abstractmethod
+    def sample(self, rng: np.random.Generator) -> Atoms:
+        """One structure: periodic ``Atoms`` without calculator, ``info["source"]`` and ``info["generator"]`` set.
+
+        :param rng: the only source of randomness.
+        """
+
+    @property
+    @abstractmethod
+    def spec(self) -> str:
+        """The spec string that :func:`parse_generator_spec` turns back into an equal generator."""
+
+    @property
+    @abstractmethod
+    def max_atoms(self) -> int:
+        """The most atoms a sampled structure can have (an environment's atom slots)."""
+
+    def sample_many(self, count: int, seed: int) -> list[Atoms]:
+        """A reproducible list: structure ``i`` from ``default_rng(SeedSequence(seed, spawn_key=(i,)))``.
+
+        :param count: number of structures (≥ 0).
+        :param seed: master seed (≥ 0).
+        """
+        count, seed = operator.index(count), operator.index(seed)
+        if count < 0 or seed < 0:
+            raise ValueError(f"count and seed must be ≥ 0, got count={count}, seed={seed}")
+        return [self.sample(np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(i,)))) for i in range(count)]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.spec!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and other.spec == self.spec  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash(self.spec)
+
+
+class RandomCellGenerator(StructureGenerator):
+    """Random symmetric Al–Fe cells (pyxtal) at a random composition and a volume near Vegard's law.
+
+    Per structure: the number of atoms uniformly in ``atoms``; the number of Al atoms uniformly among the counts
+    whose fraction lies in ``al`` (the rest Fe); the volume per atom Vegard's (linear in composition between
+    the potential's fcc Al and bcc Fe) times a factor uniform in ``volume``; then a pyxtal crystal in a random
+    compatible space group (:func:`~sb3_crystal.structures.random.random_crystal`, which redraws until no two
+    atoms are closer than ``min_distance``).
+
+    :param atoms: atoms per cell, a number or an inclusive range.
+    :param al: Al fraction, a number or an inclusive range in [0, 1]; every cell size must allow one count.
+    :param volume: factor on Vegard's volume per atom, a number or a range (> 0).
+    :param min_distance: smallest allowed interatomic distance in Å.
+    :param max_tries: pyxtal draws per structure before giving up with a ``RuntimeError``.
+    :param rattle: β of a rattle after the draw (every coordinate += β·U(−1, 1), Å; pairs closer than
+        ``min_distance`` redrawn), 0 for the symmetric cell as drawn, whose forces often vanish by symmetry.
+    """
+
+    kind = "random_cell"
+
+    def __init__(
+        self,
+        atoms: int | tuple[int, int] = (4, 8),
+        al: float | tuple[float, float] = (0.0, 1.0),
+        volume: float | tuple[float, float] = (0.9, 1.1),
+        min_distance: float = 2.0,
+        max_tries: int = 200,
+        rattle: float = 0.0,
+    ) -> None:
+        self.atoms = _int_range(atoms, "atoms", low=1)
+        self.rattle = _positive(rattle, "rattle")
+        self.al = _float_range(al, "al (Al fraction)", 0.0, 1.0)
+        self.volume = _float_range(volume, "volume (factor on Vegard's volume)", 1e-3)
+        self.min_distance = _positive(min_distance, "min_distance")
+        self.max_tries = operator.index(max_tries)
+        if self.max_tries < 1:
+            raise ValueError(f"max_tries must be ≥ 1, got {max_tries}")
+        for n in range(self.atoms[0], self.atoms[1] + 1):
+            if len(_allowed_counts(n, self.al)) == 0:
+                raise ValueError(
+                    f"al={_text(*self.al)}: no whole number of Al atoms among {n} has a fraction in that range; "
+                    "widen al or change atoms"
+                )
+
+    @property
+    def spec(self) -> str:
+        return (
+            f"{GENERATOR_PREFIX}{self.kind},atoms={_text(*self.atoms)},al={_text(*self.al)},"
+            f"volume={_text(*self.volume)},min_distance={_num(self.min_distance)}"
+            + (f",rattle={_num(self.rattle)}" if self.rattle > 0 else "")
+        )
+
+    @property
+    def max_atoms(self) -> int:
+        return int(self.atoms[1])
+
+    def sample(self, rng: np.random.Generator) -> Atoms:
+        from sb3_crystal.structures.random import default_volume_per_atom, random_crystal  # pyxtal: slow import
+
+        n_atoms = int(rng.integers(self.atoms[0], self.atoms[1] + 1))
+        n_al = int(rng.choice(_allowed_counts(n_atoms, self.al)))
+        counts = {element: count for element, count in (("Al", n_al), ("Fe", n_atoms - n_al)) if count > 0}
+        volume_per_atom = default_volume_per_atom(counts) * float(rng.uniform(*self.volume))
+        seed = int(rng.integers(2**32))
+        atoms = random_crystal(
+            n_atoms,
+            counts,
+            seed=seed,
+            volume_per_atom=volume_per_atom,
+            min_distance=self.min_distance,
+            max_tries=self.max_tries,
+        )
+        atoms.info.update(
+            source=f"{self.kind}:{atoms.get_chemical_formula()}:sg{atoms.info['space_group']}:seed{seed}:"
+            f"v{volume_per_atom:.4f}",
+            generator=self.spec,
+            volume_per_atom=volume_per_atom,
+        )
+        if self.rattle > 0:
+            info = dict(atoms.info)
+            atoms = distort(atoms, self.rattle, rng, min_distance=min(self.min_distance, 1.5))
+            atoms.info = info
+        return atoms
+
+
+class SolidSolutionGenerator(StructureGenerator):
+    """Random solid solutions and defective B2 on n×n×n conventional cubic supercells, ideal sites plus a rattle.
+
+    ``bcc`` and ``fcc``: every site holds Al or Fe at random; the number of Al atoms is uniform among the counts
+    whose fraction (of the atoms present) lies in ``al``. ``b2``: ordered AlFe (Al on the cube corners); each
+    antisite swaps the element of one random site (so a single antisite changes the composition by one atom).
+    Vacancies remove random sites (before the occupancy is drawn). The lattice constant is the host's at the
+    potential's equilibrium (:data:`HOST_LATTICE_CONSTANTS`) unless ``a`` is given.
+
+    :param lattice: ``"bcc"``, ``"fcc"`` or ``"b2"``.
+    :param size: repeats n of the conventional cell along each axis, a number or an inclusive range.
+    :param al: Al fraction range for bcc/fcc (default 0–1); must stay ``None`` for b2, whose order fixes it.
+    :param vacancies: vacancies per structure, a number or an inclusive range.
+    :param antisites: antisites per structure (b2 only), a number or an inclusive range.
+    :param rattle: β of the rattle away from the ideal sites, Å (0: ideal sites).
+    :param a: cubic lattice constant in Å; ``None`` for the host's.
+    :param min_distance: smallest interatomic distance a rattled structure may have, Å.
+    """
+
+    kind = "solid_solution"
+
+    def __init__(
+        self,
+        lattice: str,
+        size: int | tuple[int, int] = 2,
+        al: float | tuple[float, float] | None = None,
+        vacancies: int | tuple[int, int] = 0,
+        antisites: int | tuple[int, int] = 0,
+        rattle: float = 0.05,
+        a: float | None = None,
+        min_distance: float = 1.5,
+    ) -> None:
+        if not isinstance(lattice, str) or lattice.lower() not in _CUBIC_SITES:
+            raise ValueError(f"lattice must be one of {', '.join(_CUBIC_SITES)}, got {lattice!r}")
+        self.lattice = lattice.lower()
+        self.size = _int_range(size, "size", low=1)
+        self.vacancies = _int_range(vacancies, "vacancies")
+        self.antisites = _int_range(antisites, "antisites")
+        if self.lattice == "b2":
+            if al is not None:
+                raise ValueError("al cannot be set for lattice b2: its order fixes the composition (use antisites)")
+            self.al: tuple[float, float] | None = None
+        else:
+            if self.antisites != (0, 0):
+                raise ValueError(f"antisites need the ordered b2 lattice, not {self.lattice}: use al for the occupancy")
+            self.al = _float_range((0.0, 1.0) if al is None else al, "al (Al fraction)", 0.0, 1.0)
+        self.rattle = _positive(rattle, "rattle")
+        self.a = HOST_LATTICE_CONSTANTS[self.lattice] if a is None else _positive(a, "a (lattice constant)", allow_zero=False)
+        self.min_distance = _positive(min_distance, "min_distance")
+        per_cell = len(_CUBIC_SITES[self.lattice])
+        smallest = per_cell * self.size[0] ** 3
+        if smallest - self.vacancies[1] < 2:
+            raise ValueError(
+                f"vacancies={_text(*self.vacancies)} leave fewer than 2 atoms in the smallest {self.lattice} supercell "
+                f"(size {self.size[0]}: {smallest} sites)"
+            )
+        if self.antisites[1] > smallest - self.vacancies[1]:
+            raise ValueError(f"antisites={_text(*self.antisites)} exceed the atoms of the smallest supercell")
+        if self.al is not None:
+            for n in range(self.size[0], self.size[1] + 1):
+                for v in range(self.vacancies[0], self.vacancies[1] + 1):
+                    if len(_allowed_counts(per_cell * n**3 - v, self.al)) == 0:
+                        raise ValueError(
+                            f"al={_text(*self.al)}: no whole number of Al atoms among {per_cell * n**3 - v} has a "
+                            "fraction in that range; widen al"
+                        )
+        nearest = self.a * (math.sqrt(3) / 2 if self.lattice != "fcc" else math.sqrt(0.5))
+        if nearest < self.min_distance:
+            raise ValueError(
+                f"min_distance={self.min_distance:g} Å exceeds the ideal nearest-neighbour distance {nearest:.3f} Å "
+                f"of {self.lattice} at a={self.a:g} Å"
+            )
+
+    @property
+    def spec(self) -> str:
+        parts = [f"{GENERATOR_PREFIX}{self.kind}", f"lattice={self.lattice}", f"size={_text(*self.size)}"]
+        if self.al is not None:
+            parts.append(f"al={_text(*self.al)}")
+        parts += [f"vacancies={_text(*self.vacancies)}"]
+        if self.lattice == "b2":
+            parts.append(f"antisites={_text(*self.antisites)}")
+        parts += [f"rattle={_num(self.rattle)}", f"a={_num(self.a)}", f"min_distance={_num(self.min_distance)}"]
+        return ",".join(parts)
+
+    def ideal(self, rng: np.random.Generator) -> Atoms:
+        """One structure on ideal lattice sites (no rattle); :meth:`sample` rattles it with the same ``rng``.
+
+        :param rng: the only source of randomness.
+        """
+        n = int(rng.integers(self.size[0], self.size[1] + 1))
+        base = _CUBIC_SITES[self.lattice]
+        grid = np.stack(np.meshgrid(*[np.arange(n)] * 3, indexing="ij"), axis=-1).reshape(-1, 1, 3)
+        scaled = ((grid + base[None, :, :]) / n).reshape(-1, 3)
+        n_sites = len(scaled)
+        if self.lattice == "b2":
+            symbols = np.tile(np.array(["Al", "Fe"], dtype=object), n_sites // 2)
+        else:
+            symbols = np.full(n_sites, "Fe", dtype=object)
+        n_vacancies = int(rng.integers(self.vacancies[0], self.vacancies[1] + 1))
+        kept = np.sort(rng.choice(n_sites, size=n_sites - n_vacancies, replace=False))
+        scaled, symbols = scaled[kept], symbols[kept]
+        n_antisites = 0
+        if self.lattice == "b2":
+            n_antisites = int(rng.integers(self.antisites[0], self.antisites[1] + 1))
+            flipped = rng.choice(len(symbols), size=n_antisites, replace=False)
+            symbols[flipped] = np.where(symbols[flipped] == "Al", "Fe", "Al")
+        else:
+            assert self.al is not None
+            n_al = int(rng.choice(_allowed_counts(len(symbols), self.al)))
+            symbols[rng.choice(len(symbols), size=n_al, replace=False)] = "Al"
+        atoms = Atoms(list(symbols), scaled_positions=scaled, cell=np.eye(3) * self.a * n, pbc=True)
+        defects = f"{n_vacancies}vac" + (f"{n_antisites}anti" if self.lattice == "b2" else "")
+        atoms.info.update(
+            source=f"{self.kind}:{self.lattice}{n}x{n}x{n}:{atoms.get_chemical_formula()}:{defects}",
+            generator=self.spec,
+            vacancies=n_vacancies,
+            antisites=n_antisites,
+        )
+        return atoms
+
+    @property
+    def max_atoms(self) -> int:
+        return len(_CUBIC_SITES[self.lattice]) * int(self.size[1]) ** 3 - int(self.vacancies[0])
+
+    def sample(self, rng: np.random.Generator) -> Atoms:
+        ideal = self.ideal(rng)
+        start = distort(ideal, self.rattle, rng, min_distance=self.min_distance)
+        check_min_distance(start, self.min_distance, where=str(ideal.info["source"]))
+        start.info = dict(ideal.info, rattle=self.rattle)
+        return start
+
+
+class RattledCellGenerator(StructureGenerator):
+    """Rattled copies of given cells (typically relaxed minima): a random cell, distorted by β·U(−1, 1).
+
+    :param cells: the cells to rattle (copied; ``info["source"]`` names them in :attr:`spec`).
+    :param beta: distortion β in Å.
+    :param min_distance: smallest interatomic distance of a rattled copy, Å (the cells themselves must keep it).
+    :param relaxed: whether the cells are relaxed minima (recorded in :attr:`spec` as ``relax``).
+    :param names: how :attr:`spec` names the cells (prototype names or files, one per cell or one for all);
+        ``None`` for their ``info["source"]``.
+    """
+
+    kind = "rattled"
+
+    def __init__(
+        self,
+        cells: Sequence[Atoms],
+        beta: float = 0.3,
+        min_distance: float = 1.5,
+        relaxed: bool = True,
+        names: Sequence[str] | None = None,
+    ) -> None:
+        if isinstance(cells, Atoms) or not len(cells):
+            raise ValueError("cells must be a non-empty sequence of Atoms")
+        self.beta = _positive(beta, "beta")
+        self.min_distance = _positive(min_distance, "min_distance")
+        self.relaxed = bool(relaxed)
+        self.cells: list[Atoms] = []
+        for k, cell in enumerate(cells):
+            if not isinstance(cell, Atoms):
+                raise TypeError(f"cells[{k}] is a {type(cell).__name__}, not Atoms")
+            where = f"cells[{k}] ({cell.info.get('source', cell.get_chemical_formula())})"
+            if not np.all(cell.pbc):
+                raise ValueError(f"{where} is not periodic along every axis")
+            check_min_distance(cell, self.min_distance, where=where)
+            copy = cell.copy()
+            copy.calc = None
+            self.cells.append(copy)
+        if names is None:
+            names = [str(cell.info.get("source", cell.get_chemical_formula())) for cell in self.cells]
+        self.names = [str(name) for name in names]
+        if not self.names or any(not name or "," in name or "+" in name for name in self.names):
+            raise ValueError(f"names must be non-empty and hold neither ',' nor '+', got {self.names}")
+
+    @property
+    def spec(self) -> str:
+        names = "+".join(self.names)
+        relax = "yes" if self.relaxed else "no"
+        return (
+            f"{GENERATOR_PREFIX}{self.kind},from={names},beta={_num(self.beta)},min_distance={_num(self.min_distance)},"
+            f"relax={relax}"
+        )
+
+    @property
+    def max_atoms(self) -> int:
+        return max(len(cell) for cell in self.cells)
+
+    def sample(self, rng: np.random.Generator) -> Atoms:
+        index = int(rng.integers(len(self.cells)))
+        cell = self.cells[index]
+        start = distort(cell, self.beta, rng, min_distance=self.min_distance)
+        source = cell.info.get("source", cell.get_chemical_formula())
+        start.info = {k: v for k, v in cell.info.items() if k not in ("minimum", "source")} | {
+            "source": f"{source} (rattled β={self.beta:g})",
+            "generator": self.spec,
+            "cell_index": index,
+        }
+        return start
+
+
+# -- spec strings -----------------------------------------------------------------------------------------------
+def _parse_range(text: str, key: str, spec: str, whole: bool) -> tuple[float, float] | tuple[int, int]:
+    match = _RANGE.match(text)
+    if match is None:
+        raise ValueError(f"{spec!r}: {key}={text!r} is not a number or a range 'low-high'")
+    low, high = match["low"], match["high"] or match["low"]
+    if whole:
+        if not (low.isdigit() and high.isdigit()):
+            raise ValueError(f"{spec!r}: {key}={text!r} must be whole numbers")
+        return int(low), int(high)
+    return float(low), float(high)
+
+
+def _parse_bool(text: str, key: str, spec: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("yes", "true", "1"):
+        return True
+    if lowered in ("no", "false", "0"):
+        return False
+    raise ValueError(f"{spec!r}: {key}={text!r} must be yes or no")
+
+
+def _split(spec: str) -> tuple[str, dict[str, str]]:
+    """Kind and ``key=value`` fields of a spec, with clear errors for a missing prefix, kind or ``=``."""
+    if not isinstance(spec, str) or not spec.startswith(GENERATOR_PREFIX):
+        raise ValueError(f"A generator spec starts with '{GENERATOR_PREFIX}<kind>', got {spec!r}")
+    kind, *items = spec[len(GENERATOR_PREFIX) :].split(",")
+    kind = kind.strip()
+    fields: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key or not value.strip():
+            raise ValueError(f"{spec!r}: '{item}' is not key=value")
+        if key in fields:
+            raise ValueError(f"{spec!r}: {key} given twice")
+        fields[key] = value.strip()
+    return kind, fields
+
+
+def _random_cell(fields: dict[str, str], spec: str) -> StructureGenerator:
+    kwargs: dict = {}
+    if "atoms" in fields:
+        kwargs["atoms"] = _parse_range(fields["atoms"], "atoms", spec, whole=True)
+    for key in ("al", "volume"):
+        if key in fields:
+            kwargs[key] = _parse_range(fields[key], key, spec, whole=False)
+    for key in ("min_distance", "rattle"):
+        if key in fields:
+            kwargs[key] = _parse_range(fields[key], key, spec, whole=False)[0]
+    return RandomCellGenerator(**kwargs)
+
+
+def _solid_solution(fields: dict[str, str], spec: str) -> StructureGenerator:
+    if "lattice" not in fields:
+        raise ValueError(f"{spec!r}: solid_solution needs lattice=bcc, fcc or b2")
+    kwargs: dict = {"lattice": fields["lattice"]}
+    for key in ("size", "vacancies", "antisites"):
+        if key in fields:
+            kwargs[key] = _parse_range(fields[key], key, spec, whole=True)
+    if "al" in fields:
+        kwargs["al"] = _parse_range(fields["al"], "al", spec, whole=False)
+    for key in ("rattle", "a", "min_distance"):
+        if key in fields:
+            low, high = _parse_range(fields[key], key, spec, whole=False)
+            if low != high:
+                raise ValueError(f"{spec!r}: {key} takes one number, not a range")
+            kwargs[key] = low
+    return SolidSolutionGenerator(**kwargs)
+
+
+def _rattled(fields: dict[str, str], spec: str) -> StructureGenerator:
+    if "from" not in fields:
+        raise ValueError(f"{spec!r}: rattled needs from=<prototype or file>[+<more>]")
+    names = [name.strip() for name in fields["from"].split("+")]
+    if not all(names):
+        raise ValueError(f"{spec!r}: from={fields['from']!r} has an empty name")
+    relax = _parse_bool(fields.get("relax", "yes"), "relax", spec)
+    kwargs: dict = {}
+    for key in ("beta", "min_distance"):
+        if key in fields:
+            kwargs[key] = _parse_range(fields[key], key, spec, whole=False)[0]
+    from sb3_crystal.structures.dataset import StructureDataset, load_structures  # dataset imports this module
+
+    cells = list(StructureDataset(names)) if relax else load_structures(names)
+    return RattledCellGenerator(cells, relaxed=relax, names=names, **kwargs)
+
+
+#: Spec parsers by kind, and the keys each accepts.
+GENERATORS: dict[str, tuple[Callable[[dict[str, str], str], StructureGenerator], frozenset[str]]] = {
+    "random_cell": (_random_cell, frozenset({"atoms", "al", "volume", "min_distance", "rattle"})),
+    "solid_solution": (
+        _solid_solution,
+        frozenset({"lattice", "size", "al", "vacancies", "antisites", "rattle", "a", "min_distance"}),
+    ),
+    "rattled": (_rattled, frozenset({"from", "beta", "min_distance", "relax"})),
+}
+
+
+def parse_generator_spec(spec: str) -> StructureGenerator:
+    """The generator a spec string names (see the module docstring for the grammar and keys).
+
+    :param spec: ``"generate:<kind>[,<key>=<value>]..."``.
+    :raises ValueError: for an unknown kind or key, a malformed value, or a bad parameter (naming it).
+    """
+    kind, fields = _split(spec)
+    if kind not in GENERATORS:
+        raise ValueError(f"{spec!r}: unknown generator '{kind}', choose from {', '.join(GENERATORS)}")
+    parser, keys = GENERATORS[kind]
+    unknown = sorted(set(fields) - keys)
+    if unknown:
+        raise ValueError(f"{spec!r}: unknown key(s) {', '.join(unknown)} for {kind} (known: {', '.join(sorted(keys))})")
+    try:
+        return parser(fields, spec)
+    except ValueError as err:
+        message = str(err)
+        raise ValueError(message if message.startswith(repr(spec)) else f"{spec!r}: {message}") from None
+
+
+def generated_structures(spec: str | os.PathLike) -> list[Atoms]:
+    """A fixed list of generated structures from a dataset spec: a generator spec plus ``count=<n>[,seed=<s>]``.
+
+    :param spec: e.g. ``"generate:solid_solution,lattice=bcc,size=2,al=0.1-0.5,count=10,seed=3"``.
+    :return: :meth:`StructureGenerator.sample_many` of the generator with that count and seed (default 0).
+    """
+    spec = os.fspath(spec)
+    kind, fields = _split(spec)
+    if "count" not in fields:
+        raise ValueError(f"{spec!r}: a generated dataset needs count=<n> (and optionally seed=<s>)")
+    count = _parse_range(fields.pop("count"), "count", spec, whole=True)
+    seed = _parse_range(fields.pop("seed", "0"), "seed", spec, whole=True)
+    if count[0] != count[1] or seed[0] != seed[1]:
+        raise ValueError(f"{spec!r}: count and seed take one whole number each")
+    rest = ",".join([f"{GENERATOR_PREFIX}{kind}", *(f"{k}={v}" for k, v in fields.items())])
+    generator = parse_generator_spec(rest)
+    return generator.sample_many(int(count[0]), int(seed[0]))
