@@ -13,6 +13,7 @@ from sb3_crystal.optimizers import CLASSICAL_OPTIMIZERS, STEPWISE_OPTIMIZERS, op
 from sb3_crystal.relax.counted import CountedOptimizer
 from sb3_crystal.relax.rl_optimizer import RLOptimizer
 from sb3_crystal.relax.warm_start import warm_start, with_preset_inverse_hessian
+from sb3_crystal.structures.validation import check_type
 
 __all__ = ["AUTO_GPMIN_MAX_ATOMS", "DEFAULT_FINISHER", "FINISHERS", "HybridOptimizer", "is_auto_finisher"]
 
@@ -102,6 +103,7 @@ class HybridOptimizer(CountedOptimizer):
         append_trajectory: bool = False,
         **move_settings: Any,
     ) -> None:
+        check_type(atoms)  # before len(atoms) below
         if not f_switch > 0:
             raise ValueError(f"f_switch must be > 0 eV/Å, got {f_switch}")
         if not (isinstance(patience, int) and patience >= 1):

@@ -2,8 +2,10 @@
 
 Every generator is a :class:`StructureGenerator`: ``sample(rng)`` draws one periodic, fixed-cell ``Atoms`` from
 a ``numpy.random.Generator`` and nothing else (no global state, no relaxation, no calculator), so the same
-generator state gives the same structure, and one call costs milliseconds (a pyxtal draw for random cells:
-up to seconds for 16–20 atoms). Three kinds:
+generator state gives the same structure. Solid solutions and rattled cells cost milliseconds a call; a pyxtal
+draw of a random cell is slower, and for 10–20 atoms in some compositions much slower (pyxtal redraws until the
+atoms fit), which a "fresh structure every episode" loop should plan for (for instance by drawing ahead or from
+a pool refreshed in the background). Three kinds:
 
 - :class:`RandomCellGenerator` (``random_cell``): random symmetric Al–Fe cells drawn with pyxtal
   (:func:`~sb3_crystal.structures.random.random_crystal`) at a random composition and a volume per atom drawn
@@ -265,7 +267,8 @@ class SolidSolutionGenerator(StructureGenerator):
     whose fraction (of the atoms present) lies in ``al``. ``b2``: ordered AlFe (Al on the cube corners); each
     antisite swaps the element of one random site (so a single antisite changes the composition by one atom).
     Vacancies remove random sites (before the occupancy is drawn). The lattice constant is the host's at the
-    potential's equilibrium (:data:`HOST_LATTICE_CONSTANTS`) unless ``a`` is given.
+    potential's equilibrium (:data:`HOST_LATTICE_CONSTANTS`) unless ``a`` is given: Vegard's law between fcc Al
+    and bcc Fe overestimates the volume of bcc Fe–Al under this potential (whose B2 AlFe is smaller than bcc Fe).
 
     :param lattice: ``"bcc"``, ``"fcc"`` or ``"b2"``.
     :param size: repeats n of the conventional cell along each axis, a number or an inclusive range.

@@ -150,9 +150,9 @@ def constant_agent(value: float):
 class DistinctGeometries(LammpsEAMCalculator):
     """The LAMMPS EAM, remembering every geometry it evaluated."""
 
-    def compute(self, numbers, cell, positions):
+    def compute(self, numbers, cell, positions, **kwargs):
         self.seen = {*getattr(self, "seen", set()), np.asarray(positions).tobytes()}
-        return super().compute(numbers, cell, positions)
+        return super().compute(numbers, cell, positions, **kwargs)
 
 
 def b2_start(seed: int):
