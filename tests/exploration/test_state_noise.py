@@ -56,19 +56,19 @@ def test_linear_schedule_and_config():
 
 def test_greedy_triggers_exactly_after_n_stalled_steps_and_stops_on_a_move():
     greedy = GreedyExploration(n_steps=3, max_shift=0.01, min_fmax=0.1, level=20.0)
-    stalled = {"fmax": 0.5, "max_displacement": 0.001}
+    stalled = {"fmax": 0.5, "max_shift": 0.001}
     no = np.zeros(2, bool)
-    other = {"fmax": 0.5, "max_displacement": 0.2}  # env 1 keeps moving
+    other = {"fmax": 0.5, "max_shift": 0.2}  # env 1 keeps moving
     for _ in range(3):
         assert not greedy.active(2).any()
         greedy.update([stalled, other], no)
     assert greedy.active(2).tolist() == [True, False] and greedy.triggers == 1
     greedy.update([stalled, other], no)
     assert greedy.active(2)[0] and greedy.triggers == 1  # stays on, counted once
-    greedy.update([{"fmax": 0.5, "max_displacement": 0.05}, other], no)
+    greedy.update([{"fmax": 0.5, "max_shift": 0.05}, other], no)
     assert not greedy.active(2)[0]  # moved again
     for _ in range(5):  # low force: not a stall
-        greedy.update([{"fmax": 0.05, "max_displacement": 0.0}, other], no)
+        greedy.update([{"fmax": 0.05, "max_shift": 0.0}, other], no)
     assert not greedy.active(2).any()
     for _ in range(2):
         greedy.update([stalled, other], no)
