@@ -614,9 +614,19 @@ def cmd_relax(args: argparse.Namespace) -> int:
     """``sb3-crystal relax``: relax one structure at fixed cell, agent then classical finisher (or the agent alone).
 
     Every input and output is checked before the first step; the relaxed structure is written at the end, in one
-    step; a trajectory of a run that fails is removed.
+    step; a trajectory of a run that fails is removed. Several inputs (or ``--out-dir``) make it a batch: see
+    :func:`cmd_relax_batch`.
     """
     import warnings
+
+    if len(args.structures) > 1 or args.out_dir is not None:
+        if args.out_dir is None:
+            raise UserError(f"{len(args.structures)} inputs: give --out-dir for their relaxed structures and summary")
+        if args.trajectory is not None:
+            raise UserError("--trajectory is for one structure; a batch writes one relaxed file per structure")
+        args.inputs = args.structures
+        return cmd_relax_batch(args)
+    args.structure = args.structures[0]
 
     from sb3_crystal.relax import HybridOptimizer, RLOptimizer, check_agent_can_relax
     from sb3_crystal.relax.agent_io import CalculatorMismatchWarning
@@ -684,15 +694,21 @@ def _add_relax(subparsers: Any) -> None:
         "relax",
         help="relax a structure at fixed cell: a trained agent, then a classical optimizer",
         description=(
-            "Relax one structure at fixed cell: the agent moves the atoms until fmax ≤ --switch-fmax (or it stalls), "
+            "Relax a structure at fixed cell: the agent moves the atoms until fmax ≤ --switch-fmax (or it stalls), "
             "then a classical optimizer finishes (the hybrid, the dependable mode); "
+            "several inputs (files, folders, globs, multi-frame files) with --out-dir relax as a resumable batch; "
             "--agent-only lets the agent relax alone. Reads CIF, POSCAR, extended XYZ and whatever ASE or pymatgen "
             "read. Writes the relaxed structure (with energy and forces) and, if asked, the trajectory. Exit status "
             "0 when converged, 1 when not, 2 on user errors (checked before the first step; nothing written)."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("structure", metavar="STRUCTURE_FILE", help="structure file of one structure (or a prototype name)")
+    parser.add_argument(
+        "structures",
+        nargs="+",
+        metavar="STRUCTURE",
+        help="a structure file (or a prototype name); with --out-dir, any number of files, folders or glob patterns",
+    )
     parser.add_argument(
         "--model",
         default="default",
@@ -730,6 +746,10 @@ def _add_relax(subparsers: Any) -> None:
     parser.add_argument("--out", type=Path, default=Path("relaxed.extxyz"), help="relaxed structure file")
     parser.add_argument("--trajectory", type=Path, default=None, help="ASE trajectory of every step (a .traj file)")
     parser.add_argument("--quiet", action="store_true", help="no per-step log")
+    parser.add_argument(
+        "--out-dir", type=Path, default=None, help="batch: output folder of the relaxed structures and summary (resumable)"
+    )
+    _add_batch_options(parser)
     parser.set_defaults(func=cmd_relax)
 
 
@@ -813,19 +833,24 @@ def _add_relax_batch(subparsers: Any) -> None:
         help=f"classical optimizer of the hybrid ({', '.join(_HYBRID_OPTIMIZERS)})",
     )
     parser.add_argument("--calculator", default="lammps", help="calculator spec: lammps, matscipy, emt, module:Class")
-    parser.add_argument("--workers", type=_positive_int, default=1, help="parallel worker processes (or Ray actors)")
+    _add_batch_options(parser)
+    parser.set_defaults(func=cmd_relax_batch)
+
+
+def _add_batch_options(parser: argparse.ArgumentParser) -> None:
+    """The batch options shared by ``relax`` (with --out-dir) and ``relax-batch``."""
+    parser.add_argument("--workers", type=_positive_int, default=1, help="batch: parallel worker processes (or Ray actors)")
     parser.add_argument(
         "--ray",
         nargs="?",
         const="local",
         default=None,
         metavar="ADDRESS",
-        help="run on Ray: alone, a local cluster started here; 'auto' or an address joins a running cluster",
+        help="batch: run on Ray: alone, a local cluster started here; 'auto' or an address joins a running cluster",
     )
-    parser.add_argument("--batch-size", type=_positive_int, default=64, help="structures per lockstep batch")
-    parser.add_argument("--retry-errors", action="store_true", help="run again the jobs that ended in an error")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.set_defaults(func=cmd_relax_batch)
+    parser.add_argument("--batch-size", type=_positive_int, default=64, help="batch: structures per lockstep batch")
+    parser.add_argument("--retry-errors", action="store_true", help="batch: run again the jobs that ended in an error")
+    parser.add_argument("--no-progress", action="store_true", help="batch: no progress bar")
 
 
 def cmd_convert(args: argparse.Namespace) -> int:

@@ -261,7 +261,18 @@ def test_relax_uses_the_shipped_agents_by_name(relax_inputs, tmp_path, capsys):
 def test_relax_help(capsys):
     assert main(["relax", "--help"]) == 0
     out = capsys.readouterr().out
-    for option in ("STRUCTURE_FILE", "--model", "--fmax", "--steps", "--agent-only", "--switch-fmax", "--optimizer", "--out"):
+    for option in (
+        "STRUCTURE",
+        "--out-dir",
+        "--workers",
+        "--model",
+        "--fmax",
+        "--steps",
+        "--agent-only",
+        "--switch-fmax",
+        "--optimizer",
+        "--out",
+    ):
         assert option in out
 
 

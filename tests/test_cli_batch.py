@@ -54,3 +54,17 @@ def test_user_errors_are_one_line(tmp_path, capsys):
     assert "relax-batch: error:" in err and "missing.cif" in err and len(err.strip().splitlines()) == 1
     assert main(["relax-batch", "x.cif"]) == 2  # --out-dir is required
     assert "--out-dir" in capsys.readouterr().err
+
+
+def test_relax_itself_takes_many_inputs_with_an_out_dir(shipped, tmp_path, capsys):
+    b2 = build_prototype("AlFe-B2")
+    for k in range(2):
+        write_structure(distort(b2, 0.2, np.random.default_rng(10 + k), min_distance=1.6), tmp_path / f"s{k}.extxyz")
+    inputs = [str(tmp_path / "s0.extxyz"), str(tmp_path / "s1.extxyz")]
+    assert main(["relax", *inputs]) == 2  # many inputs need a folder for their results
+    assert "--out-dir" in capsys.readouterr().err
+    out = tmp_path / "out"
+    status = main(["relax", *inputs, "--out-dir", str(out), "--steps", "30", "--no-progress"])
+    rows = json.loads((out / "summary.json").read_text())
+    assert len(rows) == 2 and status in (0, 1) and "2 structure(s)" in capsys.readouterr().out
+    assert main(["relax", *inputs, "--out-dir", str(out), "--trajectory", str(tmp_path / "t.traj")]) == 2
