@@ -17,9 +17,10 @@ import numpy as np
 import torch as th
 from ase import Atoms
 
+from sb3_crystal.calculators.counting import ForceCallCounter
 from sb3_crystal.envs.moves import MoveRule
 from sb3_crystal.envs.safeguard import TrustRegion
-from sb3_crystal.relax.agent_io import as_agent, load_default_agent
+from sb3_crystal.relax.agent_io import as_agent, check_calculator, load_default_agent
 from sb3_crystal.relax.counted import CountedOptimizer, check_agent_can_relax
 from sb3_crystal.structures.geometry import closest_pair
 
@@ -89,6 +90,8 @@ class RLOptimizer(CountedOptimizer):
         self._after_step: np.ndarray | None = None
         self._proposal: np.ndarray | None = None
         check_agent_can_relax(self.agent, atoms)
+        calc = atoms.calc.calculator if isinstance(atoms.calc, ForceCallCounter) else atoms.calc
+        check_calculator(self.agent, calc)  # warns when the agent learned on another energy surface
         if isinstance(trust_region, str):
             if trust_region != "auto":
                 raise ValueError(f"trust_region must be 'auto', a bool, a dict or a TrustRegion, got {trust_region!r}")

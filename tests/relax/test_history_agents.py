@@ -207,3 +207,18 @@ def test_env_and_optimizer_share_the_trust_region(model):
     assert np.all(np.diff(energies) <= 1e-12)
     assert rejected > 0 and info["force_calls"] == 1 + accepted + rejected  # each try is one call
     env.close()
+
+
+def test_the_optimizers_warn_when_the_agent_learned_on_another_calculator(model):
+    from ase.build import bulk
+    from ase.calculators.emt import EMT
+
+    from sb3_crystal.relax import HybridOptimizer
+    from sb3_crystal.relax.agent_io import CalculatorMismatchWarning
+
+    atoms = bulk("Al", "fcc", a=4.05).repeat((2, 1, 1))  # EMT has Al, not Fe
+    atoms.calc = EMT()  # the model was trained on the LAMMPS EAM
+    with pytest.warns(CalculatorMismatchWarning, match="trained with calculator 'lammps'"):
+        RLOptimizer(atoms, model=model, logfile=None)
+    with pytest.warns(CalculatorMismatchWarning):
+        HybridOptimizer(atoms, model=model, logfile=None)
