@@ -108,7 +108,7 @@ def export_agent(env: CrystalRelaxEnv, work: Path, meta: dict, install: bool, fa
     if chosen is None:
         raise SystemExit(f"no model to export in {work}")
     chosen.crystal_env_kwargs = env.get_init_kwargs()
-    chosen.crystal_species = sorted({chemical_symbols[z] for z in env.dataset.atomic_numbers})
+    chosen.species = sorted({chemical_symbols[z] for z in env.dataset.atomic_numbers})
     folder = save_agent(chosen, work / "agent")
     print(f"agent written to {folder} (from {best if best.is_file() else 'the final model'})")
     if install:

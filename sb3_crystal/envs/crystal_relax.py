@@ -20,7 +20,7 @@ from sb3_crystal.envs.rewards import check_reward, relaxation_reward
 from sb3_crystal.envs.safeguard import TrustRegion
 from sb3_crystal.structures.dataset import StructureDataset, StructureSpec
 from sb3_crystal.structures.generators import StructureGenerator, parse_generator_spec
-from sb3_crystal.structures.geometry import distort
+from sb3_crystal.structures.geometry import distort, largest_norm, max_force
 from sb3_crystal.structures.validation import check_structure
 
 
@@ -275,7 +275,7 @@ class CrystalRelaxEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         step_calls = self._force_calls - calls_before
         reward = relaxation_reward(self.reward, self._fmax, terminated, self.reward_weights, previous_fmax, step_calls)
         truncated = bool(not terminated and self._episode_step >= self.max_steps)
-        max_shift = float(np.sqrt((shifts**2).sum(axis=1)).max()) if len(shifts) else 0.0
+        max_shift = largest_norm(shifts)
         return self._observation(), float(reward), terminated, truncated, self._info(max_shift, fraction)
 
     def _move(self, shifts: np.ndarray) -> tuple[np.ndarray, int]:
@@ -373,7 +373,7 @@ class CrystalRelaxEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         if not (np.all(np.isfinite(forces)) and math.isfinite(energy)):
             raise RuntimeError(f"Calculator returned non-finite energy or forces for {atoms.get_chemical_formula()}")
         self._energy, self._forces = float(energy), forces
-        self._fmax = float(np.sqrt((forces**2).sum(axis=1)).max())
+        self._fmax = max_force(forces)
         self._force_calls += 1
 
     @property

@@ -32,6 +32,8 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
+from sb3_crystal.structures.geometry import largest_norm, max_force
+
 __all__ = [
     "BASE_KEYS",
     "HISTORY_KEYS",
@@ -314,7 +316,7 @@ class RelaxationHistory:
 
 
 def _fmax(forces: np.ndarray) -> float:
-    return float(np.sqrt((forces**2).sum(axis=1)).max()) if len(forces) else 0.0
+    return max_force(forces)
 
 
 def lbfgs_step(forces: np.ndarray, pairs: list[tuple[np.ndarray, np.ndarray]], max_step: float) -> np.ndarray:
@@ -345,7 +347,7 @@ def lbfgs_step(forces: np.ndarray, pairs: list[tuple[np.ndarray, np.ndarray]], m
         beta = rho * (y @ r)
         r += (alpha - beta) * s
     step = -r.reshape(-1, 3)
-    longest = float(np.sqrt((step**2).sum(axis=1)).max()) if len(step) else 0.0
+    longest = largest_norm(step)
     if longest > max_step:
         step *= max_step / longest
     return step

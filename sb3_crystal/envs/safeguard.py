@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from sb3_crystal.structures.geometry import max_force
+
 __all__ = ["StepOutcome", "TrustRegion"]
 
 
@@ -145,4 +147,4 @@ class TrustRegion:
 
 def _fmax(forces: np.ndarray) -> float:
     forces = np.asarray(forces, dtype=np.float64)
-    return float(np.sqrt((forces**2).sum(axis=1)).max()) if len(forces) else 0.0
+    return max_force(forces)

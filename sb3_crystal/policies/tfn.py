@@ -144,9 +144,6 @@ class GraphCache:
         self._entries = [(key, tensors, value), *self._entries[: self.size - 1]]
         return value
 
-    def clear(self) -> None:
-        self._entries = []
-
     def __getstate__(self) -> dict[str, Any]:  # never pickle/deepcopy cached tensors
         return {"size": self.size, "_entries": []}
 
@@ -442,6 +439,10 @@ class TensorFieldNetwork(nn.Module):
     :param tp_mode: ``"uvu"`` (depthwise, cheap) or ``"uvw"`` (fully connected, reference size)
     :param avg_num_neighbors: normalisation of neighbour sums
     :param irreps_node_hidden: explicit hidden irreps, overriding ``mul/lmax/full_parity``
+    :param convolution_cls: the interaction block, called as
+        ``convolution_cls(irreps_node_input, irreps_sh, irreps_node_output, num_basis=, radial_neurons=, tp_mode=,
+        avg_num_neighbors=)`` and then ``block(x, edges)``: a new layer is one class (default
+        :class:`EquivariantConvolution`)
     """
 
     def __init__(
@@ -457,8 +458,10 @@ class TensorFieldNetwork(nn.Module):
         tp_mode: str = "uvu",
         avg_num_neighbors: float = 30.0,
         irreps_node_hidden: str | None = None,
+        convolution_cls: type[nn.Module] | None = None,
     ) -> None:
         super().__init__()
+        convolution_cls = EquivariantConvolution if convolution_cls is None else convolution_cls
         self.irreps_node_input = o3.Irreps(irreps_node_input)
         self.irreps_node_output = o3.Irreps(irreps_node_output)
         self.irreps_sh = o3.Irreps.spherical_harmonics(lmax)
@@ -473,10 +476,10 @@ class TensorFieldNetwork(nn.Module):
         irreps = self.irreps_node_input
         for _ in range(n_layers):
             gate = _gate_for(self.irreps_node_hidden, _reachable(irreps, self.irreps_sh))
-            self.convolutions.append(EquivariantConvolution(irreps, self.irreps_sh, gate.irreps_in, **conv_kwargs))
+            self.convolutions.append(convolution_cls(irreps, self.irreps_sh, gate.irreps_in, **conv_kwargs))
             self.gates.append(gate)
             irreps = gate.irreps_out
-        self.output = EquivariantConvolution(irreps, self.irreps_sh, self.irreps_node_output, **conv_kwargs)
+        self.output = convolution_cls(irreps, self.irreps_sh, self.irreps_node_output, **conv_kwargs)
 
     def forward(self, x: th.Tensor, edges: EdgeFeatures) -> th.Tensor:
         """:param x: (B * N, irreps_node_input.dim)

@@ -162,9 +162,7 @@ class CrystalAgent:
     @property
     def size_agnostic(self) -> bool:
         """Whether the actor builds a graph from positions and so accepts any padded atom count."""
-        actor = getattr(self.policy, "actor", None)
-        explicit = getattr(actor, "size_agnostic", None)
-        return bool(explicit) if explicit is not None else hasattr(actor, "graph_cache")
+        return hasattr(getattr(self.policy, "actor", None), "graph_cache")
 
 
 # -- species --------------------------------------------------------------------------------------------------------
@@ -193,15 +191,14 @@ def _species_from_spec(spec: Any) -> tuple[str, ...] | None:
 def trained_species(model: Any) -> tuple[str, ...] | None:
     """Element symbols an agent was trained on, ``None`` when they cannot be known.
 
-    In order: a ``species`` / ``crystal_species`` attribute; the training environment's dataset (a model that
+    In order: a ``species`` attribute; the training environment's dataset (a model that
     still has its environment); the ``structures`` of ``model.crystal_env_kwargs`` when they are prototypes or files.
 
     :param model: SB3 model or :class:`CrystalAgent`.
     """
-    for name in ("species", "crystal_species"):
-        value = getattr(model, name, None)
-        if value:
-            return tuple(value)
+    value = getattr(model, "species", None)
+    if value:
+        return tuple(value)
     env = model.get_env() if hasattr(model, "get_env") else None
     if env is not None:
         try:

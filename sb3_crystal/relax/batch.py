@@ -42,6 +42,7 @@ from sb3_crystal.relax.agent_io import CrystalAgent, as_agent, load_default_agen
 from sb3_crystal.relax.counted import _COUNTER_MEMORY, check_agent_can_relax
 from sb3_crystal.relax.hybrid_optimizer import HybridOptimizer
 from sb3_crystal.relax.rl_optimizer import RLOptimizer
+from sb3_crystal.structures.geometry import max_force
 
 __all__ = ["BatchProfile", "RelaxationResult", "batched_actions", "relax_many", "relax_structure"]
 
@@ -468,7 +469,7 @@ class _Lockstep:
             atoms,
             converged=run.converged,
             force_calls=optimizer.force_calls,
-            fmax=float(np.sqrt((forces**2).sum(axis=1)).max()) if len(forces) else 0.0,
+            fmax=max_force(forces),
             energy=run.energy,
             steps=optimizer.nsteps,
             wall_time=run.seconds,

@@ -13,6 +13,7 @@ from sb3_crystal.optimizers import CLASSICAL_OPTIMIZERS, STEPWISE_OPTIMIZERS, op
 from sb3_crystal.relax.counted import CountedOptimizer
 from sb3_crystal.relax.rl_optimizer import RLOptimizer
 from sb3_crystal.relax.warm_start import warm_start, with_preset_inverse_hessian
+from sb3_crystal.structures.geometry import max_force
 from sb3_crystal.structures.validation import check_type
 
 __all__ = ["AUTO_GPMIN_MAX_ATOMS", "DEFAULT_FINISHER", "FINISHERS", "HybridOptimizer", "is_auto_finisher"]
@@ -201,7 +202,7 @@ class HybridOptimizer(CountedOptimizer):
     def _handover_reason(self) -> str | None:
         """Update the records with the current geometry and say whether (and why) the agent hands over now."""
         energy, forces = self._current()
-        fmax = float(np.sqrt((forces**2).sum(axis=1)).max()) if len(forces) else 0.0
+        fmax = max_force(forces)
         self._path.append((self.optimizable.get_x().copy(), energy, -forces.ravel()))
         if energy < self._best_energy:
             self._best_energy, self._best_positions = energy, self.atoms.positions.copy()

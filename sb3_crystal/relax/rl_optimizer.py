@@ -22,7 +22,7 @@ from sb3_crystal.envs.moves import MoveRule
 from sb3_crystal.envs.safeguard import TrustRegion
 from sb3_crystal.relax.agent_io import as_agent, check_calculator, load_default_agent
 from sb3_crystal.relax.counted import CountedOptimizer, check_agent_can_relax
-from sb3_crystal.structures.geometry import closest_pair
+from sb3_crystal.structures.geometry import closest_pair, largest_norm, max_force
 
 __all__ = ["RLOptimizer"]
 
@@ -119,7 +119,7 @@ class RLOptimizer(CountedOptimizer):
         self._after_step = None  # a run starts a new history
         self.stop_reason = None
         forces = self._current()[1]  # the run's first evaluation: ASE asks for it next anyway
-        self._best_fmax = float(np.sqrt((forces**2).sum(axis=1)).max()) if len(forces) else 0.0
+        self._best_fmax = max_force(forces)
         self._since_best = 0
         distance = self.settings["min_distance"]
         if distance > 0:
@@ -181,7 +181,7 @@ class RLOptimizer(CountedOptimizer):
             shifts = self._guarded(shifts, forces)
         elif np.abs(shifts).max(initial=0.0) > 0:  # a fully blocked move leaves the geometry (and the cache) alone
             self.optimizable.set_x((self.atoms.positions + shifts).ravel())
-        self.last_max_shift = float(np.sqrt((shifts**2).sum(axis=1)).max()) if len(shifts) else 0.0
+        self.last_max_shift = largest_norm(shifts)
         self._after_step = np.array(self.atoms.positions, dtype=np.float64)
         self._check_progress()
 
@@ -203,7 +203,7 @@ class RLOptimizer(CountedOptimizer):
     def _check_progress(self) -> None:
         """Stop the run (unconverged, said in the log) when the agent stalls or the relaxation diverges."""
         energy, forces = self._current()
-        fmax = float(np.sqrt((forces**2).sum(axis=1)).max()) if len(forces) else 0.0
+        fmax = max_force(forces)
         reason = None
         if not (np.isfinite(energy) and np.isfinite(fmax)):
             reason = "diverged"

@@ -92,3 +92,14 @@ def distort(atoms: Atoms, beta: float, rng: np.random.Generator, min_distance: f
         f"No distortion with beta={beta} Å of {atoms.get_chemical_formula()} kept all atoms {min_distance} Å apart "
         f"in {max_tries} draws: lower beta or min_distance"
     )
+
+
+def largest_norm(vectors: np.ndarray) -> float:
+    """Largest row norm of an (n, 3) array (0 for no rows): fmax of forces, the longest atomic shift of a move."""
+    vectors = np.asarray(vectors, dtype=np.float64)
+    return float(np.sqrt((vectors**2).sum(axis=1)).max()) if len(vectors) else 0.0
+
+
+def max_force(forces: np.ndarray) -> float:
+    """Largest atomic force norm, eV/Å."""
+    return largest_norm(forces)

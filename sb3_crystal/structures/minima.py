@@ -21,6 +21,7 @@ from ase.io import read, write
 from ase.optimize import BFGS, FIRE
 
 from sb3_crystal.calculators import CalculatorSpec, calculator_fingerprint, make_calculator
+from sb3_crystal.structures.geometry import max_force
 
 #: Below this lowest non-translational Hessian eigenvalue (eV/Å²) a stationary point counts as a saddle.
 SADDLE_TOLERANCE = -1e-3
@@ -53,11 +54,6 @@ class MinimumReport:
     n_steps: int
     lowest_eigenvalue: float
     is_minimum: bool
-
-
-def max_force(forces: np.ndarray) -> float:
-    """Largest atomic force norm, eV/Å."""
-    return float(np.sqrt((np.asarray(forces) ** 2).sum(axis=1)).max()) if len(forces) else 0.0
 
 
 def relax_fixed_cell(

@@ -157,3 +157,17 @@ def test_fast_tensor_product_only_where_it_applies():
 
     assert EquivariantConvolution("8x0e+8x1o+8x2e", "1x0e+1x1o+1x2e", "8x0e+8x1o", 4, 8).fast_tp is None
     assert EquivariantConvolution("8x0e+8x1o", "1x0e+1x1o", "8x0e+8x1o", 4, 8, tp_mode="uvw").fast_tp is None
+
+
+def test_the_interaction_block_is_injected_as_a_class():
+    from sb3_crystal.policies.tfn import EquivariantConvolution, TensorFieldNetwork
+
+    built = []
+
+    class Counting(EquivariantConvolution):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            built.append(self)
+
+    network = TensorFieldNetwork("4x0e+1x1o", "1x1o", n_layers=1, mul=4, convolution_cls=Counting)
+    assert len(built) == 2 and network.output is built[-1]  # the gated layer and the output convolution
