@@ -30,8 +30,8 @@ from stable_baselines3.common.noise import NormalActionNoise
 from sb3_crystal import CrystalRelaxEnv
 from sb3_crystal.algorithms import CrystalTD3, CrystalTD3BC
 from sb3_crystal.callbacks import RelaxationEvalCallback
+from sb3_crystal.exploration.demonstrations import REFERENCE_MOVES_SEED, pretrain_actor, reference_moves
 from sb3_crystal.exploration.expert import add_expert_transitions
-from sb3_crystal.training.pretrain import REFERENCE_MOVES_SEED, pretrain_actor, reference_moves
 
 ENV = {"structures": "AlFe-B2", "beta": 0.5, "max_steps": 100}
 FINAL_EPSILON = 0.05
@@ -123,7 +123,7 @@ def train(
     start = time.time()
     n_samples = max(pretrain_samples, bc_samples if bc_alpha is not None else 0)
     samples = reference_moves(env, n_samples, seed=REFERENCE_MOVES_SEED + seed) if n_samples else None
-    if pretrain_samples:  # regression onto the move back to the minimum (sb3_crystal.training.pretrain)
+    if pretrain_samples:  # regression onto the move back to the minimum (sb3_crystal.exploration.demonstrations)
         pretrain_actor(model, samples, epochs=pretrain_epochs, seed=seed)
     if isinstance(model, CrystalTD3BC):
         model.set_demonstrations(samples)

@@ -11,7 +11,7 @@ evaluation (success, then fewest steps) is written as weights + plain-data setti
 :func:`sb3_crystal.relax.save_agent`.
 
 With ``--pretrain-samples N`` the actor is first regressed onto N moves back to the training cells' minima
-(:mod:`sb3_crystal.training.pretrain`); with ``--steps 0`` that pretrained actor is the agent (the shipped agent since
+(:mod:`sb3_crystal.exploration.demonstrations`); with ``--steps 0`` that pretrained actor is the agent (the shipped agent since
 session 4, see docs/results.md):
 
     python benchmarks/train_default_agent.py --steps 0 --pretrain-samples 60000 --pretrain-epochs 40 --install
@@ -34,14 +34,14 @@ from stable_baselines3.common.noise import NormalActionNoise
 from sb3_crystal import CrystalRelaxEnv
 from sb3_crystal.algorithms import CrystalTD3, CrystalTD3BC
 from sb3_crystal.callbacks import RelaxationEvalCallback
-from sb3_crystal.relax.agent_io import DEFAULT_AGENT_DIR, save_agent
-from sb3_crystal.training.pretrain import (
+from sb3_crystal.exploration.demonstrations import (
     REFERENCE_MOVES_SEED,
     ReferenceMoves,
     pretrain_actor,
     reference_moves,
     relaxation_moves,
 )
+from sb3_crystal.relax.agent_io import DEFAULT_AGENT_DIR, save_agent
 
 PROTOTYPES = ["AlFe-B2", "AlFe-hex", "Al-fcc", "Al-hcp", "Fe-bcc", "Fe-fcc", "Al-I4mmm"]
 #: relaxation-path samples: seeds PATH_SEED + seed, … (apart from the reference moves)
@@ -176,7 +176,7 @@ def main() -> None:
     references = reference_moves(env, n_reference, seed=REFERENCE_MOVES_SEED + args.seed) if n_reference else None
     if isinstance(model, CrystalTD3BC):
         model.set_demonstrations(references)
-    if args.pretrain_samples:  # regression onto the moves back to the minima (sb3_crystal.training.pretrain)
+    if args.pretrain_samples:  # regression onto the moves back to the minima (sb3_crystal.exploration.demonstrations)
         samples = references
         if args.path_samples:  # and onto moves from points of relaxation paths to where they end
             paths = relaxation_moves(env, args.path_samples, seed=PATH_SEED + args.seed)

@@ -1,6 +1,6 @@
 """``CrystalTD3BC``: TD3 whose actor update also keeps close to demonstrated moves (TD3+BC).
 
-A cloned actor (:func:`~sb3_crystal.training.pretrain.pretrain_actor`) followed by plain TD3 collapses on B2 AlFe:
+A cloned actor (:func:`~sb3_crystal.exploration.demonstrations.pretrain_actor`) followed by plain TD3 collapses on B2 AlFe:
 the untrained critics' gradient pulls the actor away from the cloned moves before the critics know better
 (success 1.0 → 0 within 1,000 steps, docs/results.md). TD3+BC (Fujimoto & Gu, "A minimalist approach to offline
 reinforcement learning", NeurIPS 2021) adds a regression term to the actor loss,
@@ -28,7 +28,7 @@ from torch.nn import functional as F
 
 from sb3_crystal.algorithms.td3 import CrystalTD3
 from sb3_crystal.envs import CrystalRelaxEnv
-from sb3_crystal.training.pretrain import (
+from sb3_crystal.exploration.demonstrations import (
     REFERENCE_MOVES_SEED,
     ReferenceMoves,
     action_regression_loss,
@@ -47,11 +47,11 @@ class CrystalTD3BC(CrystalTD3):
     :param policy: policy name (``"CrystalTFNPolicy"``, ...) or class.
     :param env: environment or id.
     :param demonstrations: observations and actions to stay close to, from
-        :func:`~sb3_crystal.training.pretrain.reference_moves`, or a number of such samples to draw from a copy of the
+        :func:`~sb3_crystal.exploration.demonstrations.reference_moves`, or a number of such samples to draw from a copy of the
         training environment (a :class:`~sb3_crystal.envs.CrystalRelaxEnv`; seeds ``REFERENCE_MOVES_SEED + seed`` on, apart
         from the training episodes); required before the first gradient step.
     :param pretrain_epochs: first regress the actor onto the demonstrations for this many epochs
-        (:func:`~sb3_crystal.training.pretrain.pretrain_actor`): clone, then fine-tune.
+        (:func:`~sb3_crystal.exploration.demonstrations.pretrain_actor`): clone, then fine-tune.
     :param bc_alpha: α, the weight of the normalised Q term (0 is pure behaviour cloning; the TD3+BC paper used 2.5,
         which undoes a cloned relaxer here).
     :param bc_batch_size: demonstrations per actor update (default: the replay batch size).

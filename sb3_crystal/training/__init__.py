@@ -1,8 +1,9 @@
-"""Training entry points: rl-zoo integration with crash-safe checkpoints and resume, and actor pretraining."""
+"""Training entry points: rl-zoo integration with crash-safe checkpoints and resume, and (re-exported from
+:mod:`sb3_crystal.exploration.demonstrations`, below the algorithms) actor pretraining on demonstrations."""
 
 from typing import Any
 
-from sb3_crystal.training.pretrain import (
+from sb3_crystal.exploration.demonstrations import (
     ReferenceMoves,
     action_regression_loss,
     pretrain_actor,
@@ -24,8 +25,7 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    # The zoo part is imported on first use: it needs rl-zoo, and it imports the algorithms, whose TD3+BC imports
-    # the pretraining module of this package.
+    # The zoo part is imported on first use: it needs rl-zoo (the ``zoo`` extra), which the rest does not.
     if name in ("TrainingError", "register_with_zoo", "train", "zoo_config"):
         from sb3_crystal.training import zoo
 

@@ -3,7 +3,7 @@ import pytest
 
 from sb3_crystal import CrystalRelaxEnv
 from sb3_crystal.algorithms import CrystalTD3, CrystalTD3BC
-from sb3_crystal.training.pretrain import pretrain_actor, reference_moves
+from sb3_crystal.exploration.demonstrations import pretrain_actor, reference_moves
 
 TINY_TFN = {"tfn_preset": "small", "mul": 4, "radial_neurons": 8}
 FAST = {"learning_starts": 40, "batch_size": 32, "learning_rate": 1e-3, "policy_kwargs": TINY_TFN}

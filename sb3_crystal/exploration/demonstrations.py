@@ -1,4 +1,4 @@
-"""Actor pretraining: regress the policy onto the move that takes a distorted start back to its reference minimum.
+"""Demonstrations for actor pretraining: the move that takes a distorted start back to its reference minimum.
 
 Every start of :class:`~sb3_crystal.envs.CrystalRelaxEnv` is a relaxed reference structure plus a random
 distortion, so the move that undoes the distortion is known during training. Regressing the actor onto it (behaviour

@@ -6,8 +6,7 @@ from hypothesis import strategies as st
 
 from sb3_crystal import CrystalRelaxEnv
 from sb3_crystal.algorithms import CrystalSAC, CrystalTD3
-from sb3_crystal.structures import StructureDataset
-from sb3_crystal.training.pretrain import (
+from sb3_crystal.exploration.demonstrations import (
     MAX_TARGET_NORM,
     ReferenceMoves,
     pretrain_actor,
@@ -15,6 +14,7 @@ from sb3_crystal.training.pretrain import (
     reference_moves,
     relaxation_moves,
 )
+from sb3_crystal.structures import StructureDataset
 
 TINY_TFN = {"tfn_preset": "small", "mul": 4, "radial_neurons": 8}
 
