@@ -18,9 +18,10 @@ from stable_baselines3.common.type_aliases import PyTorchObs
 from stable_baselines3.sac.policies import LOG_STD_MAX, LOG_STD_MIN
 from torch import nn
 
+from sb3_crystal.policies.common import CrystalActorBase, CrystalCriticBase
 from sb3_crystal.policies.graph import PeriodicGraph, masked_mean
 from sb3_crystal.policies.sac import CrystalSACActorBase, CrystalSACPolicyBase, tanh_log_det
-from sb3_crystal.policies.td3 import CrystalActorBase, CrystalCriticBase, CrystalTD3PolicyBase
+from sb3_crystal.policies.td3 import CrystalTD3PolicyBase
 from sb3_crystal.policies.tfn import MAX_Z, GraphCache, layout_fields, log_norm_basis, safe_norm
 
 #: Defaults of the CGCNN hyperparameters (plain data).

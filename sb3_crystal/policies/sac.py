@@ -27,7 +27,7 @@ from stable_baselines3.sac.policies import LOG_STD_MAX, LOG_STD_MIN, SACPolicy
 from torch import nn
 from torch.nn import functional as F
 
-from sb3_crystal.policies.td3 import (
+from sb3_crystal.policies.common import (
     CrystalActorBase,
     CrystalGraphMixin,
     CrystalPolicyMixin,

@@ -1,257 +1,53 @@
-"""E(3)-equivariant TFN actor/critic for TD3 on padded crystal observations.
+"""E(3)-equivariant TFN actor and the TD3 policies on padded crystal observations.
 
 The actor maps the observation to one ``1x1o`` vector per atom (a displacement direction and size), radially squashed
 into the unit ball, zero on padding and flattened to the ``(B, 3 * N_max)`` action SB3 expects. The twin critic
-embeds the per-atom action as ``1x1o`` plus a norm embedding, and pools per-atom ``0e`` outputs by a masked mean.
-Both nets build the periodic graph from the observation; a :class:`~sb3_crystal.policies.tfn.GraphCache` shared
-by the policy's networks lets an update build one graph per observation batch.
+(:class:`~sb3_crystal.policies.common.TFNCritic`) and everything else the crystal policies share live in
+:mod:`sb3_crystal.policies.common`, whose names this module re-exports.
 """
 
 from typing import Any
 
 import torch as th
 from gymnasium import spaces
-from stable_baselines3.common.policies import BaseModel, BasePolicy
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from stable_baselines3.td3.policies import TD3Policy
 from torch import nn
 
-from sb3_crystal.policies.graph import masked_mean
-from sb3_crystal.policies.tfn import (
-    TFN_PRESETS,
-    CrystalNodeEncoder,
-    EdgeFeatures,
-    GraphCache,
-    TensorFieldNetwork,
-    layout_fields,
-    radial_squash,
+from sb3_crystal.policies.common import (
+    OBS_KEYS,
+    TFN_DEFAULTS,
+    CrystalActorBase,
+    CrystalCriticBase,
+    CrystalGraphMixin,
+    CrystalPolicyMixin,
+    PassThroughExtractor,
+    TFNCritic,
+    TFNPolicyMixin,
+    check_crystal_spaces,
+    fused_adam_kwargs,
+    resolve_tfn_kwargs,
 )
+from sb3_crystal.policies.tfn import GraphCache, radial_squash
 
-OBS_KEYS = ("positions", "cell", "forces", "species", "mask")
-
-#: Defaults of every TFN hyperparameter a crystal policy accepts (the "small" preset plus input embeddings).
-TFN_DEFAULTS: dict[str, Any] = {
-    **TFN_PRESETS["small"],
-    "avg_num_neighbors": 30.0,
-    "irreps_node_hidden": None,
-    "max_neighbors": None,
-    "species_dim": 8,
-    "force_basis": 8,
-    "action_basis": 8,
-}
-
-
-def resolve_tfn_kwargs(tfn_preset: str = "small", **overrides: Any) -> dict[str, Any]:
-    """Full TFN hyperparameters: ``TFN_DEFAULTS``, updated by the preset, updated by explicit overrides.
-
-    :param tfn_preset: a key of :data:`~sb3_crystal.policies.tfn.TFN_PRESETS` (``"small"`` or ``"paper"``)
-    :param overrides: explicit hyperparameters (``mul=16``, ``lmax=2``, ``tp_mode="uvw"``, ...)
-    :return: plain-data dict
-    """
-    if tfn_preset not in TFN_PRESETS:
-        raise ValueError(f"Unknown tfn_preset {tfn_preset!r}, choose from {sorted(TFN_PRESETS)}")
-    unknown = set(overrides) - set(TFN_DEFAULTS)
-    if unknown:
-        raise TypeError(f"Unknown TFN hyperparameters {sorted(unknown)}; known: {sorted(TFN_DEFAULTS)}")
-    return {**TFN_DEFAULTS, **TFN_PRESETS[tfn_preset], **overrides}
-
-
-def fused_adam_kwargs(
-    optimizer_class: type[th.optim.Optimizer], optimizer_kwargs: dict[str, Any] | None
-) -> dict[str, Any] | None:
-    """Optimizer kwargs with ``fused=True`` for Adam/AdamW unless the user chose an implementation.
-
-    The crystal networks have few, small parameter tensors, so one fused kernel replaces a per-tensor loop; on the idle
-    2-core CPU the TD3 update is no measurably faster for it (``benchmarks/bench_td3_update_ab.py``, 0.99-1.02x).
-
-    :param optimizer_class: the policy's optimizer class
-    :param optimizer_kwargs: the user's kwargs (``None``: none)
-    :return: kwargs to pass on
-    """
-    kwargs = dict(optimizer_kwargs or {})
-    if optimizer_class in (th.optim.Adam, th.optim.AdamW) and not {"fused", "foreach"} & set(kwargs):
-        kwargs["fused"] = True
-    return kwargs or optimizer_kwargs
-
-
-def check_crystal_spaces(observation_space: spaces.Space, action_space: spaces.Space) -> int:
-    """Validate the env contract and return ``N_max``.
-
-    :param observation_space: Dict with ``positions, cell, forces, species, mask``
-    :param action_space: ``Box(-1, 1, (3 * N_max,))``
-    :return: N_max
-    """
-    assert isinstance(observation_space, spaces.Dict), "crystal policies need a Dict observation space"
-    missing = [key for key in OBS_KEYS if key not in observation_space.spaces]
-    assert not missing, f"observation space lacks keys {missing}"
-    n_max = observation_space["positions"].shape[0]
-    assert isinstance(action_space, spaces.Box) and action_space.shape == (3 * n_max,), (
-        f"action space must be Box(-1, 1, ({3 * n_max},)), got {action_space}"
-    )
-    return n_max
-
-
-class PassThroughExtractor(BaseFeaturesExtractor):
-    """Returns the (preprocessed) observation dict unchanged: the graph network lives in the actor/critic.
-
-    It keeps SB3's ``features_extractor`` plumbing (``extract_features``, ``share_features_extractor``) working.
-
-    :param observation_space: the Dict observation space
-    """
-
-    def __init__(self, observation_space: spaces.Dict) -> None:
-        super().__init__(observation_space, features_dim=1)
-
-    def forward(self, observations: dict[str, th.Tensor]) -> dict[str, th.Tensor]:  # type: ignore[override]
-        return observations
-
-
-class CrystalGraphMixin:
-    """TFN graph/edge-feature construction for crystal networks (needs ``self.tfn_kwargs``, ``self.graph_cache``)."""
-
-    tfn_kwargs: dict[str, Any]
-    graph_cache: GraphCache
-
-    def _edges(self, obs: dict[str, th.Tensor]) -> EdgeFeatures:
-        kw = self.tfn_kwargs
-        return self.graph_cache.get(
-            obs["positions"], obs["cell"], obs["mask"], kw["r_max"], kw["lmax"], kw["num_basis"], kw["max_neighbors"]
-        )
-
-    def _make_encoder(self, action_basis: int = 0) -> CrystalNodeEncoder:
-        """The node encoder for this network's observation space (and, for a critic, its action input)."""
-        vector_fields, n_signals = layout_fields(self.observation_space)  # type: ignore[attr-defined]
-        kw = self.tfn_kwargs
-        return CrystalNodeEncoder(kw["species_dim"], kw["force_basis"], action_basis, vector_fields, n_signals)
-
-    def _make_tfn(self, irreps_node_input: Any, irreps_node_output: str) -> TensorFieldNetwork:
-        kw = self.tfn_kwargs
-        keys = ("n_layers", "mul", "lmax", "full_parity", "num_basis", "radial_neurons", "tp_mode", "avg_num_neighbors")
-        return TensorFieldNetwork(
-            irreps_node_input,
-            irreps_node_output,
-            irreps_node_hidden=kw["irreps_node_hidden"],
-            **{k: kw[k] for k in keys},
-        )
-
-    def _get_constructor_parameters(self) -> dict[str, Any]:
-        return {**super()._get_constructor_parameters(), "tfn_kwargs": self.tfn_kwargs}  # type: ignore[misc]
-
-
-class CrystalActorBase(BasePolicy):
-    """What every crystal actor shares: space check, the policy's graph cache, output squashed into [-1, 1].
-
-    Subclasses build their network after calling this constructor.
-
-    :param observation_space: crystal Dict observation space
-    :param action_space: ``Box(-1, 1, (3 * N_max,))``
-    :param features_extractor: a :class:`PassThroughExtractor`
-    :param features_dim: ignored (kept for SB3's ``_update_features_extractor``)
-    :param normalize_images: must stay False
-    :param graph_cache: graph cache shared with the other networks of the policy
-    :param net_arch: ignored (passed by ``TD3Policy``)
-    :param activation_fn: ignored (passed by ``TD3Policy``)
-    """
-
-    def __init__(
-        self,
-        observation_space: spaces.Dict,
-        action_space: spaces.Box,
-        features_extractor: BaseFeaturesExtractor,
-        features_dim: int = 1,
-        normalize_images: bool = False,
-        graph_cache: GraphCache | None = None,
-        net_arch: Any = None,
-        activation_fn: Any = None,
-    ) -> None:
-        super().__init__(
-            observation_space,
-            action_space,
-            features_extractor=features_extractor,
-            normalize_images=normalize_images,
-            squash_output=True,
-        )
-        self.n_max = check_crystal_spaces(observation_space, action_space)
-        self.features_dim = features_dim
-        self.graph_cache = graph_cache if graph_cache is not None else GraphCache()
-
-    def _get_constructor_parameters(self) -> dict[str, Any]:
-        data = super()._get_constructor_parameters()
-        data.update(features_dim=self.features_dim, features_extractor=self.features_extractor)
-        return data
-
-    def _predict(self, observation: PyTorchObs, deterministic: bool = False) -> th.Tensor:
-        return self(observation)
-
-
-class CrystalCriticBase(BaseModel):
-    """What every crystal twin critic shares: space check, the policy's graph cache, padded action slots zeroed.
-
-    Subclasses build their ``n_critics`` Q networks after calling this constructor and implement :meth:`_q_values`.
-
-    :param observation_space: crystal Dict observation space
-    :param action_space: ``Box(-1, 1, (3 * N_max,))``
-    :param features_extractor: a :class:`PassThroughExtractor`
-    :param features_dim: ignored
-    :param normalize_images: must stay False
-    :param n_critics: number of Q networks
-    :param share_features_extractor: as in SB3 (irrelevant for the parameter-free pass-through)
-    :param graph_cache: graph cache shared with the other networks of the policy
-    :param net_arch: ignored (passed by ``TD3Policy``)
-    :param activation_fn: ignored (passed by ``TD3Policy``)
-    """
-
-    def __init__(
-        self,
-        observation_space: spaces.Dict,
-        action_space: spaces.Box,
-        features_extractor: BaseFeaturesExtractor,
-        features_dim: int = 1,
-        normalize_images: bool = False,
-        n_critics: int = 2,
-        share_features_extractor: bool = False,
-        graph_cache: GraphCache | None = None,
-        net_arch: Any = None,
-        activation_fn: Any = None,
-    ) -> None:
-        super().__init__(
-            observation_space, action_space, features_extractor=features_extractor, normalize_images=normalize_images
-        )
-        self.n_max = check_crystal_spaces(observation_space, action_space)
-        self.features_dim = features_dim
-        self.share_features_extractor = share_features_extractor
-        self.n_critics = n_critics
-        self.graph_cache = graph_cache if graph_cache is not None else GraphCache()
-
-    def _get_constructor_parameters(self) -> dict[str, Any]:
-        data = super()._get_constructor_parameters()
-        data.update(
-            features_dim=self.features_dim,
-            features_extractor=self.features_extractor,
-            n_critics=self.n_critics,
-            share_features_extractor=self.share_features_extractor,
-        )
-        return data
-
-    def _q_values(self, features: dict[str, th.Tensor], per_atom_actions: th.Tensor, n_q: int) -> tuple[th.Tensor, ...]:
-        """:return: the first ``n_q`` Q values, each (B, 1), from the features and the (B, N_max, 3) actions"""
-        raise NotImplementedError
-
-    def _q_forward(self, obs: PyTorchObs, actions: th.Tensor, n_q: int) -> tuple[th.Tensor, ...]:
-        # same idiom as ContinuousCritic: no gradient into a features extractor shared with the actor
-        with th.set_grad_enabled(not self.share_features_extractor):
-            features = self.extract_features(obs, self.features_extractor)
-        mask = features["mask"]
-        return self._q_values(features, actions.reshape(mask.shape[0], -1, 3) * mask.unsqueeze(-1), n_q)
-
-    def forward(self, obs: PyTorchObs, actions: th.Tensor) -> tuple[th.Tensor, ...]:
-        """:return: ``n_critics`` tensors of shape (B, 1)"""
-        return self._q_forward(obs, actions, self.n_critics)
-
-    def q1_forward(self, obs: PyTorchObs, actions: th.Tensor) -> th.Tensor:
-        """Only the first Q network (TD3 actor loss)."""
-        return self._q_forward(obs, actions, 1)[0]
+__all__ = [
+    "OBS_KEYS",
+    "TFN_DEFAULTS",
+    "CrystalActorBase",
+    "CrystalCriticBase",
+    "CrystalGraphMixin",
+    "CrystalPolicyMixin",
+    "CrystalTD3PolicyBase",
+    "CrystalTFNPolicy",
+    "PassThroughExtractor",
+    "TFNActor",
+    "TFNCritic",
+    "TFNPolicyMixin",
+    "check_crystal_spaces",
+    "fused_adam_kwargs",
+    "resolve_tfn_kwargs",
+]
 
 
 class TFNActor(CrystalGraphMixin, CrystalActorBase):
@@ -278,88 +74,6 @@ class TFNActor(CrystalGraphMixin, CrystalActorBase):
         obs = self.extract_features(obs, self.features_extractor)
         actions = radial_squash(self.displacement(obs)) * obs["mask"].unsqueeze(-1)
         return actions.reshape(actions.shape[0], -1)
-
-
-class TFNCritic(CrystalGraphMixin, CrystalCriticBase):
-    """Twin (``n_critics``) invariant Q networks: per-atom action as ``1x1o`` + norm embedding, masked-mean pooling.
-
-    The graph and its edge features are built once and shared by all Q networks. Padded action slots (random during
-    warm-up, noisy in TD3 target smoothing) are zeroed before use, so they cannot affect Q.
-
-    :param args: see :class:`CrystalCriticBase`
-    :param tfn_kwargs: TFN hyperparameters (see :func:`resolve_tfn_kwargs`)
-    :param kwargs: see :class:`CrystalCriticBase`
-    """
-
-    def __init__(self, *args: Any, tfn_kwargs: dict[str, Any] | None = None, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.tfn_kwargs = kw = resolve_tfn_kwargs(**(tfn_kwargs or {}))
-        self.q_encoders = nn.ModuleList(self._make_encoder(kw["action_basis"]) for _ in range(self.n_critics))
-        self.q_networks = nn.ModuleList(self._make_tfn(enc.irreps_node_input, "1x0e") for enc in self.q_encoders)
-        # invariant offset per critic: returns are far from 0 and the per-atom outputs have no bias
-        self.q_biases = nn.Parameter(th.zeros(self.n_critics))
-
-    def _q_values(self, features: dict[str, th.Tensor], per_atom_actions: th.Tensor, n_q: int) -> tuple[th.Tensor, ...]:
-        edges = self._edges(features)
-        mask = features["mask"]
-        q_values = []
-        for k in range(n_q):
-            x = self.q_encoders[k](features, per_atom_actions)
-            q_atoms = self.q_networks[k](x, edges).reshape(mask.shape[0], -1, 1)
-            q_values.append(masked_mean(q_atoms, mask) + self.q_biases[k])
-        return tuple(q_values)
-
-
-class CrystalPolicyMixin:
-    """``make_actor``/``make_critic`` of the crystal policies: actor, critics and targets share ``graph_cache``.
-
-    A subclass names its ``actor_class`` and ``critic_class``, keeps its plain-data hyperparameters in
-    :meth:`_set_network_kwargs` (called before SB3 builds the networks) and hands them on in :meth:`_network_kwargs`.
-    ``fuse_adam``: run Adam/AdamW fused (see :func:`fused_adam_kwargs`).
-    """
-
-    actor_class: type[BasePolicy]
-    critic_class: type[BaseModel]
-    fuse_adam: bool
-    graph_cache: GraphCache
-
-    def _set_network_kwargs(self, **overrides: Any) -> None:
-        raise NotImplementedError
-
-    def _network_kwargs(self) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def _optimizer_kwargs(
-        self, optimizer_class: type[th.optim.Optimizer], optimizer_kwargs: dict[str, Any] | None
-    ) -> dict[str, Any] | None:
-        return fused_adam_kwargs(optimizer_class, optimizer_kwargs) if self.fuse_adam else optimizer_kwargs
-
-    def make_actor(self, features_extractor: BaseFeaturesExtractor | None = None) -> BasePolicy:
-        actor_kwargs = self._update_features_extractor(self.actor_kwargs, features_extractor)  # type: ignore[attr-defined]
-        actor = self.actor_class(**actor_kwargs, graph_cache=self.graph_cache, **self._network_kwargs())
-        return actor.to(self.device)  # type: ignore[attr-defined]
-
-    def make_critic(self, features_extractor: BaseFeaturesExtractor | None = None) -> BaseModel:
-        critic_kwargs = self._update_features_extractor(self.critic_kwargs, features_extractor)  # type: ignore[attr-defined]
-        critic = self.critic_class(**critic_kwargs, graph_cache=self.graph_cache, **self._network_kwargs())
-        return critic.to(self.device)  # type: ignore[attr-defined]
-
-
-class TFNPolicyMixin:
-    """TFN networks for a crystal policy (TD3 or SAC): hyperparameters from a preset and overrides, fused Adam."""
-
-    critic_class = TFNCritic
-    fuse_adam = True
-
-    def _set_network_kwargs(self, tfn_preset: str = "small", **tfn_overrides: Any) -> None:
-        self.tfn_preset = tfn_preset
-        self.tfn_kwargs = resolve_tfn_kwargs(tfn_preset, **tfn_overrides)
-
-    def _network_kwargs(self) -> dict[str, Any]:
-        return {"tfn_kwargs": self.tfn_kwargs}
-
-    def _get_constructor_parameters(self) -> dict[str, Any]:
-        return {**super()._get_constructor_parameters(), "tfn_preset": self.tfn_preset, **self.tfn_kwargs}  # type: ignore[misc]
 
 
 class CrystalTD3PolicyBase(CrystalPolicyMixin, TD3Policy):
