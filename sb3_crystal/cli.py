@@ -709,34 +709,13 @@ def _add_relax(subparsers: Any) -> None:
         metavar="STRUCTURE",
         help="a structure file (or a prototype name); with --out-dir, any number of files, folders or glob patterns",
     )
-    parser.add_argument(
-        "--model",
-        default="default",
-        metavar="MODEL",
-        help="'default' (or 'alfe') = the shipped Al-Fe agent, 'b2' = the shipped B2 AlFe specialist (these names never "
-        "mean a file: write ./b2 for one); else an agent folder (weights only), or an SB3 zip with --allow-pickle",
-    )
-    parser.add_argument(
-        "--allow-pickle",
-        action="store_true",
-        help="let --model load an SB3 zip, which unpickles it and so runs any code stored in it: trusted files only "
-        "(sb3-crystal convert makes a weights-only folder of one)",
-    )
-    parser.add_argument("--fmax", type=_positive_float, default=0.05, help="force threshold, eV/Å")
-    parser.add_argument("--steps", type=_positive_int, default=200, help="step cap")
+    _add_model_options(parser)
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--agent-only", action="store_true", help="the agent alone, no classical finisher")
     mode.add_argument(
         "--hybrid", action="store_true", help="agent, then a classical optimizer (the default; kept for scripts)"
     )
-    parser.add_argument("--switch-fmax", type=_positive_float, default=0.1, help="hybrid handover threshold, eV/Å")
-    parser.add_argument(
-        "--optimizer",
-        type=_hybrid_optimizer_name,
-        default=_HYBRID_OPTIMIZERS[0],
-        help=f"classical optimizer of the hybrid ({', '.join(_HYBRID_OPTIMIZERS)})",
-    )
-    parser.add_argument("--calculator", default="lammps", help="calculator spec: lammps, matscipy, emt, module:Class")
+    _add_hybrid_options(parser)
     parser.add_argument(
         "--input-min-distance",
         type=_non_negative_float,
@@ -808,23 +787,36 @@ def _add_relax_batch(subparsers: Any) -> None:
     )
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="structure files, folders or glob patterns")
     parser.add_argument("--out-dir", type=Path, required=True, help="output folder (rerun with it to resume)")
+    _add_model_options(parser)
+    parser.add_argument(
+        "--agent-only", action="store_true", help="the agent alone, no classical finisher (default: the hybrid)"
+    )
+    _add_hybrid_options(parser)
+    _add_batch_options(parser)
+    parser.set_defaults(func=cmd_relax_batch)
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    """The agent and threshold options shared by ``relax`` and ``relax-batch``."""
     parser.add_argument(
         "--model",
         default="default",
-        metavar="PATH",
-        help="agent folder (or SB3 .zip with --allow-pickle); 'default' = the shipped Al-Fe agent, 'b2' = the shipped "
-        "B2 AlFe specialist",
+        metavar="MODEL",
+        help="'default' (or 'alfe') = the shipped Al-Fe agent, 'b2' = the shipped B2 AlFe specialist (these names never "
+        "mean a file: write ./b2 for one); else an agent folder (weights only), or an SB3 zip with --allow-pickle",
     )
     parser.add_argument(
         "--allow-pickle",
         action="store_true",
-        help="let --model load an SB3 zip, which unpickles it and so runs any code stored in it: trusted files only",
+        help="let --model load an SB3 zip, which unpickles it and so runs any code stored in it: trusted files only "
+        "(sb3-crystal convert makes a weights-only folder of one)",
     )
     parser.add_argument("--fmax", type=_positive_float, default=0.05, help="force threshold, eV/Å")
     parser.add_argument("--steps", type=_positive_int, default=200, help="step cap per structure")
-    parser.add_argument(
-        "--agent-only", action="store_true", help="the agent alone, no classical finisher (default: the hybrid)"
-    )
+
+
+def _add_hybrid_options(parser: argparse.ArgumentParser) -> None:
+    """The hybrid's and the calculator's options shared by ``relax`` and ``relax-batch``."""
     parser.add_argument("--switch-fmax", type=_positive_float, default=0.1, help="hybrid handover threshold, eV/Å")
     parser.add_argument(
         "--optimizer",
@@ -833,8 +825,6 @@ def _add_relax_batch(subparsers: Any) -> None:
         help=f"classical optimizer of the hybrid ({', '.join(_HYBRID_OPTIMIZERS)})",
     )
     parser.add_argument("--calculator", default="lammps", help="calculator spec: lammps, matscipy, emt, module:Class")
-    _add_batch_options(parser)
-    parser.set_defaults(func=cmd_relax_batch)
 
 
 def _add_batch_options(parser: argparse.ArgumentParser) -> None:

@@ -22,7 +22,15 @@ from sb3_crystal.policies.common import CrystalActorBase, CrystalCriticBase
 from sb3_crystal.policies.graph import PeriodicGraph, masked_mean
 from sb3_crystal.policies.sac import CrystalSACActorBase, CrystalSACPolicyBase, tanh_log_det
 from sb3_crystal.policies.td3 import CrystalTD3PolicyBase
-from sb3_crystal.policies.tfn import MAX_Z, GraphCache, layout_fields, log_norm_basis, safe_norm
+from sb3_crystal.policies.tfn import (
+    MAX_Z,
+    GraphCache,
+    layout_fields,
+    log_norm_basis,
+    observed_vectors,
+    per_atom_signals,
+    safe_norm,
+)
 
 #: Defaults of the CGCNN hyperparameters (plain data).
 CGCNN_DEFAULTS: dict[str, Any] = dict(r_max=5.0, gaussian_step=0.2, hidden_dim=32, n_conv=3, species_dim=8, force_basis=8)
@@ -79,17 +87,13 @@ class CGCNNTrunk(nn.Module):
 
     def forward(self, obs: dict[str, th.Tensor], graph: PeriodicGraph, extra: th.Tensor | None = None) -> th.Tensor:
         """:return: (B * N, hidden_dim) node features"""
-        forces = obs["forces"]
-        n_structures, n_slots = forces.shape[0], forces.shape[1]
-        fields = [forces]
-        for key, count in self.vector_fields:
-            fields += list(obs[key].reshape(n_structures, n_slots, count, 3).unbind(dim=2))
+        fields = observed_vectors(obs, self.vector_fields)
         parts = [self.species_embedding(obs["species"].round().long().clamp(0, MAX_Z))]
         for field in fields:
             norm = safe_norm(field)
             parts += [field / norm.clamp_min(1e-8), log_norm_basis(norm, self.force_basis)]  # not equivariant on purpose
         if self.n_signals > 0:
-            parts.append(obs["signals"].reshape(n_structures, 1, self.n_signals).expand(-1, n_slots, -1))
+            parts.append(per_atom_signals(obs, self.n_signals))
         if extra is not None:
             parts.append(extra)
         x = th.cat(parts, dim=-1).reshape(graph.num_nodes, -1)

@@ -196,9 +196,7 @@ class CrystalNodeEncoder(nn.Module):
         forces = obs["forces"]
         n_structures, n_slots = forces.shape[0], forces.shape[1]
         species = obs["species"].round().long().clamp(0, MAX_Z)
-        fields = [forces]
-        for key, count in self.vector_fields:
-            fields += list(obs[key].reshape(n_structures, n_slots, count, 3).unbind(dim=2))
+        fields = observed_vectors(obs, self.vector_fields)
         scalars = [self.species_embedding(species)]
         vectors = []
         for field in fields:
@@ -206,7 +204,7 @@ class CrystalNodeEncoder(nn.Module):
             scalars.append(log_norm_basis(norm, self.force_basis))
             vectors.append(field / norm.clamp_min(1e-8))
         if self.n_signals > 0:
-            scalars.append(obs["signals"].reshape(n_structures, 1, self.n_signals).expand(-1, n_slots, -1))
+            scalars.append(per_atom_signals(obs, self.n_signals))
         if self.action_basis > 0:
             assert actions is not None, "this encoder expects per-atom actions"
             a_norm = safe_norm(actions).squeeze(-1)
@@ -215,6 +213,26 @@ class CrystalNodeEncoder(nn.Module):
         # irreps order: all scalars, then the 1o vectors
         x = th.cat([*scalars, *vectors], dim=-1)
         return x.reshape(n_structures * n_slots, -1) * obs["mask"].reshape(n_structures * n_slots, 1)
+
+
+def observed_vectors(obs: dict[str, th.Tensor], vector_fields: tuple[tuple[str, int], ...]) -> list[th.Tensor]:
+    """The forces and every further vector field of the observation, each (B, N, 3), in the encoders' order.
+
+    :param obs: padded observation dict
+    :param vector_fields: ``(key, vectors per atom)`` (see :func:`layout_fields`)
+    """
+    forces = obs["forces"]
+    n_structures, n_slots = forces.shape[0], forces.shape[1]
+    fields = [forces]
+    for key, count in vector_fields:
+        fields += list(obs[key].reshape(n_structures, n_slots, count, 3).unbind(dim=2))
+    return fields
+
+
+def per_atom_signals(obs: dict[str, th.Tensor], n_signals: int) -> th.Tensor:
+    """The per-structure ``signals`` repeated on every atom slot, (B, N, n_signals)."""
+    n_structures, n_slots = obs["forces"].shape[0], obs["forces"].shape[1]
+    return obs["signals"].reshape(n_structures, 1, n_signals).expand(-1, n_slots, -1)
 
 
 def layout_fields(observation_space: Any) -> tuple[tuple[tuple[str, int], ...], int]:

@@ -222,3 +222,18 @@ def test_the_optimizers_warn_when_the_agent_learned_on_another_calculator(model)
         RLOptimizer(atoms, model=model, logfile=None)
     with pytest.warns(CalculatorMismatchWarning):
         HybridOptimizer(atoms, model=model, logfile=None)
+
+
+@pytest.mark.parametrize("policy", ["CrystalTFNPolicy", "CrystalCGCNNPolicy"])
+@pytest.mark.parametrize("algorithm", ["TD3", "SAC"])
+def test_every_crystal_policy_reads_the_history_layout(env, policy, algorithm):
+    from sb3_crystal.algorithms import CrystalSAC
+
+    cls = CrystalTD3 if algorithm == "TD3" else CrystalSAC
+    kwargs = TINY_TFN if policy == "CrystalTFNPolicy" else {"hidden_dim": 8, "n_conv": 1}
+    model = cls(policy, env, policy_kwargs=kwargs, seed=0, learning_starts=4, batch_size=4)
+    obs, _ = env.reset(seed=0)
+    first, _ = model.predict(obs, deterministic=True)
+    changed = dict(obs, displacements=obs["displacements"] + 0.05)  # the history enters the action
+    assert not np.allclose(model.predict(changed, deterministic=True)[0], first)
+    model.learn(8)
