@@ -4,27 +4,26 @@ from __future__ import annotations
 
 import csv
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from sb3_crystal.benchmark.loop import ROW_FIELDS
+from sb3_crystal.files import atomic_file
 
 __all__ = ["atomic_write", "write_csv"]
 
 
 def atomic_write(path: Path, write: Any, suffix: str, binary: bool = False) -> None:
-    """Write through a temporary file in the same folder, then rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
-    try:
-        with os.fdopen(handle, "wb" if binary else "w", **({} if binary else {"newline": "", "encoding": "utf-8"})) as f:
-            write(f)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    """Write through :func:`~sb3_crystal.files.atomic_file`: ``write(file)`` gets the open temporary file.
+
+    :param suffix: unused (kept for callers; the temporary name carries the target's).
+    """
+    with (
+        atomic_file(path) as tmp,
+        open(tmp, "wb" if binary else "w", **({} if binary else {"newline": "", "encoding": "utf-8"})) as f,
+    ):
+        write(f)
 
 
 def write_csv(rows: Sequence[dict[str, Any]], path: str | os.PathLike, fields: Sequence[str] | None = None) -> Path:

@@ -32,7 +32,6 @@ import json
 import math
 import os
 import re
-import secrets
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -42,6 +41,7 @@ from typing import Any
 
 from ase import Atoms
 
+from sb3_crystal.files import atomic_file
 from sb3_crystal.structures.io import StructureFileError, read_structures, write_structure
 
 __all__ = ["SUMMARY_FIELDS", "BatchJob", "collect_jobs", "run_batch"]
@@ -162,16 +162,8 @@ def collect_jobs(inputs: Iterable[str | os.PathLike]) -> list[BatchJob]:
 # -- atomic files -------------------------------------------------------------------------------------------------------
 def _write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` atomically (temporary file in the same folder, fsync, ``os.replace``)."""
-    temporary = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
-    try:
-        with open(temporary, "w", encoding="utf-8", newline="") as file:
-            file.write(text)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as temporary:
+        temporary.write_text(text, encoding="utf-8")
 
 
 def _plain(value: Any) -> Any:

@@ -38,7 +38,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -49,6 +48,7 @@ from ase import Atoms
 from ase.io import read, write
 
 from sb3_crystal.calculators import CalculatorSpec, calculator_fingerprint, make_calculator
+from sb3_crystal.files import atomic_file
 from sb3_crystal.structures.generators import RandomCellGenerator, SolidSolutionGenerator, StructureGenerator
 from sb3_crystal.structures.geometry import distort
 from sb3_crystal.structures.minima import RelaxationError, default_cache_dir, escape_saddle, relaxed_minimum
@@ -250,15 +250,8 @@ def _draw(generator: StructureGenerator, seed: int, j: int, cache_dir: str | os.
     atoms = generator.ideal(rng) if isinstance(generator, SolidSolutionGenerator) else generator.sample(rng)
     entry = Atoms(atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=True)
     entry.info["family_info"] = json.dumps({k: v for k, v in atoms.info.items() if isinstance(v, (str, int, float))})
-    folder.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=folder, suffix=".extxyz.tmp")
-    os.close(handle)
-    try:
+    with atomic_file(path) as tmp:
         write(tmp, entry, format="extxyz")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return atoms
 
 

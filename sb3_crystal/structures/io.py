@@ -12,7 +12,6 @@ import csv
 import errno
 import io
 import os
-import secrets
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -22,6 +21,8 @@ from ase import Atoms
 from ase.io import read as ase_read
 from ase.io import write as ase_write
 from ase.io.formats import filetype as ase_filetype
+
+from sb3_crystal.files import atomic_file
 
 #: Smallest cell volume (Å³) accepted as a real 3D cell.
 _MIN_CELL_VOLUME = 1e-6
@@ -276,14 +277,5 @@ def write_structure(atoms: Atoms | Sequence[Atoms], path: str | os.PathLike, for
     if format is None:
         format = ase_filetype(os.fspath(target), read=False)  # the temporary name hides the real suffix from ASE
 
-    temporary = target.parent / f".{target.name}.{secrets.token_hex(6)}.tmp"
-    # Create it ourselves with mode 0o666 so the umask applies as for a normal write (mkstemp would give 0o600).
-    os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-    try:
+    with atomic_file(target) as temporary:
         ase_write(temporary, atoms, format=format, **kwargs)
-        with open(temporary, "rb") as written:
-            os.fsync(written.fileno())  # data on disk before the rename makes them visible
-        os.replace(temporary, target)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise

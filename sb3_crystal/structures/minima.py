@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -21,6 +20,7 @@ from ase.io import read, write
 from ase.optimize import BFGS, FIRE
 
 from sb3_crystal.calculators import CalculatorSpec, calculator_fingerprint, make_calculator
+from sb3_crystal.files import atomic_file
 from sb3_crystal.structures.geometry import max_force
 
 #: Below this lowest non-translational Hessian eigenvalue (eV/Å²) a stationary point counts as a saddle.
@@ -203,14 +203,8 @@ def _write_atomically(atoms: Atoms, report: MinimumReport, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     entry = Atoms(atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=True)
     entry.info["minimum_report"] = json.dumps(asdict(report))
-    handle, tmp = tempfile.mkstemp(dir=path.parent, suffix=".extxyz.tmp")
-    os.close(handle)
-    try:
+    with atomic_file(path) as tmp:
         write(tmp, entry, format="extxyz")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def escape_saddle(
