@@ -97,7 +97,7 @@ class NewtonRelaxer(Relaxer):
         def record(target: float, converged: bool, steps: int, energy: float, forces: np.ndarray) -> None:
             final = work.copy()
             results[target] = RelaxResult(
-                target, converged, counter.n_calls, steps, max_force(forces), energy, final, time.perf_counter() - t0
+                target, converged, counter.force_calls, steps, max_force(forces), energy, final, time.perf_counter() - t0
             )
 
         steps = 0

@@ -177,7 +177,7 @@ class ASEOptimizerRelaxer(Relaxer):
         def snapshot(target: float, converged: bool, error: str = "") -> RelaxResult:
             # Calls are read first: after a failure the current geometry may not have been evaluated yet,
             # and evaluating it for the record is not the optimizer's cost.
-            calls, wall = counter.n_calls, time.perf_counter() - t0
+            calls, wall = counter.force_calls, time.perf_counter() - t0
             final = work.copy()
             final.calc = None
             return RelaxResult(

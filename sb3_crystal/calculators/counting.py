@@ -55,7 +55,7 @@ class ForceCallCounter(Calculator):
         if "stress" in getattr(self.calculator, "implemented_properties", ()):
             self.implemented_properties = (*ForceCallCounter.implemented_properties, "stress")
         #: energy+forces evaluations at new geometries since the last :meth:`reset`.
-        self.n_calls = 0
+        self.force_calls = 0
         #: all evaluations asked of this wrapper (by ASE when its own one-geometry cache misses).
         self.n_queries = 0
         self._with_stress = False
@@ -70,7 +70,7 @@ class ForceCallCounter(Calculator):
 
     def reset(self) -> None:
         """Zero the counts and forget every geometry seen (start of a new relaxation)."""
-        self.n_calls = 0
+        self.force_calls = 0
         self.n_queries = 0
         self._with_stress = False
         self._last = None
@@ -121,7 +121,7 @@ class ForceCallCounter(Calculator):
                 return seen
         result = self._compute(atoms, stress=self._with_stress)
         if seen is None:
-            self.n_calls += 1
+            self.force_calls += 1
         self._seen[key] = result
         if len(self._seen) > self.memory:
             self._seen.popitem(last=False)

@@ -156,7 +156,7 @@ class LammpsEAMCalculator(Calculator):
         self.potential_path = resolve_potential(potential)
         self.elements = potential_elements(self.potential_path)
         self.instance_mib = instance_memory_mib(self.potential_path)
-        self.n_force_calls = 0
+        self.force_calls = 0
         self._init_instances()
 
     def _init_instances(self) -> None:
@@ -254,7 +254,7 @@ class LammpsEAMCalculator(Calculator):
         energy = float(lmp.get_thermo("pe"))
         forces = np.empty((n, 3))
         forces[ids[:n] - 1] = lmp.numpy.extract_atom("f")[:n]
-        self.n_force_calls += 1
+        self.force_calls += 1
         forces = instance.prism.vector_to_ase(forces)
         if not stress:
             return energy, forces

@@ -88,13 +88,13 @@ class CountedOptimizer(Optimizer):
     @property
     def force_calls(self) -> int:
         """Energy+forces evaluations at distinct geometries in :meth:`run` / :meth:`irun`, the start included."""
-        counted = self._counter.n_calls - self._counter_base if self._counter is not None else 0
+        counted = self._counter.force_calls - self._counter_base if self._counter is not None else 0
         return self._counted_before + counted
 
     def _use_counter(self, counter: ForceCallCounter) -> None:
         if counter is not self._counter:
             self._counted_before = self.force_calls
-            self._counter, self._counter_base = counter, counter.n_calls
+            self._counter, self._counter_base = counter, counter.force_calls
 
     @contextmanager
     def _counting(self) -> Iterator[None]:

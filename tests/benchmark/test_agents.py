@@ -53,7 +53,7 @@ def test_agent_force_calls_follow_the_counter_rule(model, minimum):
     optimizer = RLOptimizer(atoms, model, logfile=None, max_displacement=0.05, min_distance=1.0)
     optimizer.run(fmax=1e-6, steps=15)
     assert result.steps == optimizer.nsteps <= 15 and not result.converged  # a stalled agent stops early
-    assert result.force_calls == optimizer.force_calls == atoms.calc.n_calls
+    assert result.force_calls == optimizer.force_calls == atoms.calc.force_calls
     np.testing.assert_array_equal(result.atoms.positions, atoms.positions)
 
 

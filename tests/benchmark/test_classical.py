@@ -55,25 +55,25 @@ def test_counter_counts_new_geometries_only(b2):
     energy = atoms.get_potential_energy()
     atoms.get_forces()
     atoms.get_potential_energy()
-    assert counter.n_calls == 1  # energy and forces at one geometry: one call
+    assert counter.force_calls == 1  # energy and forces at one geometry: one call
 
     first = atoms.positions.copy()
     atoms.positions += 0.05
     atoms.get_forces()
-    assert counter.n_calls == 2
+    assert counter.force_calls == 2
 
     atoms.positions = first  # back to a geometry seen before, and a separate copy of it
     assert atoms.get_potential_energy() == energy
     twin = b2.copy()
     twin.calc = counter
     twin.get_forces()
-    assert counter.n_calls == 2
+    assert counter.force_calls == 2
     assert counter.n_queries >= 3
 
     counter.reset()
     atoms.positions = first + 1e-9  # any change of positions is a new geometry
     atoms.get_forces()
-    assert counter.n_calls == 1
+    assert counter.force_calls == 1
 
 
 def test_counter_returns_what_the_wrapped_calculator_returns():
@@ -85,7 +85,7 @@ def test_counter_returns_what_the_wrapped_calculator_returns():
     atoms.calc = counter
     assert atoms.get_potential_energy() == pytest.approx(reference.get_potential_energy(), abs=1e-12)
     np.testing.assert_allclose(atoms.get_forces(), reference.get_forces(), atol=1e-12)
-    assert counter.n_calls == 1
+    assert counter.force_calls == 1
 
 
 def test_counter_memory_is_bounded(b2):
@@ -96,7 +96,7 @@ def test_counter_memory_is_bounded(b2):
     for shift in (0.01, 0.02, 0.03, 0.01):  # the first geometry was forgotten before it comes back
         atoms.positions = base + shift
         atoms.get_forces()
-    assert counter.n_calls == 4
+    assert counter.force_calls == 4
 
 
 # -- relaxers -----------------------------------------------------------------------------------------------------
@@ -236,7 +236,7 @@ def test_a_new_relaxer_needs_only_relax(b2, counter):
             atoms = start.copy()
             atoms.calc = calculator
             f = max_force(atoms.get_forces())
-            return RelaxResult(fmax, f < fmax, calculator.n_calls, 0, f, atoms.get_potential_energy(), start.copy(), 0.0)
+            return RelaxResult(fmax, f < fmax, calculator.force_calls, 0, f, atoms.get_potential_energy(), start.copy(), 0.0)
 
     results = Still().relax_thresholds(b2, counter, EPS, 10)
     assert sorted(results) == sorted(EPS) and all(r.converged and r.force_calls == 1 for r in results.values())

@@ -49,20 +49,20 @@ def test_stress_is_part_of_the_geometry_call_and_agrees_with_the_wrapped_calcula
     energy = atoms.get_potential_energy()
     forces = atoms.get_forces()
     stress = atoms.get_stress()
-    assert counter.n_calls == 1
+    assert counter.force_calls == 1
     reference = cuau()
     reference.calc = EMT()
     assert energy == pytest.approx(reference.get_potential_energy(), abs=1e-12)
     np.testing.assert_allclose(forces, reference.get_forces(), atol=1e-12)
     np.testing.assert_allclose(stress, reference.get_stress(), atol=1e-12)
     np.testing.assert_allclose(counter.evaluate_stress(atoms), stress, atol=0)  # remembered: no new call
-    assert counter.n_calls == 1
+    assert counter.force_calls == 1
     # once stress was asked, a new geometry gets energy, forces and stress in one evaluation of the inner code
     runs = inner.runs
     atoms.positions[0] += 0.01
     atoms.get_forces()
     atoms.get_stress()
-    assert counter.n_calls == 2 and inner.runs == runs + 1
+    assert counter.force_calls == 2 and inner.runs == runs + 1
 
 
 def test_cell_filter_relaxation_counts_one_call_per_geometry():
@@ -74,11 +74,11 @@ def test_cell_filter_relaxation_counts_one_call_per_geometry():
     with blas_threads(1):  # the filter's 3×3 matrix functions are slow with BLAS threads on a busy machine
         opt = FIRE(FrechetCellFilter(atoms), logfile=None)
         assert opt.run(fmax=0.05, steps=60)
-    assert counter.n_calls == opt.nsteps + 1  # the start and one geometry per step
+    assert counter.force_calls == opt.nsteps + 1  # the start and one geometry per step
     # EMT computes stress with the forces, so the stress asked after the start's forces costs it nothing either
-    assert inner.runs == counter.n_calls
+    assert inner.runs == counter.force_calls
     counter.reset()
-    assert counter.n_calls == 0 and not counter._with_stress
+    assert counter.force_calls == 0 and not counter._with_stress
 
 
 def test_no_stress_when_the_wrapped_calculator_has_none():

@@ -77,7 +77,7 @@ def test_instance_reused_for_same_structure_kept_for_a_return_after_a_cell_chang
     np.testing.assert_allclose(f2, f_fresh, atol=1e-10)
     energy_forces(atoms, calc)
     assert calc._lmp is handle and len(calc._instances) == 2
-    assert calc.n_force_calls == 5
+    assert calc.force_calls == 5
 
 
 def test_transient_instance_moves_to_the_new_cell_and_agrees_with_fresh_set_ups():
