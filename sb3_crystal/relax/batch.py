@@ -32,7 +32,6 @@ from typing import Any
 import numpy as np
 import torch as th
 from ase import Atoms
-from ase.calculators.calculator import all_changes, compare_atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
 from sb3_crystal.benchmark.classical import ForceCallCounter
@@ -123,34 +122,6 @@ class BatchProfile:
     total_seconds: float = 0.0
     lockstep_steps: int = 0
     extra: dict[str, float] = field(default_factory=dict)
-
-
-class _Counter(ForceCallCounter):
-    """The optimizers' force-call counter (same rule, same memory), with a cheaper test of "same geometry".
-
-    ASE compares the geometry with the one of the last results on every ``get_forces`` / ``get_potential_energy``
-    (several per step) by ``allclose`` on each array, which costs more than a small cell's EAM call. Here a geometry
-    bitwise equal to the last one is recognised at once; any other goes through ASE's own comparison, so the answer
-    is always ASE's.
-    """
-
-    def check_state(self, atoms: Atoms, tol: float = 1e-15) -> list[str]:
-        last = self.atoms
-        if last is None:
-            return list(all_changes)
-        if (
-            last.arrays.keys() == atoms.arrays.keys()
-            and all(_same(value, atoms.arrays[key]) for key, value in last.arrays.items())
-            and _same(last.cell.array, atoms.cell.array)
-            and _same(last.pbc, atoms.pbc)
-        ):
-            return []
-        return compare_atoms(last, atoms, tol=tol, excluded_properties=set(self.ignored_changes))
-
-
-def _same(a: np.ndarray, b: np.ndarray) -> bool:
-    """Bitwise equality of two arrays (shape, type and bytes)."""
-    return a.shape == b.shape and a.dtype == b.dtype and a.tobytes() == b.tobytes()
 
 
 class _BatchAgent(CrystalAgent):
@@ -498,7 +469,7 @@ class _Lockstep:
             try:
                 atoms = _copy_input(item, shared, calculator)
                 if atoms.calc is not None and not isinstance(atoms.calc, ForceCallCounter):
-                    atoms.calc = _Counter(atoms.calc, memory=_COUNTER_MEMORY)  # what the optimizer would wrap it in
+                    atoms.calc = ForceCallCounter(atoms.calc, memory=_COUNTER_MEMORY)  # what the optimizer would wrap it in
                 self.inputs[index] = atoms
                 check_agent_can_relax(self.agent, atoms)
             except (TypeError, ValueError) as err:
