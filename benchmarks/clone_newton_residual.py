@@ -22,28 +22,18 @@ from pathlib import Path
 
 import numpy as np
 import torch as th
-from train_history_agent import ENV_KWARGS, GENERATORS, ZeroPolicy, relax_starts, summary
+from train_history_agent import ENV_KWARGS, GENERATORS, relax_starts, summary, zero_action_agent
+from unseen_families import newton_step
 
 from sb3_crystal import CrystalRelaxEnv
 from sb3_crystal.algorithms import CrystalTD3
 from sb3_crystal.calculators import matscipy_eam
 from sb3_crystal.exploration.demonstrations import MAX_TARGET_NORM, ReferenceMoves, pretrain_actor
-from sb3_crystal.relax import CrystalAgent, save_agent
+from sb3_crystal.relax import save_agent
 from sb3_crystal.structures.families import check_training_seed, test_family
 
 #: Residual corrections up to this per component, Å (the Newton step and the proposal differ by up to ~0.3 Å).
 MAX_DISPLACEMENT = 0.3
-
-
-def newton_step(hessian_calc: object, atoms: object, forces: np.ndarray, max_step: float = 0.3) -> np.ndarray:
-    """Newton's step −H⁻¹g on the |eigenvalues| of the exact Hessian, translations left out, capped per atom."""
-    hessian = np.asarray(hessian_calc.get_hessian(atoms, format="dense"), dtype=float)  # type: ignore[attr-defined]
-    values, vectors = np.linalg.eigh(0.5 * (hessian + hessian.T))
-    keep = np.argsort(np.abs(values))[3:]
-    coefficients = vectors[:, keep].T @ forces.ravel()
-    step = (vectors[:, keep] @ (coefficients / np.abs(values[keep]))).reshape(-1, 3)
-    longest = float(np.linalg.norm(step, axis=1).max())
-    return step * (max_step / longest) if longest > max_step else step
 
 
 def teacher_samples(env: CrystalRelaxEnv, episodes: int, seed: int) -> ReferenceMoves:
@@ -98,7 +88,7 @@ def main() -> None:
     print(f"regression loss {losses[0]:.4f} -> {losses[-1]:.4f} in {fit_s:.0f} s", flush=True)
     save_agent(model, args.out / "agent")
 
-    zero = CrystalAgent(ZeroPolicy(), env.n_max, dict(kwargs), ("Al", "Fe"), observation=env.layout.to_dict())
+    zero = zero_action_agent(env.n_max, kwargs)
     results = {}
     for name, agent in (("zero action (L-BFGS proposal)", zero), ("Newton clone", model)):
         rows = relax_starts(agent, family.starts, args.fmax, 300)

@@ -15,10 +15,8 @@ import json
 import warnings
 from pathlib import Path
 
-from train_history_agent import ENV_KWARGS, ZeroPolicy, relax_starts, summary
+from train_history_agent import relax_starts, summary, zero_action_agent
 
-from sb3_crystal.envs.observation import ObservationLayout
-from sb3_crystal.relax import CrystalAgent
 from sb3_crystal.structures.families import FAMILIES, test_family
 
 
@@ -31,14 +29,7 @@ def main() -> None:
     results = {}
     for name in args.families:
         family = test_family(name, "validation")
-        layout = ObservationLayout(n_max=family.max_atoms, history=ENV_KWARGS["history"], proposal="lbfgs")
-        agent = CrystalAgent(
-            ZeroPolicy(),
-            n_max=family.max_atoms,
-            env_settings=dict(ENV_KWARGS),
-            species=("Al", "Fe"),
-            observation=layout.to_dict(),
-        )
+        agent = zero_action_agent(family.max_atoms)
         for fmax in (0.05, 0.01):
             rows = relax_starts(agent, family.starts, fmax, 500)
             result = summary(rows)

@@ -33,6 +33,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from sb3_crystal import CrystalRelaxEnv
 from sb3_crystal.algorithms import CrystalTD3
 from sb3_crystal.calculators import make_calculator
+from sb3_crystal.envs.observation import ObservationLayout
 from sb3_crystal.relax import CrystalAgent, RLOptimizer, save_agent
 from sb3_crystal.structures.families import check_training_seed, test_family
 
@@ -64,6 +65,13 @@ class ZeroPolicy:
 
     def predict(self, observation: dict[str, np.ndarray], deterministic: bool = True) -> tuple[np.ndarray, None]:
         return np.zeros(3 * observation["mask"].shape[-1], np.float32), None
+
+
+def zero_action_agent(n_max: int, env_settings: dict | None = None) -> CrystalAgent:
+    """The residual agent before training: a :class:`ZeroPolicy` with this recipe's observation and move settings."""
+    settings = dict(ENV_KWARGS if env_settings is None else env_settings)
+    layout = ObservationLayout(n_max=n_max, history=settings["history"], proposal=settings["proposal"])
+    return CrystalAgent(ZeroPolicy(), n_max, settings, ("Al", "Fe"), observation=layout.to_dict())
 
 
 def relax_starts(model: object, starts: list, fmax: float, steps: int) -> list[dict]:
@@ -142,20 +150,7 @@ def main() -> None:
     family = test_family(args.family, "validation", n_cells=args.eval_cells)
     starts = family.starts
     env = CrystalRelaxEnv(**ENV_KWARGS, generator=GENERATORS["random"], n_max=max(16, family.max_atoms))
-    baseline = summary(
-        relax_starts(
-            CrystalAgent(
-                ZeroPolicy(),
-                n_max=env.n_max,
-                env_settings=dict(ENV_KWARGS),
-                species=("Al", "Fe"),
-                observation=env.layout.to_dict(),
-            ),
-            starts,
-            args.fmax,
-            300,
-        )
-    )
+    baseline = summary(relax_starts(zero_action_agent(env.n_max), starts, args.fmax, 300))
     print("zero-action proposal:", json.dumps(baseline), flush=True)
 
     model = CrystalTD3(

@@ -65,6 +65,22 @@ class PreconLBFGSExp(PreconLBFGS):
         super().__init__(atoms, **kwargs)
 
 
+def newton_step(hessian_calc: Any, atoms: Atoms, forces: np.ndarray, max_step: float = 0.3) -> np.ndarray:
+    """Newton's step H⁻¹F on the exact Hessian's eigenvectors with |eigenvalue| (a negative curvature is walked down,
+    not up; the three zero modes of rigid translation are left out), scaled so that no atom moves more than
+    ``max_step`` Å.
+
+    :param hessian_calc: a calculator with ``get_hessian(atoms, format="dense")`` (matscipy's EAM).
+    """
+    hessian = np.asarray(hessian_calc.get_hessian(atoms, format="dense"), dtype=float)
+    values, vectors = np.linalg.eigh(0.5 * (hessian + hessian.T))
+    keep = np.argsort(np.abs(values))[3:]  # drop the three translations
+    coefficients = vectors[:, keep].T @ forces.ravel()
+    step = (vectors[:, keep] @ (coefficients / np.abs(values[keep]))).reshape(-1, 3)
+    longest = float(np.linalg.norm(step, axis=1).max())
+    return step * (max_step / longest) if longest > max_step else step
+
+
 class NewtonRelaxer(Relaxer):
     """Newton's method with the exact EAM Hessian (matscipy, not counted) and the counted LAMMPS forces.
 
@@ -108,15 +124,7 @@ class NewtonRelaxer(Relaxer):
                 record(pending.pop(0), True, steps, energy, forces)
             if not pending or steps >= max_steps:
                 break
-            hessian = np.asarray(self.hessian_calc.get_hessian(work, format="dense"), dtype=float)
-            values, vectors = np.linalg.eigh(0.5 * (hessian + hessian.T))
-            keep = np.argsort(np.abs(values))[3:]  # drop the three translations
-            coefficients = vectors[:, keep].T @ forces.ravel()
-            step = (vectors[:, keep] @ (coefficients / np.abs(values[keep]))).reshape(-1, 3)
-            longest = float(np.linalg.norm(step, axis=1).max())
-            if longest > self.max_step:
-                step *= self.max_step / longest
-            work.positions = work.positions + step
+            work.positions = work.positions + newton_step(self.hessian_calc, work, forces, self.max_step)
             steps += 1
         for target in pending:
             record(target, False, steps, energy, forces)

@@ -299,11 +299,11 @@ class RelaxationHistory:
     def signals(self, n_atoms: int) -> np.ndarray:
         """log10 fmax, its change over the last step, that step's energy change (eV/atom, clipped to ±1), steps."""
         _, forces, energy = self.current
-        log_fmax = math.log10(max(_fmax(forces), LOG_FMAX_FLOOR))
+        log_fmax = math.log10(max(max_force(forces), LOG_FMAX_FLOOR))
         change, energy_change = 0.0, 0.0
         if len(self._points) > 1:
             _, previous_forces, previous_energy = self._points[-2]
-            change = log_fmax - math.log10(max(_fmax(previous_forces), LOG_FMAX_FLOOR))
+            change = log_fmax - math.log10(max(max_force(previous_forces), LOG_FMAX_FLOOR))
             energy_change = float(np.clip((energy - previous_energy) / max(n_atoms, 1), -1.0, 1.0))
         steps = min(self.n_steps, SIGNAL_STEP_SCALE) / SIGNAL_STEP_SCALE
         return np.array([log_fmax, change, energy_change, steps], np.float32)
@@ -313,10 +313,6 @@ class RelaxationHistory:
         _, forces, _ = self.current
         pairs = [(s.ravel(), -y.ravel()) for s, y in self.steps(memory)]  # y = Δgradient = −Δforce
         return lbfgs_step(forces, pairs[::-1], max_step)
-
-
-def _fmax(forces: np.ndarray) -> float:
-    return max_force(forces)
 
 
 def lbfgs_step(forces: np.ndarray, pairs: list[tuple[np.ndarray, np.ndarray]], max_step: float) -> np.ndarray:

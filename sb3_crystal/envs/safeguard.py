@@ -116,7 +116,7 @@ class TrustRegion:
         :param evaluate: ``evaluate(shifts)`` moves the atoms by ``shifts`` from the current geometry and returns
             (energy, forces) there; ``evaluate(zeros)`` puts them back (free: that geometry was evaluated).
         """
-        fmax = _fmax(forces)
+        fmax = max_force(forces)
         n_atoms = len(forces)
         evaluations = 0
         refused: list[tuple[np.ndarray, float, np.ndarray]] = []
@@ -124,7 +124,7 @@ class TrustRegion:
         for attempt in range(self.retries + 1):
             new_energy, new_forces = evaluate(trial)
             evaluations += 1
-            if self.accepts(energy, fmax, new_energy, _fmax(new_forces), n_atoms):
+            if self.accepts(energy, fmax, new_energy, max_force(new_forces), n_atoms):
                 return StepOutcome(trial, new_energy, new_forces, evaluations, len(refused), True, tuple(refused))
             refused.append((trial.copy(), float(new_energy), np.array(new_forces, dtype=np.float64)))
             if attempt < self.retries:
@@ -143,8 +143,3 @@ class TrustRegion:
         for shifts, trial_energy, trial_forces in outcome.rejected_points:
             history.record(base + shifts, trial_forces, trial_energy)
             history.record(base, forces, energy)
-
-
-def _fmax(forces: np.ndarray) -> float:
-    forces = np.asarray(forces, dtype=np.float64)
-    return max_force(forces)
