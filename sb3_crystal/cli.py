@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import math
 import os
 import shutil
 import sys
@@ -611,7 +612,8 @@ def _add_benchmark(subparsers: Any) -> None:
 
 
 def cmd_relax(args: argparse.Namespace) -> int:
-    """``sb3-crystal relax``: relax one structure at fixed cell, agent then classical finisher (or the agent alone).
+    """``sb3-crystal relax``: relax one structure, agent then classical finisher (or the agent alone); at fixed cell,
+    or with ``--cell`` through an ASE cell filter.
 
     Every input and output is checked before the first step; the relaxed structure is written at the end, in one
     step; a trajectory of a run that fails is removed. Several inputs (or ``--out-dir``) make it a batch: see
@@ -624,6 +626,8 @@ def cmd_relax(args: argparse.Namespace) -> int:
             raise UserError(f"{len(args.structures)} inputs: give --out-dir for their relaxed structures and summary")
         if args.trajectory is not None:
             raise UserError("--trajectory is for one structure; a batch writes one relaxed file per structure")
+        if args.cell is not None:
+            raise UserError("--cell relaxes one structure; a batch (several inputs or --out-dir) is at fixed cell")
         args.inputs = args.structures
         return cmd_relax_batch(args)
     args.structure = args.structures[0]
@@ -644,7 +648,10 @@ def cmd_relax(args: argparse.Namespace) -> int:
     except (ValueError, TypeError) as err:
         raise UserError(f"{args.structure}: {err}") from None
     check_calculator_evaluates(atoms, args.calculator, args.structure)
+    if args.cell is not None:
+        _check_calculator_stress(atoms, args.calculator, args.structure)
     _warn_calculator_mismatch(agent, args.calculator)
+    target: Any = atoms if args.cell is None else CELL_FILTERS[args.cell](atoms)
 
     logfile = None if args.quiet else "-"
     trajectory = os.fspath(args.trajectory) if args.trajectory is not None else None
@@ -652,10 +659,10 @@ def cmd_relax(args: argparse.Namespace) -> int:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", CalculatorMismatchWarning)  # said above, in one line
             if args.agent_only:
-                optimizer: Any = RLOptimizer(atoms, agent, logfile=logfile, trajectory=trajectory)
+                optimizer: Any = RLOptimizer(target, agent, logfile=logfile, trajectory=trajectory)
             else:
                 optimizer = HybridOptimizer(
-                    atoms, agent, f_switch=args.switch_fmax, optimizer=args.optimizer, logfile=logfile, trajectory=trajectory
+                    target, agent, f_switch=args.switch_fmax, optimizer=args.optimizer, logfile=logfile, trajectory=trajectory
                 )
             with optimizer:
                 converged = optimizer.run(fmax=args.fmax, steps=args.steps)
@@ -665,7 +672,7 @@ def cmd_relax(args: argparse.Namespace) -> int:
     except BaseException:
         _remove(args.trajectory)
         raise
-    forces = atoms.get_forces()
+    forces = target.get_forces()  # through a filter: forces and the cell's generalised forces, as converged
     fmax = float((forces**2).sum(axis=1).max() ** 0.5) if len(forces) else 0.0
     try:
         write_structure(atoms, args.out)
@@ -673,6 +680,9 @@ def cmd_relax(args: argparse.Namespace) -> int:
         raise UserError(f"cannot write '{args.out}': {err}") from err
     print(f"converged: {'yes' if converged else 'no'} (fmax {fmax:.4g} eV/Å, target {args.fmax:g})")
     print(f"force calls: {optimizer.force_calls}, steps: {optimizer.nsteps}, energy: {atoms.get_potential_energy():.6f} eV")
+    if args.cell is not None:
+        largest, volume = abs(atoms.get_stress()).max(), atoms.get_volume()
+        print(f"cell ({args.cell} filter): largest stress component {largest:.3g} eV/Å³, volume {volume:.4f} Å³")
     if not args.agent_only:
         if optimizer.handover_reason:
             name = optimizer.optimizer_class.__name__
@@ -681,6 +691,38 @@ def cmd_relax(args: argparse.Namespace) -> int:
             print(f"handover: none (the agent relaxed it in {optimizer.agent_steps} steps)")
     print(f"wrote {args.out}" + (f" and {args.trajectory}" if args.trajectory else ""))
     return 0 if converged else 1
+
+
+def _frechet(atoms: Any) -> Any:
+    from ase.filters import FrechetCellFilter
+
+    return FrechetCellFilter(atoms)
+
+
+def _unit(atoms: Any) -> Any:
+    from ase.filters import UnitCellFilter
+
+    return UnitCellFilter(atoms)
+
+
+def _strain(atoms: Any) -> Any:
+    from ase.filters import StrainFilter
+
+    return StrainFilter(atoms)
+
+
+#: ``relax --cell NAME``: the ASE filters a variable-cell relaxation goes through.
+CELL_FILTERS: dict[str, Any] = {"frechet": _frechet, "unit": _unit, "strain": _strain}
+
+
+def _check_calculator_stress(atoms: Any, calculator: str, source: str) -> None:
+    """Raise a :class:`UserError` unless the calculator gives a finite stress for ``atoms`` (``--cell`` needs it)."""
+    try:
+        stress = atoms.get_stress()
+    except Exception as err:  # any calculator's failure becomes one line
+        raise UserError(f"{source}: --cell needs the stress, and calculator {calculator!r} gives none ({err})") from None
+    if not all(map(math.isfinite, stress)):
+        raise UserError(f"{source}: calculator {calculator!r} gives a non-finite stress")
 
 
 def _remove(path: Path | None) -> None:
@@ -692,9 +734,10 @@ def _remove(path: Path | None) -> None:
 def _add_relax(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "relax",
-        help="relax a structure at fixed cell: a trained agent, then a classical optimizer",
+        help="relax a structure (fixed cell, or --cell): a trained agent, then a classical optimizer",
         description=(
-            "Relax a structure at fixed cell: the agent moves the atoms until fmax ≤ --switch-fmax (or it stalls), "
+            "Relax a structure at fixed cell (--cell: the cell too): the agent moves the atoms until fmax ≤ "
+            "--switch-fmax (or it stalls), "
             "then a classical optimizer finishes (the hybrid, the dependable mode); "
             "several inputs (files, folders, globs, multi-frame files) with --out-dir relax as a resumable batch; "
             "--agent-only lets the agent relax alone. Reads CIF, POSCAR, extended XYZ and whatever ASE or pymatgen "
@@ -723,6 +766,15 @@ def _add_relax(subparsers: Any) -> None:
         help="refuse a structure with two atoms closer than this, Å (the environment's input rule; 0 = no check)",
     )
     parser.add_argument("--out", type=Path, default=Path("relaxed.extxyz"), help="relaxed structure file")
+    parser.add_argument(
+        "--cell",
+        nargs="?",
+        const="frechet",
+        default=None,
+        choices=sorted(CELL_FILTERS),
+        help="relax the cell too, through this ASE filter (alone: frechet, FrechetCellFilter); converged means every "
+        "force and the filter's cell forces ≤ --fmax; the agent moves the atoms, L-BFGS the cell",
+    )
     parser.add_argument("--trajectory", type=Path, default=None, help="ASE trajectory of every step (a .traj file)")
     parser.add_argument("--quiet", action="store_true", help="no per-step log")
     parser.add_argument(

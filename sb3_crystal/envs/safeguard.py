@@ -107,6 +107,7 @@ class TrustRegion:
         energy: float,
         forces: np.ndarray,
         evaluate: Callable[[np.ndarray], tuple[float, np.ndarray]],
+        n_atoms: int | None = None,
     ) -> StepOutcome:
         """Try ``shifts`` from the current geometry (energy, forces), shortening it while it is rejected.
 
@@ -115,9 +116,11 @@ class TrustRegion:
         :param forces: forces there, eV/Å.
         :param evaluate: ``evaluate(shifts)`` moves the atoms by ``shifts`` from the current geometry and returns
             (energy, forces) there; ``evaluate(zeros)`` puts them back (free: that geometry was evaluated).
+        :param n_atoms: atoms the energy rise is allowed per (default: the rows of ``forces``; through a cell filter
+            its generalised forces have three more rows than the structure has atoms).
         """
         fmax = max_force(forces)
-        n_atoms = len(forces)
+        n_atoms = len(forces) if n_atoms is None else int(n_atoms)
         evaluations = 0
         refused: list[tuple[np.ndarray, float, np.ndarray]] = []
         trial = np.asarray(shifts, dtype=np.float64)

@@ -18,10 +18,12 @@ from typing import IO, Any
 import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator
+from ase.filters import Filter
 from ase.optimize.optimize import DEFAULT_MAX_STEPS, Optimizer
 
 from sb3_crystal.calculators import ForceCallCounter, UnsupportedElementsError, calculator_elements, check_elements
 from sb3_crystal.relax.agent_io import CrystalAgent
+from sb3_crystal.relax.filters import unwrap
 from sb3_crystal.structures.validation import INPUT_MIN_DISTANCE, check_structure
 
 __all__ = ["CountedOptimizer", "check_agent_can_relax"]
@@ -75,10 +77,15 @@ def _checked_run_arguments(fmax: Any, steps: Any) -> int:
 
 
 class CountedOptimizer(Optimizer):
-    """An ASE optimizer whose :meth:`run` / :meth:`irun` count force calls (see the module docstring)."""
+    """An ASE optimizer whose :meth:`run` / :meth:`irun` count force calls (see the module docstring).
 
-    def __init__(self, atoms: Atoms, logfile: IO | str | None, trajectory: Any, append_trajectory: bool) -> None:
-        if atoms.calc is None:
+    :param atoms: the structure, or an ASE cell filter around it (:func:`~sb3_crystal.relax.filters.unwrap`).
+    """
+
+    def __init__(self, atoms: Atoms | Filter, logfile: IO | str | None, trajectory: Any, append_trajectory: bool) -> None:
+        #: the structure relaxed (the ``Atoms`` behind a filter), and the filter (``None`` without one).
+        self.structure, self.filter = unwrap(atoms)
+        if getattr(self.structure, "calc", None) is None:
             raise ValueError(f"{atoms.get_chemical_formula()}: attach a calculator (atoms.calc) before relaxing")
         self._counter: ForceCallCounter | None = None
         self._counted_before = 0  # calls of counters replaced since (the user swapped calculators)
@@ -98,7 +105,7 @@ class CountedOptimizer(Optimizer):
 
     @contextmanager
     def _counting(self) -> Iterator[None]:
-        calc = self.atoms.calc
+        calc = self.structure.calc
         if calc is None:
             raise ValueError("The atoms lost their calculator")
         if isinstance(calc, ForceCallCounter):  # the benchmark's counter, or ours in a nested call: counts already
@@ -108,11 +115,11 @@ class CountedOptimizer(Optimizer):
         if self._counter is None or self._counter.calculator is not calc:
             self._use_counter(ForceCallCounter(calc, memory=_COUNTER_MEMORY))
         assert self._counter is not None
-        self.atoms.calc = self._counter
+        self.structure.calc = self._counter
         try:
             yield
         finally:
-            self.atoms.calc = calc
+            self.structure.calc = calc
             self._hand_back_results(calc)
 
     def _hand_back_results(self, calc: Any) -> None:
@@ -120,8 +127,9 @@ class CountedOptimizer(Optimizer):
         counter = self._counter
         if not (isinstance(calc, Calculator) and counter is not None and counter.atoms is not None and counter.results):
             return
-        if not counter.check_state(self.atoms) and (calc.atoms is None or calc.check_state(self.atoms)):
-            calc.atoms = self.atoms.copy()
+        structure = self.structure
+        if not counter.check_state(structure) and (calc.atoms is None or calc.check_state(structure)):
+            calc.atoms = structure.copy()
             calc.results = dict(counter.results)
 
     def _before_run(self) -> None:
@@ -145,5 +153,6 @@ class CountedOptimizer(Optimizer):
             return bool(super().run(fmax=fmax, steps=steps))
 
     def _current(self) -> tuple[float, np.ndarray]:
-        """Energy and forces at the current geometry (a counted call the first time a geometry is seen)."""
+        """Energy and forces at the current geometry (a counted call the first time a geometry is seen); through a
+        filter, its energy and generalised forces (what ASE's convergence test reads)."""
         return float(self.atoms.get_potential_energy()), np.asarray(self.atoms.get_forces(), dtype=np.float64)

@@ -6,11 +6,13 @@ from typing import IO, Any
 
 import numpy as np
 from ase import Atoms
+from ase.filters import Filter
 from ase.optimize import BFGSLineSearch, GPMin
 from ase.optimize.optimize import Optimizer
 
 from sb3_crystal.optimizers import CLASSICAL_OPTIMIZERS, STEPWISE_OPTIMIZERS, optimizer_name
 from sb3_crystal.relax.counted import CountedOptimizer
+from sb3_crystal.relax.filters import Geometry, restore_geometry, same_geometry, save_geometry, unwrap
 from sb3_crystal.relax.rl_optimizer import RLOptimizer
 from sb3_crystal.relax.warm_start import warm_start, with_preset_inverse_hessian
 from sb3_crystal.structures.geometry import max_force
@@ -64,7 +66,8 @@ class HybridOptimizer(CountedOptimizer):
     the classical optimizer does from there, even with an untrained agent. Force calls cover both phases, each
     geometry once (the handover geometry is not counted again).
 
-    :param atoms: the structure (with a calculator, fully periodic); relaxed in place.
+    :param atoms: the structure (with a calculator, fully periodic), or a cell filter around it (the agent moves
+        the atoms as in :class:`RLOptimizer`, and the classical optimizer then relaxes the filter); relaxed in place.
     :param model: as for :class:`RLOptimizer`.
     :param f_switch: hand over at fmax ≤ this, eV/Å.
     :param optimizer: classical optimizer: a name of :data:`FINISHERS` (any case), an ASE Optimizer
@@ -89,7 +92,7 @@ class HybridOptimizer(CountedOptimizer):
 
     def __init__(
         self,
-        atoms: Atoms,
+        atoms: Atoms | Filter,
         model: Any = None,
         f_switch: float = 0.1,
         optimizer: str | type[Optimizer] = DEFAULT_FINISHER,
@@ -104,7 +107,8 @@ class HybridOptimizer(CountedOptimizer):
         append_trajectory: bool = False,
         **move_settings: Any,
     ) -> None:
-        check_type(atoms)  # before len(atoms) below
+        structure, _ = unwrap(atoms)
+        check_type(structure)  # before len(structure) below
         if not f_switch > 0:
             raise ValueError(f"f_switch must be > 0 eV/Å, got {f_switch}")
         if not (isinstance(patience, int) and patience >= 1):
@@ -115,7 +119,7 @@ class HybridOptimizer(CountedOptimizer):
             raise ValueError(f"max_agent_steps must be ≥ 0 or None, got {max_agent_steps}")
         self._auto_finisher = is_auto_finisher(optimizer)
         #: the classical optimizer's class (for ``"auto"``: the one for a handover far from the minimum).
-        self.optimizer_class = self.classical_optimizer(optimizer, len(atoms))
+        self.optimizer_class = self.classical_optimizer(optimizer, len(structure))
         self.optimizer_kwargs = dict(optimizer_kwargs or {})
         self.f_switch = float(f_switch)
         self.patience = patience
@@ -142,7 +146,7 @@ class HybridOptimizer(CountedOptimizer):
         self.agent_steps = 0
         self.classical_steps = 0
         self._best_energy = np.inf
-        self._best_positions: np.ndarray | None = None
+        self._best_geometry: Geometry | None = None
         self._best_fmax = np.inf
         self._since_improvement = 0
         self._path: list[tuple[np.ndarray, float, np.ndarray]] = []  # (x, energy, gradient) of the agent's geometries
@@ -205,14 +209,14 @@ class HybridOptimizer(CountedOptimizer):
         fmax = max_force(forces)
         self._path.append((self.optimizable.get_x().copy(), energy, -forces.ravel()))
         if energy < self._best_energy:
-            self._best_energy, self._best_positions = energy, self.atoms.positions.copy()
+            self._best_energy, self._best_geometry = energy, save_geometry(self.structure, self.filter)
         if fmax < self._best_fmax * (1.0 - max(self.min_improvement, _IMPROVEMENT)):
             self._best_fmax, self._since_improvement = fmax, 0
         elif self.agent_steps > 0:
             self._since_improvement += 1
         if fmax <= self.f_switch:
             return "f_switch"
-        if energy - self._best_energy > self.max_energy_rise * len(self.atoms):
+        if energy - self._best_energy > self.max_energy_rise * len(self.structure):
             return "energy"
         if self.agent_steps > 0 and self.agent_optimizer.last_max_shift == 0:
             return "blocked"
@@ -228,14 +232,13 @@ class HybridOptimizer(CountedOptimizer):
         if self._auto_finisher and reason == "f_switch":
             self.optimizer_class = BFGSLineSearch
         self.handover_step, self.handover_force_calls = self.nsteps, self.force_calls
+        best = self._best_geometry
         restart = (
-            reason != "f_switch"
-            and self._best_positions is not None
-            and not np.array_equal(self._best_positions, self.atoms.positions)
+            reason != "f_switch" and best is not None and not same_geometry(best, save_geometry(self.structure, self.filter))
         )
         if restart:
-            assert self._best_positions is not None
-            self.optimizable.set_x(self._best_positions.ravel())
+            assert best is not None
+            restore_geometry(self.structure, self.filter, best)
         self.classical = self.finisher_class()(self.atoms, logfile=None, **self.optimizer_kwargs)
         self.classical.fmax = self.fmax
         if self.warm_start:

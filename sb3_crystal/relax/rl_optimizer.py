@@ -6,6 +6,8 @@
     opt = RLOptimizer(atoms, model=load_model("agent_folder"), trajectory="relax.traj")
     converged = opt.run(fmax=0.05, steps=200)
     opt.force_calls  # energy+forces evaluations at distinct geometries, the start included
+
+    RLOptimizer(FrechetCellFilter(atoms)).run(fmax=0.05)  # the cell too (see sb3_crystal.relax.filters)
 """
 
 from __future__ import annotations
@@ -16,12 +18,14 @@ from typing import IO, Any
 import numpy as np
 import torch as th
 from ase import Atoms
+from ase.filters import Filter
 
 from sb3_crystal.calculators.counting import ForceCallCounter
 from sb3_crystal.envs.moves import MoveRule
 from sb3_crystal.envs.safeguard import TrustRegion
 from sb3_crystal.relax.agent_io import as_agent, check_calculator, load_default_agent
 from sb3_crystal.relax.counted import CountedOptimizer, check_agent_can_relax
+from sb3_crystal.relax.filters import FilteredPath, describe_filter, unwrap
 from sb3_crystal.structures.geometry import closest_pair, largest_norm, max_force
 
 __all__ = ["RLOptimizer"]
@@ -32,11 +36,17 @@ class RLOptimizer(CountedOptimizer):
     deterministic action, exactly as :class:`~sb3_crystal.envs.CrystalRelaxEnv` would (same action scale, same
     contact limiting), then evaluates energy and forces once.
 
+    Through an ASE cell filter (``FrechetCellFilter(atoms)``, ``UnitCellFilter``, ``ExpCellFilter``,
+    ``StrainFilter``) the cell relaxes too, and convergence is the filter's (forces and stress): the agent moves
+    the atoms and an L-BFGS step over the filter's coordinates moves the cell (:mod:`sb3_crystal.relax.filters`),
+    which the log says at the start. Constraints (``FixAtoms``, ``FixSymmetry``) are respected.
+
     Any number of atoms works: up to the agent's ``n_max`` the observation is padded to ``n_max``; beyond it a
     graph (TFN/CGCNN) actor is called on the observation padded to the structure's own size, while a
     fixed-size (MLP) agent raises ``ValueError``. Species outside those seen in training are refused.
 
-    :param atoms: the structure (an ``Atoms`` with a calculator, fully periodic); relaxed in place.
+    :param atoms: the structure (an ``Atoms`` with a calculator, fully periodic), or a cell filter around it;
+        relaxed in place.
     :param model: a trained TD3/SAC model (``CrystalTD3``, ``CrystalSAC``, ``TD3``, ``SAC``), a
         :class:`~sb3_crystal.relax.agent_io.CrystalAgent`, or ``None`` for the package's shipped agent.
     :param logfile: as in ASE (``"-"`` stdout, a path, a file, or ``None``).
@@ -59,7 +69,7 @@ class RLOptimizer(CountedOptimizer):
 
     def __init__(
         self,
-        atoms: Atoms,
+        atoms: Atoms | Filter,
         model: Any = None,
         logfile: IO | str | None = "-",
         trajectory: Any = None,
@@ -89,8 +99,9 @@ class RLOptimizer(CountedOptimizer):
         self.history = self.layout.new_history()
         self._after_step: np.ndarray | None = None
         self._proposal: np.ndarray | None = None
-        check_agent_can_relax(self.agent, atoms)
-        calc = atoms.calc.calculator if isinstance(atoms.calc, ForceCallCounter) else atoms.calc
+        structure, filt = unwrap(atoms)
+        check_agent_can_relax(self.agent, structure)
+        calc = structure.calc.calculator if isinstance(structure.calc, ForceCallCounter) else structure.calc
         check_calculator(self.agent, calc)  # warns when the agent learned on another energy surface
         if isinstance(trust_region, str):
             if trust_region != "auto":
@@ -109,21 +120,29 @@ class RLOptimizer(CountedOptimizer):
         self.last_fraction = 1.0
         self.last_max_shift = float("nan")
         super().__init__(atoms, logfile=logfile, trajectory=trajectory, append_trajectory=append_trajectory)
+        #: the generalised coordinates of a filtered relaxation (``None`` at fixed cell).
+        self.path = None if filt is None else FilteredPath(filt, self.layout.proposal_memory, self.layout.proposal_max_step)
+        if filt is not None:
+            self.logfile.write(describe_filter(filt) + "\n")
 
     def todict(self) -> dict[str, Any]:
         description = super().todict()
         description.update(self.settings, n_max=self.agent.n_max, policy=type(self.agent.policy).__name__)
+        if self.filter is not None:
+            description["filter"] = type(self.filter).__name__
         return description
 
     def _before_run(self) -> None:
         self._after_step = None  # a run starts a new history
+        if self.path is not None:
+            self.path.forget()
         self.stop_reason = None
         forces = self._current()[1]  # the run's first evaluation: ASE asks for it next anyway
         self._best_fmax = max_force(forces)
         self._since_best = 0
         distance = self.settings["min_distance"]
         if distance > 0:
-            i, j, d = closest_pair(self.atoms, search_radius=distance)
+            i, j, d = closest_pair(self.structure, search_radius=distance)
             if d < distance:
                 warnings.warn(
                     f"Atoms {i} and {j} are {d:.3f} Å apart, closer than the agent's min_distance {distance} Å: the "
@@ -141,7 +160,7 @@ class RLOptimizer(CountedOptimizer):
 
         :param forces: forces of the current structure (default: asked of the calculator).
         """
-        atoms = self.atoms
+        atoms = self.structure
         if forces is None:
             forces = atoms.get_forces()
         energy = float(atoms.get_potential_energy())
@@ -171,6 +190,9 @@ class RLOptimizer(CountedOptimizer):
         return np.clip(action.cpu().numpy().astype(np.float64).reshape(-1), -1.0, 1.0)
 
     def step(self) -> None:
+        if self.path is not None:
+            self._filtered_step()
+            return
         forces = np.asarray(self.atoms.get_forces(), dtype=np.float64)
         observation = self.observation(forces)
         action = self.action(observation)
@@ -183,6 +205,43 @@ class RLOptimizer(CountedOptimizer):
             self.optimizable.set_x((self.atoms.positions + shifts).ravel())
         self.last_max_shift = largest_norm(shifts)
         self._after_step = np.array(self.atoms.positions, dtype=np.float64)
+        self._check_progress()
+
+    def _agent_shifts(self, forces: np.ndarray) -> np.ndarray:
+        """The agent's move from the current structure, Å (after the contact rule)."""
+        observation = self.observation(forces)
+        action = self.action(observation)
+        structure = self.structure
+        shifts, fraction = self._moves.move(
+            structure.positions, np.array(structure.cell), forces, action, observation["mask"].shape[0], self._proposal
+        )
+        self.last_fraction = float(fraction)
+        return shifts
+
+    def _filtered_step(self) -> None:
+        """One step through a filter: the agent's shifts for the atom rows, L-BFGS for the cell rows."""
+        assert self.path is not None
+        path = self.path
+        path.update()
+        n = path.atom_rows
+        shifts = self._agent_shifts(np.asarray(self.structure.get_forces(), dtype=np.float64)) if n else np.zeros((0, 3))
+        move = np.vstack([shifts, path.cell_step()])
+        base = path.save()
+        energy, forces = self._current()
+        if self.trust_region is not None and np.any(move):
+
+            def evaluate(trial: np.ndarray) -> tuple[float, np.ndarray]:
+                path.move(base, trial)
+                return self._current()
+
+            outcome = self.trust_region.step(move, energy, forces, evaluate, n_atoms=len(self.structure))
+            self.rejected += outcome.rejected
+            move = outcome.shifts
+        elif np.any(move):
+            path.move(base, move)
+        self.last_max_shift = largest_norm(move[:n]) if n else 0.0
+        self._after_step = np.array(self.structure.positions, dtype=np.float64)
+        path.moved()
         self._check_progress()
 
     def _guarded(self, shifts: np.ndarray, forces: np.ndarray) -> np.ndarray:
