@@ -451,10 +451,18 @@ def _benchmark(args: argparse.Namespace) -> int:
         minimum.info["source"] = atoms.info["source"]
         print(_describe_minimum(report), flush=True)
         minima.append(minimum)
+    starts: list[list[Any]] | None = None
+    if args.family:
+        starts = [_starts_from_minimum(minimum, args) for minimum in minima]
+        for name in args.family:
+            cells, family_starts = _family_groups(name, args.family_cells, calculator)
+            minima += cells
+            starts += family_starts
     relaxers: list[Any] = list(dict.fromkeys(args.optimizers))  # "BFGS bfgs" is one optimizer
     relaxers += _agent_relaxers(agents, args)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CalculatorMismatchWarning)  # said once per agent, above
+        warnings.filterwarnings("ignore", message="RLOptimizer: the agent")  # a stop is a failed run in the table
         rows = run_benchmark(
             minima,
             optimizers=relaxers,
@@ -466,13 +474,48 @@ def _benchmark(args: argparse.Namespace) -> int:
             max_steps=args.max_steps,
             min_distance=args.min_distance,
             progress=False if args.no_progress else None,
+            starts=starts,
         )
     title = f"β = {args.beta:g} Å, {args.n_starts} starts (seed {args.seed}), calculator {args.calculator}"
+    if args.family:
+        title += f"; families {', '.join(args.family)} (validation split, first {args.family_cells} cells, their starts)"
     paths = write_results(rows, args.out, title=f"Force calls to reach ε: {title}")
     print(f"\nForce calls to reach ε ({title}; statistics over converged runs):\n")
     print(format_table(summarize(rows)))
     print(f"\nWrote {', '.join(str(p) for p in paths.values())} in {time.perf_counter() - t0:.1f} s")
     return 0
+
+
+def _family_name(text: str) -> str:
+    from sb3_crystal.structures.families import FAMILIES
+
+    if text not in FAMILIES:
+        raise argparse.ArgumentTypeError(f"unknown family {text!r}: choose from {', '.join(FAMILIES)}")
+    return text
+
+
+def _starts_from_minimum(minimum: Any, args: argparse.Namespace) -> list[Any]:
+    """The benchmark's own seeded starts of a structure (as :func:`~sb3_crystal.benchmark.starts.make_starts`)."""
+    from sb3_crystal.benchmark.starts import make_starts
+
+    return make_starts(minimum, args.beta, args.n_starts, args.seed, args.min_distance)
+
+
+def _family_groups(name: str, n_cells: int, calculator: Any) -> tuple[list[Any], list[list[Any]]]:
+    """The cells of a test family's validation split, named by the family so the tables pool them, and their starts."""
+    from sb3_crystal.structures.families import FAMILIES, test_family
+
+    cells_wanted = min(n_cells, FAMILIES[name].n_cells)
+    print(f"building family {name} (validation split, {cells_wanted} cells)...", flush=True)
+    family = test_family(name, "validation", calculator=calculator, n_cells=cells_wanted)
+    label = f"{name} (unseen)"
+    cells, groups = [], []
+    for j, cell in enumerate(family.cells):
+        reference = cell.copy()
+        reference.info = dict(cell.info, name=label)
+        cells.append(reference)
+        groups.append([start for start in family.starts if start.info["cell"] == j])
+    return cells, groups
 
 
 def _model_names(args: argparse.Namespace) -> list[str]:
@@ -567,6 +610,18 @@ def _add_benchmark(subparsers: Any) -> None:
         "--fmax", type=_positive_float, nargs="+", default=[0.1, 0.05, 0.01], metavar="EPS", help="force thresholds ε, eV/Å"
     )
     parser.add_argument("--n-starts", type=_positive_int, default=20, help="distorted starts per structure")
+    parser.add_argument(
+        "--family",
+        nargs="*",
+        type=_family_name,
+        default=["random_4-8_beta0.3"],
+        metavar="NAME",
+        help="test families (sb3_crystal.structures.families, validation split: cells no training run uses) "
+        "benchmarked beside --structures with their own fixed starts; none: give --family alone",
+    )
+    parser.add_argument(
+        "--family-cells", type=_positive_int, default=8, help="cells of each family (its first ones), 2 starts each"
+    )
     parser.add_argument("--seed", type=_non_negative_int, default=0, help="start k uses numpy default_rng(seed + k)")
     parser.add_argument(
         "--optimizers", type=_optimizer_name, nargs="+", default=list(DEFAULT_OPTIMIZERS), metavar="NAME", help="relaxers"

@@ -75,6 +75,7 @@ def run_benchmark(
     position_tol: float = 0.05,
     polish_fmax: float | None = 1e-3,
     progress: bool | None = None,
+    starts: Sequence[Sequence[Atoms]] | None = None,
 ) -> list[dict[str, Any]]:
     """Relax the same seeded starts of every structure with every relaxer to every threshold.
 
@@ -92,6 +93,8 @@ def run_benchmark(
     :param position_tol: same-minimum position tolerance, Å.
     :param polish_fmax: polish threshold before the same-minimum test (``None``: none).
     :param progress: tqdm bar on stderr (``None``: only on a terminal).
+    :param starts: the starts of each structure, fixed elsewhere (for example a test family's); ``None``: drawn
+        here by :func:`make_starts` from ``beta``, ``n_starts`` and ``seed``.
     :return: one row per (structure, relaxer, start, threshold) with the fields of :data:`ROW_FIELDS`.
     """
     if not beta >= 0:
@@ -99,13 +102,16 @@ def run_benchmark(
     thresholds = sorted({float(f) for f in fmaxes}, reverse=True)
     if not thresholds or min(thresholds) <= 0:
         raise ValueError(f"force thresholds must be > 0 eV/Å, got {list(fmaxes)}")
+    if starts is not None and len(starts) != len(structures):
+        raise ValueError(f"starts must hold one list per structure: {len(starts)} lists for {len(structures)} structures")
     relaxers = [make_relaxer(item) for item in optimizers]
     calc = make_calculator(calculator)
     counter = ForceCallCounter(calc)
     rows: list[dict[str, Any]] = []
-    total = len(structures) * len(relaxers) * n_starts
+    counts = [n_starts] * len(structures) if starts is None else [len(group) for group in starts]
+    total = sum(counts) * len(relaxers)
     with _progress(total, progress) as bar:
-        for reference in structures:
+        for index, reference in enumerate(structures):
             name = structure_name(reference)
             report = reference.info.get("minimum")
             is_minimum = bool(report.is_minimum) if isinstance(report, MinimumReport) else True
@@ -113,10 +119,10 @@ def run_benchmark(
             ref.calc = calc
             reference_energy = float(ref.get_potential_energy())
             ref.calc = None
-            starts = make_starts(ref, beta, n_starts, seed, min_distance)
+            group = make_starts(ref, beta, n_starts, seed, min_distance) if starts is None else list(starts[index])
             for relaxer in relaxers:
                 bar.set_description(f"{name} {relaxer.name}")
-                for k, start in enumerate(starts):
+                for k, start in enumerate(group):
                     results = relaxer.relax_thresholds(start, counter, thresholds, max_steps)
                     # One polish per distinct final geometry: a read-off often stops several ε at one point.
                     verdicts: dict[bytes, tuple[bool, float, float]] = {}
