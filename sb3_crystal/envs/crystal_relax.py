@@ -14,6 +14,7 @@ from ase.calculators.calculator import BaseCalculator
 from gymnasium import spaces
 
 from sb3_crystal.calculators import CalculatorSpec, make_calculator
+from sb3_crystal.envs.cell import FilteredPath
 from sb3_crystal.envs.moves import MoveRule
 from sb3_crystal.envs.observation import ObservationLayout
 from sb3_crystal.envs.rewards import check_reward, relaxation_reward
@@ -93,6 +94,11 @@ class CrystalRelaxEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         (:class:`~sb3_crystal.structures.generators.StructureGenerator` or its ``"generate:..."`` spec): a reset draws
         one with the environment's generator and starts from it as drawn (``structure_index`` −1).
     :param generator_fraction: fraction of resets that draw from ``generator``; the others distort a dataset minimum.
+    :param cell: relax the cell too, through ASE's ``FrechetCellFilter`` (:mod:`sb3_crystal.envs.cell`): the
+        observation adds ``cell_forces`` (and ``cell_proposal``), the action 6 strain numbers after the atoms' 3·n_max,
+        the history holds the filter's generalised coordinates, and ε bounds the largest row of the filter's
+        generalised forces (atoms and cell), as for ASE's optimizers on that filter. Needs a calculator with stress.
+    :param max_strain: logarithmic strain of the cell per unit strain action (with ``cell``).
     :param render_mode: ``"rgb_array"`` makes :meth:`render` return a picture of the structure.
     """
 
@@ -123,15 +129,17 @@ class CrystalRelaxEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         trust_region: bool | dict[str, Any] | None = None,
         generator: str | StructureGenerator | None = None,
         generator_fraction: float = 1.0,
+        cell: bool = False,
+        max_strain: float = 0.01,
         render_mode: str | None = None,
     ) -> None:
         super().__init__()
         self.render_mode = render_mode
         self._init_kwargs = {key: value for key, value in locals().items() if key not in {"self", "__class__", "render_mode"}}
-        self.moves = MoveRule(max_displacement, action_scale, force_cap, min_distance, action_mode)
+        self.moves = MoveRule(max_displacement, action_scale, force_cap, min_distance, action_mode, max_strain)
         if action_mode == "residual" and proposal == "none":
             raise ValueError("action_mode='residual' corrects a classical proposal: set proposal='lbfgs'")
-        ObservationLayout(n_max=1, history=history, proposal=proposal)  # validates before the dataset is built
+        ObservationLayout(n_max=1, history=history, proposal=proposal, cell=cell)  # validates before the dataset
         #: the rule that rejects uphill moves (``None``: every move is taken).
         self.trust_region = TrustRegion.from_config(trust_region)
         #: the source of fresh generated starts (``None``: dataset minima only).
@@ -185,7 +193,9 @@ class CrystalRelaxEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         self.structure_weights = self._normalise_weights(structure_weights)
 
         #: what the observation holds (shared with the optimizers and agent files).
-        self.layout = ObservationLayout(n_max=self.n_max, history=history, proposal=proposal)
+        self.layout = ObservationLayout(n_max=self.n_max, history=history, proposal=proposal, cell=cell)
+        #: the cell filter's coordinates of the episode (``None`` at fixed cell).
+        self._path: FilteredPath | None = None
         self.observation_space: spaces.Dict = self.layout.observation_space()
         self.action_space = self.layout.action_space()
         self._history = self.layout.new_history()
@@ -193,6 +203,7 @@ class CrystalRelaxEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
 
         self._atoms: Atoms | None = None
         self._forces = np.zeros((0, 3))
+        self._generalised = np.zeros((0, 3))
         self._cell = np.zeros((3, 3))
         self._energy = math.nan
         self._fmax = math.nan
@@ -259,6 +270,9 @@ class CrystalRelaxEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         self._episode_step = 0
         self._force_calls = 0
         self._rejected = 0
+        if self.layout.cell:
+            self._start_cell_episode()
+            return self._observation(), self._info(max_shift=0.0, fraction=1.0)
         self._evaluate()
         self._history.reset(self._atoms.positions, self._forces, self._energy)
         return self._observation(), self._info(max_shift=0.0, fraction=1.0)
@@ -266,6 +280,8 @@ class CrystalRelaxEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
     def step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
         if self._atoms is None:
             raise RuntimeError("Call reset() before step()")
+        if self._path is not None:
+            return self._cell_step(action)
         shifts, fraction = self.moves.move(self._atoms.positions, self._cell, self._forces, action, self.n_max, self._proposal)
         previous_fmax, calls_before = self._fmax, self._force_calls
         shifts, self._rejected = self._move(shifts)
@@ -277,6 +293,68 @@ class CrystalRelaxEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         truncated = bool(not terminated and self._episode_step >= self.max_steps)
         max_shift = largest_norm(shifts)
         return self._observation(), float(reward), terminated, truncated, self._info(max_shift, fraction)
+
+    # -- the cell too (``cell=True``) ------------------------------------------------------------------------------
+    def _start_cell_episode(self) -> None:
+        from ase.filters import FrechetCellFilter
+
+        assert self._atoms is not None
+        self._atoms.calc = self.calculator
+        self._path = FilteredPath(
+            FrechetCellFilter(self._atoms), self.layout.proposal_memory, self.layout.proposal_max_step, self._history
+        )
+        self._evaluate_cell()
+        x, f, _ = self._path.point()
+        self._history.reset(x, f, self._energy)
+
+    def _evaluate_cell(self) -> tuple[float, np.ndarray]:
+        """Evaluate the current geometry through the filter: one force call; :return: filter energy and generalised
+        forces (the Cartesian forces are kept for the observation)."""
+        assert self._atoms is not None and self._path is not None
+        _, forces, energy = self._path.point()
+        cartesian = np.asarray(self._atoms.get_forces(), dtype=np.float64)
+        if not (np.all(np.isfinite(forces)) and math.isfinite(energy)):
+            raise RuntimeError(
+                f"Calculator returned non-finite energy, forces or stress for {self._atoms.get_chemical_formula()}"
+            )
+        self._energy, self._forces, self._generalised = float(energy), cartesian, forces
+        self._cell = np.array(self._atoms.cell)
+        self._fmax = max_force(forces)
+        self._force_calls += 1
+        return self._energy, forces
+
+    def _cell_step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
+        assert self._atoms is not None and self._path is not None
+        path, n = self._path, len(self._atoms)
+        proposal = self._proposal
+        atom_base, cell_base = (None, None) if proposal is None else (proposal[:n], proposal[n:])
+        shifts, fraction = self.moves.move(self._atoms.positions, self._cell, self._forces, action, self.n_max, atom_base)
+        move = np.vstack([shifts, self.moves.cell_step(action, self.n_max, path.cell_factor, cell_base)])
+        previous_fmax, calls_before = self._fmax, self._force_calls
+        base = path.save()
+        start = (self._energy, self._forces, self._generalised, self._fmax, self._cell)
+
+        def evaluate(trial: np.ndarray) -> tuple[float, np.ndarray]:
+            path.move(base, trial)
+            if not trial.any():  # back where the step began: known already, no force call
+                self._energy, self._forces, self._generalised, self._fmax, self._cell = start
+                return self._energy, self._generalised
+            return self._evaluate_cell()
+
+        if self.trust_region is None:
+            evaluate(move)
+            self._rejected = 0
+        else:
+            outcome = self.trust_region.step(move, self._energy, self._generalised, evaluate, n_atoms=n)
+            move, self._rejected = outcome.shifts, outcome.rejected
+        self._episode_step += 1
+        x, f, _ = path.point()
+        self._history.record(x, f, self._energy)
+        terminated = bool(self._fmax <= self.epsilon)
+        step_calls = self._force_calls - calls_before
+        reward = relaxation_reward(self.reward, self._fmax, terminated, self.reward_weights, previous_fmax, step_calls)
+        truncated = bool(not terminated and self._episode_step >= self.max_steps)
+        return self._observation(), float(reward), terminated, truncated, self._info(largest_norm(move[:n]), fraction)
 
     def _move(self, shifts: np.ndarray) -> tuple[np.ndarray, int]:
         """Move the atoms by ``shifts`` (through the trust region, if any) and evaluate; :return: the shifts made
@@ -384,7 +462,8 @@ class CrystalRelaxEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
     def _observation(self) -> dict[str, np.ndarray]:
         assert self._atoms is not None
         self._proposal = self.layout.proposal_step(self._history)
-        return self.layout.build(self._atoms.numbers, self._cell, self._history, proposal=self._proposal)
+        structure = (self._atoms.positions, self._forces) if self._path is not None else None
+        return self.layout.build(self._atoms.numbers, self._cell, self._history, proposal=self._proposal, structure=structure)
 
     def _info(self, max_shift: float, fraction: float) -> dict[str, Any]:
         return {

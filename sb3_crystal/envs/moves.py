@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sb3_crystal.envs.cell import symmetric_from_voigt
+from sb3_crystal.envs.observation import CELL_ACTIONS
 from sb3_crystal.structures.geometry import has_pair_closer_than
 
 ACTION_SCALES = ("fixed", "force")
@@ -30,6 +32,8 @@ class MoveRule:
     :param min_distance: closest approach a move may create between two atoms (or an atom and an image), Å.
     :param action_mode: ``"absolute"`` (the shift is the scaled action) or ``"residual"`` (the shift is the
         observation's classical proposal plus the scaled action).
+    :param max_strain: a cell-aware agent's strain step for a strain action of 1 (each of the 6 numbers, in the
+        cell filter's logarithmic strain; :meth:`cell_step`).
     """
 
     max_displacement: float = 0.5
@@ -37,9 +41,10 @@ class MoveRule:
     force_cap: float = 1.0
     min_distance: float = 1.5
     action_mode: str = "absolute"
+    max_strain: float = 0.01
 
     def __post_init__(self) -> None:
-        for name in ("max_displacement", "force_cap"):
+        for name in ("max_displacement", "force_cap", "max_strain"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
@@ -64,16 +69,41 @@ class MoveRule:
         :param base: the classical proposal (n_atoms, 3) Å, added in ``"residual"`` mode (required there).
         :raises ValueError: an action of the wrong size, or NaN/inf for a real atom (named).
         """
-        action = np.asarray(action, dtype=np.float64)
-        if action.size != 3 * n_slots:
+        action = np.asarray(action, dtype=np.float64).reshape(-1)
+        if action.size not in (3 * n_slots, 3 * n_slots + CELL_ACTIONS):
             raise ValueError(f"action must hold 3*n_max = {3 * n_slots} numbers, got shape {action.shape}")
-        per_atom = action.reshape(n_slots, 3)[: len(forces)]
+        per_atom = action[: 3 * n_slots].reshape(n_slots, 3)[: len(forces)]
         bad = ~np.isfinite(per_atom)
         if bad.any():
             atom = int(np.argwhere(bad)[0, 0])
             raise ValueError(f"action holds NaN or inf for atom {atom}: {per_atom[atom].tolist()}")
         shifts = np.clip(per_atom, -1.0, 1.0) * self.scale(forces)
         return shifts + self._base(base, len(forces)) if self.action_mode == "residual" else shifts
+
+    def cell_step(self, action: np.ndarray, n_slots: int, cell_factor: float, base: np.ndarray | None = None) -> np.ndarray:
+        """The step of the cell rows (3, 3) of ``FrechetCellFilter`` for a cell-aware agent's action.
+
+        The action's last :data:`~sb3_crystal.envs.observation.CELL_ACTIONS` numbers, clipped to [−1, 1], are a
+        symmetric strain step (:func:`~sb3_crystal.envs.cell.symmetric_from_voigt`) of ``max_strain`` per unit; the
+        filter's cell rows are that strain times its ``exp_cell_factor`` (``cell_factor``). In ``"residual"`` mode the
+        step is added to ``base``, the proposal's cell rows.
+
+        :raises ValueError: an action without the strain numbers, or NaN/inf among them.
+        """
+        action = np.asarray(action, dtype=np.float64).reshape(-1)
+        if action.size != 3 * n_slots + CELL_ACTIONS:
+            raise ValueError(
+                f"a cell action holds 3*n_max + {CELL_ACTIONS} = {3 * n_slots + CELL_ACTIONS} numbers, got {action.size}"
+            )
+        strain = action[3 * n_slots :]
+        if not np.all(np.isfinite(strain)):
+            raise ValueError(f"the strain part of the action holds NaN or inf: {strain.tolist()}")
+        step = symmetric_from_voigt(np.clip(strain, -1.0, 1.0)) * (self.max_strain * float(cell_factor))
+        if self.action_mode == "residual":
+            if base is None:
+                raise ValueError("action_mode='residual' needs the cell rows of the classical proposal")
+            step = step + np.asarray(base, dtype=np.float64).reshape(3, 3)
+        return step
 
     def _base(self, base: np.ndarray | None, n_atoms: int) -> np.ndarray:
         if base is None:

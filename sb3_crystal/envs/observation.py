@@ -15,8 +15,16 @@ here, so an agent sees the same thing in training and in use.
   (the last ``proposal_memory`` steps, initial inverse Hessian γ·I with γ = s·y / y·y of the newest pair, the longest
   atomic step capped at ``proposal_max_step``).
 
+- with ``cell = True`` (a relaxation of the cell too, through ``FrechetCellFilter``; :mod:`sb3_crystal.envs.cell`):
+  ``cell_forces`` (3, 3) eV, the filter's generalised forces on the cell (the virial per atom, symmetric), and with a
+  proposal ``cell_proposal`` (3, 3), the cell rows of the L-BFGS step. The history then holds the filter's
+  generalised coordinates (N atom rows, 3 cell rows), so its secant pairs couple atoms and cell; ``positions`` and
+  ``forces`` stay Cartesian, and the action gains 6 numbers, a symmetric strain step (:func:`~sb3_crystal.envs.cell.
+  symmetric_from_voigt`).
+
 ``positions``, ``forces``, ``displacements``, ``force_changes`` and ``proposal`` are Cartesian vectors: rotating the
-crystal rotates them (:attr:`ObservationLayout.vector_keys`); ``signals``, ``species`` and ``mask`` are invariant.
+crystal rotates them (:attr:`ObservationLayout.vector_keys`); ``cell_forces`` and ``cell_proposal`` are symmetric
+tensors (T → R T Rᵀ, :attr:`ObservationLayout.tensor_keys`); ``signals``, ``species`` and ``mask`` are invariant.
 The L-BFGS proposal uses only dot products over the whole structure, so it is rotation, translation and permutation
 equivariant like the forces.
 """
@@ -36,9 +44,11 @@ from sb3_crystal.structures.geometry import largest_norm, max_force
 
 __all__ = [
     "BASE_KEYS",
+    "CELL_ACTIONS",
     "HISTORY_KEYS",
     "N_SIGNALS",
     "PROPOSALS",
+    "TENSOR_KEYS",
     "VECTOR_KEYS",
     "ObservationLayout",
     "RelaxationHistory",
@@ -53,6 +63,8 @@ HISTORY_KEYS: tuple[str, ...] = ("displacements", "force_changes", "signals")
 PROPOSALS: tuple[str, ...] = ("none", "lbfgs")
 #: Invariant per-structure signals of a history layout.
 N_SIGNALS = 4
+#: Numbers the action of a cell layout adds: the 6 components of a symmetric strain step.
+CELL_ACTIONS = 6
 
 #: Initial curvature of the L-BFGS proposal before any secant pair is known, eV/Å² (ASE's LBFGS default α).
 INITIAL_CURVATURE = 70.0
@@ -73,6 +85,7 @@ class ObservationLayout:
     :param proposal: ``"none"`` or ``"lbfgs"`` (a classical step computed from the history).
     :param proposal_memory: steps the L-BFGS proposal remembers.
     :param proposal_max_step: longest atomic step of the proposal, Å.
+    :param cell: the cell relaxes too (``cell_forces`` observed, a strain in the action).
     """
 
     n_max: int
@@ -80,6 +93,7 @@ class ObservationLayout:
     proposal: str = "none"
     proposal_memory: int = 8
     proposal_max_step: float = 0.2
+    cell: bool = False
 
     def __post_init__(self) -> None:
         if not (isinstance(self.n_max, (int, np.integer)) and self.n_max >= 1):
@@ -93,6 +107,8 @@ class ObservationLayout:
         step = self.proposal_max_step
         if not (isinstance(step, (int, float)) and math.isfinite(step) and step > 0):
             raise ValueError(f"proposal_max_step must be a finite number > 0 Å, got {step!r}")
+        if not isinstance(self.cell, (bool, np.bool_)):
+            raise ValueError(f"cell must be True or False, got {self.cell!r}")
 
     # -- description --------------------------------------------------------------------------------------------
     @property
@@ -103,12 +119,26 @@ class ObservationLayout:
             keys += HISTORY_KEYS
         if self.proposal != "none":
             keys.append("proposal")
+        if self.cell:
+            keys.append("cell_forces")
+            if self.proposal != "none":
+                keys.append("cell_proposal")
         return tuple(keys)
 
     @property
     def vector_keys(self) -> tuple[str, ...]:
         """Keys whose last axis is a Cartesian vector that rotates with the crystal (``positions`` included)."""
         return tuple(key for key in self.keys if key in VECTOR_KEYS)
+
+    @property
+    def tensor_keys(self) -> tuple[str, ...]:
+        """Keys holding a symmetric 3×3 tensor that rotates as R T Rᵀ."""
+        return tuple(key for key in self.keys if key in TENSOR_KEYS)
+
+    @property
+    def action_size(self) -> int:
+        """Numbers of an action per ``n_max`` slots: 3 per slot, plus :data:`CELL_ACTIONS` for a cell layout."""
+        return 3 * self.n_max + (CELL_ACTIONS if self.cell else 0)
 
     @property
     def memory(self) -> int:
@@ -128,7 +158,7 @@ class ObservationLayout:
         :raises ValueError: unknown entries or bad values.
         """
         data = dict(data or {})
-        known = {"history", "proposal", "proposal_memory", "proposal_max_step"}
+        known = {"history", "proposal", "proposal_memory", "proposal_max_step", "cell"}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"unknown observation settings {unknown}; known: {sorted(known)}")
@@ -147,7 +177,8 @@ class ObservationLayout:
         history = int(space["displacements"].shape[1]) if "displacements" in space.spaces else 0
         proposal = "lbfgs" if "proposal" in space.spaces else "none"
         extra = {k: v for k, v in settings.items() if k in ("proposal_memory", "proposal_max_step") and v is not None}
-        layout = cls(n_max=int(space["positions"].shape[0]), history=history, proposal=proposal, **extra)
+        cell = "cell_forces" in space.spaces
+        layout = cls(n_max=int(space["positions"].shape[0]), history=history, proposal=proposal, cell=cell, **extra)
         expected = layout.observation_space()
         for key in layout.keys:
             if key not in space.spaces or space[key].shape != expected[key].shape:
@@ -170,12 +201,16 @@ class ObservationLayout:
             fields["signals"] = spaces.Box(-np.inf, np.inf, (N_SIGNALS,), np.float32)
         if self.proposal != "none":
             fields["proposal"] = spaces.Box(-np.inf, np.inf, (n, 3), np.float32)
+        if self.cell:
+            fields["cell_forces"] = spaces.Box(-np.inf, np.inf, (3, 3), np.float32)
+            if self.proposal != "none":
+                fields["cell_proposal"] = spaces.Box(-np.inf, np.inf, (3, 3), np.float32)
         return spaces.Dict(fields)
 
     def action_space(self, n_slots: int | None = None) -> spaces.Box:
-        """``Box(−1, 1, (3·n_slots,))``, one 3-vector per atom slot."""
+        """``Box(−1, 1, (3·n_slots,))``, one 3-vector per atom slot, then for a cell layout the 6 strain numbers."""
         n = self.n_max if n_slots is None else int(n_slots)
-        return spaces.Box(-1.0, 1.0, (3 * n,), np.float32)
+        return spaces.Box(-1.0, 1.0, (3 * n + (CELL_ACTIONS if self.cell else 0),), np.float32)
 
     def new_history(self) -> RelaxationHistory:
         """An empty history of the depth this layout needs."""
@@ -183,7 +218,8 @@ class ObservationLayout:
 
     # -- building -----------------------------------------------------------------------------------------------
     def proposal_step(self, history: RelaxationHistory) -> np.ndarray | None:
-        """The classical proposal (n_atoms, 3) Å, float64, at the newest point of ``history`` (``None`` without)."""
+        """The classical proposal (n_atoms, 3) Å, float64, at the newest point of ``history`` (``None`` without);
+        for a cell layout (n_atoms + 3, 3), the atom rows then the cell rows."""
         if self.proposal == "none":
             return None
         return history.lbfgs_step(self.proposal_memory, self.proposal_max_step)
@@ -195,6 +231,7 @@ class ObservationLayout:
         history: RelaxationHistory,
         n_slots: int | None = None,
         proposal: np.ndarray | None = None,
+        structure: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> dict[str, np.ndarray]:
         """The observation of the newest point of ``history``.
 
@@ -203,6 +240,8 @@ class ObservationLayout:
         :param history: the relaxation so far (its newest point is the current geometry).
         :param n_slots: atom slots (default ``n_max``); at least the number of atoms.
         :param proposal: :meth:`proposal_step` when already computed (default: computed here).
+        :param structure: for a cell layout, the Cartesian (positions, forces) of the current geometry (the history
+            holds the filter's generalised coordinates).
         :return: a dict of fresh float32 arrays.
         """
         n = len(numbers)
@@ -210,6 +249,13 @@ class ObservationLayout:
         if n > slots:
             raise ValueError(f"{n} atoms do not fit the observation's {slots} atom slots")
         positions, forces, _ = history.current
+        generalised_forces = forces
+        if self.cell:
+            if structure is None:
+                raise ValueError("a cell layout's observation needs the structure's Cartesian (positions, forces)")
+            if len(generalised_forces) != n + 3:
+                raise ValueError(f"a cell layout's history holds {n} atom rows and 3 cell rows, got {len(forces)} rows")
+            positions, forces = structure
         observation = {
             "positions": _padded(positions, slots),
             "cell": np.asarray(cell, dtype=np.float32).reshape(3, 3).copy(),
@@ -224,18 +270,26 @@ class ObservationLayout:
             displacements = np.zeros((slots, k, 3), np.float32)
             force_changes = np.zeros((slots, k, 3), np.float32)
             for j, (shift, change) in enumerate(history.steps(k)):
-                displacements[:n, j] = shift
-                force_changes[:n, j] = change
+                displacements[:n, j] = shift[:n]
+                force_changes[:n, j] = change[:n]
             observation["displacements"] = displacements
             observation["force_changes"] = force_changes
             observation["signals"] = history.signals(n)
         if self.proposal != "none":
-            observation["proposal"] = _padded(self.proposal_step(history) if proposal is None else proposal, slots)
+            step = self.proposal_step(history) if proposal is None else proposal
+            assert step is not None
+            observation["proposal"] = _padded(step[:n], slots)
+            if self.cell:
+                observation["cell_proposal"] = np.asarray(step[n:], dtype=np.float32).copy()
+        if self.cell:
+            observation["cell_forces"] = np.asarray(generalised_forces[n:], dtype=np.float32).copy()
         return observation
 
 
 #: Fields whose last axis is a Cartesian vector.
 VECTOR_KEYS: frozenset[str] = frozenset({"positions", "forces", "displacements", "force_changes", "proposal"})
+#: Fields that are a symmetric 3×3 tensor (rotating as R T Rᵀ).
+TENSOR_KEYS: frozenset[str] = frozenset({"cell_forces", "cell_proposal"})
 
 
 def _padded(values: np.ndarray, slots: int) -> np.ndarray:

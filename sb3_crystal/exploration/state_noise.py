@@ -15,10 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from sb3_crystal.envs.observation import VECTOR_KEYS
+from sb3_crystal.envs.observation import TENSOR_KEYS, VECTOR_KEYS
 
-#: Observation fields that state noise rotates and rescales.
-NOISY_KEYS: frozenset[str] = VECTOR_KEYS - {"positions"}
+#: Observation fields that state noise rotates and rescales: vectors (v → s·R v) and, in a cell layout, the
+#: symmetric cell tensors (T → s·R T Rᵀ).
+NOISY_KEYS: frozenset[str] = (VECTOR_KEYS - {"positions"}) | TENSOR_KEYS
 
 
 def axis_angle_rotation(axis: np.ndarray, angle: float) -> np.ndarray:
@@ -99,8 +100,9 @@ class StateNoise:
         for env_index, level in enumerate(np.asarray(levels, dtype=np.float64)):
             if level > 0:
                 rotation, scale = self.sample(level)
-                for values in fields.values():
-                    values[env_index] = scale * values[env_index] @ rotation.T
+                for key, values in fields.items():
+                    turned = values[env_index] @ rotation.T
+                    values[env_index] = scale * (rotation @ turned if key in TENSOR_KEYS else turned)
         for key, values in fields.items():
             noisy[key] = values.astype(observation[key].dtype)
         return noisy

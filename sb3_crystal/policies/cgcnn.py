@@ -18,7 +18,7 @@ from stable_baselines3.common.type_aliases import PyTorchObs
 from stable_baselines3.sac.policies import LOG_STD_MAX, LOG_STD_MIN
 from torch import nn
 
-from sb3_crystal.policies.common import CrystalActorBase, CrystalCriticBase
+from sb3_crystal.policies.common import CrystalActorBase, CrystalCriticBase, refuse_cell
 from sb3_crystal.policies.graph import PeriodicGraph, masked_mean
 from sb3_crystal.policies.sac import CrystalSACActorBase, CrystalSACPolicyBase, tanh_log_det
 from sb3_crystal.policies.td3 import CrystalTD3PolicyBase
@@ -137,6 +137,7 @@ class CGCNNActor(_CGCNNMixin, CrystalActorBase):
 
     def __init__(self, *args: Any, cgcnn_kwargs: dict[str, Any] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        refuse_cell(self.observation_space, "the CGCNN actor")
         self.cgcnn_kwargs = _resolve_cgcnn_kwargs(cgcnn_kwargs or {})
         self.trunk = self._trunk()
         self.head = self._head(3, nn.Tanh())
@@ -162,7 +163,9 @@ class CGCNNCritic(_CGCNNMixin, CrystalCriticBase):
         self.q_trunks = nn.ModuleList(self._trunk(extra_node_dim=3) for _ in range(self.n_critics))
         self.q_heads = nn.ModuleList(self._head(1) for _ in range(self.n_critics))
 
-    def _q_values(self, features: dict[str, th.Tensor], per_atom_actions: th.Tensor, n_q: int) -> tuple[th.Tensor, ...]:
+    def _q_values(
+        self, features: dict[str, th.Tensor], per_atom_actions: th.Tensor, n_q: int, strain: th.Tensor | None = None
+    ) -> tuple[th.Tensor, ...]:
         graph = self._graph(features)
         mask = features["mask"]
         q_values = []

@@ -15,7 +15,7 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.common.type_aliases import PyTorchObs
 from torch import nn
 
-from sb3_crystal.envs.observation import BASE_KEYS
+from sb3_crystal.envs.observation import BASE_KEYS, CELL_ACTIONS
 from sb3_crystal.policies.graph import masked_mean
 from sb3_crystal.policies.tfn import (
     TFN_PRESETS,
@@ -24,6 +24,7 @@ from sb3_crystal.policies.tfn import (
     GraphCache,
     TensorFieldNetwork,
     layout_fields,
+    layout_tensor_fields,
 )
 
 #: Keys every crystal observation holds (the paper's; history layouts add more, see sb3_crystal.envs.observation).
@@ -74,21 +75,36 @@ def fused_adam_kwargs(
     return kwargs or optimizer_kwargs
 
 
+def has_cell(observation_space: spaces.Space) -> bool:
+    """Whether a crystal observation space is a cell layout's (the cell relaxes too; the action ends in a strain)."""
+    return isinstance(observation_space, spaces.Dict) and "cell_forces" in observation_space.spaces
+
+
 def check_crystal_spaces(observation_space: spaces.Space, action_space: spaces.Space) -> int:
     """Validate the env contract and return ``N_max``.
 
     :param observation_space: Dict with ``positions, cell, forces, species, mask``
-    :param action_space: ``Box(-1, 1, (3 * N_max,))``
+    :param action_space: ``Box(-1, 1, (3 * N_max,))``, plus 6 strain numbers for a cell layout
     :return: N_max
     """
     assert isinstance(observation_space, spaces.Dict), "crystal policies need a Dict observation space"
     missing = [key for key in OBS_KEYS if key not in observation_space.spaces]
     assert not missing, f"observation space lacks keys {missing}"
     n_max = observation_space["positions"].shape[0]
-    assert isinstance(action_space, spaces.Box) and action_space.shape == (3 * n_max,), (
-        f"action space must be Box(-1, 1, ({3 * n_max},)), got {action_space}"
+    size = 3 * n_max + (CELL_ACTIONS if has_cell(observation_space) else 0)
+    assert isinstance(action_space, spaces.Box) and action_space.shape == (size,), (
+        f"action space must be Box(-1, 1, ({size},)), got {action_space}"
     )
     return n_max
+
+
+def refuse_cell(observation_space: spaces.Space, network: str) -> None:
+    """Raise ``ValueError`` for a cell layout: ``network`` has no strain head (only the TD3 TFN actor has one)."""
+    if has_cell(observation_space):
+        raise ValueError(
+            f"{network} has no strain head for a cell relaxation (CrystalRelaxEnv(cell=True)): use TD3 with "
+            "CrystalTFNPolicy, or relax the cell through an ASE filter with a fixed-cell agent"
+        )
 
 
 class PassThroughExtractor(BaseFeaturesExtractor):
@@ -120,9 +136,13 @@ class CrystalGraphMixin:
 
     def _make_encoder(self, action_basis: int = 0) -> CrystalNodeEncoder:
         """The node encoder for this network's observation space (and, for a critic, its action input)."""
-        vector_fields, n_signals = layout_fields(self.observation_space)  # type: ignore[attr-defined]
+        space = self.observation_space  # type: ignore[attr-defined]
+        vector_fields, n_signals = layout_fields(space)
         kw = self.tfn_kwargs
-        return CrystalNodeEncoder(kw["species_dim"], kw["force_basis"], action_basis, vector_fields, n_signals)
+        strain = action_basis > 0 and has_cell(space)
+        return CrystalNodeEncoder(
+            kw["species_dim"], kw["force_basis"], action_basis, vector_fields, n_signals, layout_tensor_fields(space), strain
+        )
 
     def _make_tfn(self, irreps_node_input: Any, irreps_node_output: str) -> TensorFieldNetwork:
         kw = self.tfn_kwargs
@@ -233,8 +253,11 @@ class CrystalCriticBase(BaseModel):
         )
         return data
 
-    def _q_values(self, features: dict[str, th.Tensor], per_atom_actions: th.Tensor, n_q: int) -> tuple[th.Tensor, ...]:
-        """:return: the first ``n_q`` Q values, each (B, 1), from the features and the (B, N_max, 3) actions"""
+    def _q_values(
+        self, features: dict[str, th.Tensor], per_atom_actions: th.Tensor, n_q: int, strain: th.Tensor | None = None
+    ) -> tuple[th.Tensor, ...]:
+        """:return: the first ``n_q`` Q values, each (B, 1), from the features, the (B, N_max, 3) actions and, for a
+        cell layout, the (B, 6) strain numbers"""
         raise NotImplementedError
 
     def _q_forward(self, obs: PyTorchObs, actions: th.Tensor, n_q: int) -> tuple[th.Tensor, ...]:
@@ -242,7 +265,10 @@ class CrystalCriticBase(BaseModel):
         with th.set_grad_enabled(not self.share_features_extractor):
             features = self.extract_features(obs, self.features_extractor)
         mask = features["mask"]
-        return self._q_values(features, actions.reshape(mask.shape[0], -1, 3) * mask.unsqueeze(-1), n_q)
+        n_structures, n_slots = mask.shape
+        strain = actions[:, 3 * n_slots :] if "cell_forces" in features else None
+        per_atom = actions[:, : 3 * n_slots].reshape(n_structures, n_slots, 3) * mask.unsqueeze(-1)
+        return self._q_values(features, per_atom, n_q, strain)
 
     def forward(self, obs: PyTorchObs, actions: th.Tensor) -> tuple[th.Tensor, ...]:
         """:return: ``n_critics`` tensors of shape (B, 1)"""
@@ -272,12 +298,14 @@ class TFNCritic(CrystalGraphMixin, CrystalCriticBase):
         # invariant offset per critic: returns are far from 0 and the per-atom outputs have no bias
         self.q_biases = nn.Parameter(th.zeros(self.n_critics))
 
-    def _q_values(self, features: dict[str, th.Tensor], per_atom_actions: th.Tensor, n_q: int) -> tuple[th.Tensor, ...]:
+    def _q_values(
+        self, features: dict[str, th.Tensor], per_atom_actions: th.Tensor, n_q: int, strain: th.Tensor | None = None
+    ) -> tuple[th.Tensor, ...]:
         edges = self._edges(features)
         mask = features["mask"]
         q_values = []
         for k in range(n_q):
-            x = self.q_encoders[k](features, per_atom_actions)
+            x = self.q_encoders[k](features, per_atom_actions, strain)
             q_atoms = self.q_networks[k](x, edges).reshape(mask.shape[0], -1, 1)
             q_values.append(masked_mean(q_atoms, mask) + self.q_biases[k])
         return tuple(q_values)

@@ -33,6 +33,7 @@ from sb3_crystal.policies.common import (
     CrystalPolicyMixin,
     PassThroughExtractor,
     TFNPolicyMixin,
+    refuse_cell,
     resolve_tfn_kwargs,
 )
 from sb3_crystal.policies.tfn import GraphCache, radial_squash, safe_norm
@@ -96,6 +97,7 @@ class CrystalSACActorBase(CrystalActorBase):
         **kwargs: Any,
     ) -> None:
         super().__init__(observation_space, action_space, features_extractor, features_dim, normalize_images, graph_cache)
+        refuse_cell(observation_space, f"the SAC actor {type(self).__name__}")
         if use_sde:
             raise ValueError(f"gSDE is not supported by the crystal SAC actors ({type(self).__name__})")
         self.log_std_init = log_std_init

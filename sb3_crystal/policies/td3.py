@@ -27,9 +27,11 @@ from sb3_crystal.policies.common import (
     TFNPolicyMixin,
     check_crystal_spaces,
     fused_adam_kwargs,
+    has_cell,
     resolve_tfn_kwargs,
 )
-from sb3_crystal.policies.tfn import GraphCache, radial_squash
+from sb3_crystal.policies.graph import masked_mean
+from sb3_crystal.policies.tfn import GraphCache, radial_squash, tensor_from_irreps, tensor_squash, voigt_from_tensor
 
 __all__ = [
     "OBS_KEYS",
@@ -53,6 +55,10 @@ __all__ = [
 class TFNActor(CrystalGraphMixin, CrystalActorBase):
     """Deterministic equivariant actor: one ``1x1o`` vector per atom, ``v * tanh|v| / |v|``, zero on padding.
 
+    For a cell layout (``CrystalRelaxEnv(cell=True)``) each atom also outputs ``1x0e+1x2e``; their mean over the
+    atoms is a symmetric tensor, squashed into the unit ball (:func:`~sb3_crystal.policies.tfn.tensor_squash`), whose
+    6 numbers end the action: the strain step. Rotating the crystal rotates it as R T Rᵀ.
+
     :param args: see :class:`CrystalActorBase`
     :param tfn_kwargs: TFN hyperparameters (see :func:`resolve_tfn_kwargs`)
     :param kwargs: see :class:`CrystalActorBase`
@@ -62,18 +68,28 @@ class TFNActor(CrystalGraphMixin, CrystalActorBase):
         super().__init__(*args, **kwargs)
         self.tfn_kwargs = resolve_tfn_kwargs(**(tfn_kwargs or {}))
         self.encoder = self._make_encoder()
-        self.tfn = self._make_tfn(self.encoder.irreps_node_input, "1x1o")
+        self.cell = has_cell(self.observation_space)
+        self.tfn = self._make_tfn(self.encoder.irreps_node_input, "1x1o+1x0e+1x2e" if self.cell else "1x1o")
 
     def displacement(self, obs: dict[str, th.Tensor]) -> th.Tensor:
         """Unsquashed per-atom ``1x1o`` output, shape (B, N_max, 3)."""
+        return self._outputs(obs)[0]
+
+    def _outputs(self, obs: dict[str, th.Tensor]) -> tuple[th.Tensor, th.Tensor | None]:
+        """Per-atom vectors (B, N, 3) and, for a cell layout, the pooled ``1x0e+1x2e`` strain irreps (B, 6)."""
         n_structures = obs["positions"].shape[0]
-        vectors = self.tfn(self.encoder(obs), self._edges(obs))
-        return vectors.reshape(n_structures, -1, 3)  # slots from the observation: any padded size works
+        out = self.tfn(self.encoder(obs), self._edges(obs)).reshape(n_structures, obs["mask"].shape[1], -1)
+        if not self.cell:
+            return out, None  # slots from the observation: any padded size works
+        return out[..., :3], masked_mean(out[..., 3:], obs["mask"])
 
     def forward(self, obs: PyTorchObs) -> th.Tensor:
         obs = self.extract_features(obs, self.features_extractor)
-        actions = radial_squash(self.displacement(obs)) * obs["mask"].unsqueeze(-1)
-        return actions.reshape(actions.shape[0], -1)
+        vectors, strain = self._outputs(obs)
+        actions = (radial_squash(vectors) * obs["mask"].unsqueeze(-1)).reshape(vectors.shape[0], -1)
+        if strain is None:
+            return actions
+        return th.cat([actions, voigt_from_tensor(tensor_from_irreps(tensor_squash(strain)))], dim=-1)
 
 
 class CrystalTD3PolicyBase(CrystalPolicyMixin, TD3Policy):

@@ -15,11 +15,12 @@ Two presets (see :data:`TFN_PRESETS`):
 """
 
 import copy
+import functools
 import math
 from typing import Any, ClassVar, NamedTuple
 
 import torch as th
-from e3nn import o3
+from e3nn import io, o3
 from e3nn.math import soft_one_hot_linspace
 from e3nn.nn import FullyConnectedNet, Gate
 from torch import nn
@@ -35,6 +36,48 @@ TFN_PRESETS: dict[str, dict[str, Any]] = {
 
 #: Atomic numbers 0..MAX_Z are embeddable (0 is padding).
 MAX_Z = 118
+
+#: Per-structure symmetric tensor fields of a cell observation (``sb3_crystal.envs.observation.TENSOR_KEYS``), in the
+#: encoders' order.
+TENSOR_FIELDS: tuple[str, ...] = ("cell_forces", "cell_proposal")
+
+
+@functools.lru_cache(maxsize=1)
+def _symmetric_basis() -> th.Tensor:
+    """(6, 3, 3): the orthonormal change of basis from a symmetric 3×3 tensor to its irreps ``1x0e+1x2e``."""
+    return io.CartesianTensor("ij=ji").reduced_tensor_products().change_of_basis.to(th.float32)
+
+
+def tensor_irreps(tensor: th.Tensor) -> th.Tensor:
+    """Symmetric tensors (..., 3, 3) as their irreps ``1x0e+1x2e`` (..., 6): trace part first, then the 5 of 2e.
+
+    The basis is orthonormal, so the norm of the result is the tensor's Frobenius norm.
+    """
+    basis = _symmetric_basis().to(tensor.device, tensor.dtype)
+    return th.einsum("kij,...ij->...k", basis, 0.5 * (tensor + tensor.transpose(-1, -2)))
+
+
+def tensor_from_irreps(irreps: th.Tensor) -> th.Tensor:
+    """The inverse of :func:`tensor_irreps`: (..., 6) ``1x0e+1x2e`` to symmetric (..., 3, 3)."""
+    basis = _symmetric_basis().to(irreps.device, irreps.dtype)
+    return th.einsum("kij,...k->...ij", basis, irreps)
+
+
+#: Index pairs of the 6 strain numbers of a cell action (``sb3_crystal.envs.cell.VOIGT``).
+VOIGT_PAIRS: tuple[tuple[int, int], ...] = ((0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1))
+
+
+def voigt_from_tensor(tensor: th.Tensor) -> th.Tensor:
+    """(..., 3, 3) symmetric to its 6 numbers in :data:`VOIGT_PAIRS` order (off-diagonals not doubled)."""
+    return th.stack([tensor[..., i, j] for i, j in VOIGT_PAIRS], dim=-1)
+
+
+def tensor_from_voigt(voigt: th.Tensor) -> th.Tensor:
+    """(..., 6) strain numbers to the symmetric (..., 3, 3) tensor."""
+    rows = [[None] * 3 for _ in range(3)]
+    for k, (i, j) in enumerate(VOIGT_PAIRS):
+        rows[i][j] = rows[j][i] = voigt[..., k]
+    return th.stack([th.stack(row, dim=-1) for row in rows], dim=-2)  # type: ignore[arg-type]
 
 
 def hidden_irreps(mul: int, lmax: int, full_parity: bool) -> o3.Irreps:
@@ -175,6 +218,8 @@ class CrystalNodeEncoder(nn.Module):
         action_basis: int = 0,
         vector_fields: tuple[tuple[str, int], ...] = (),
         n_signals: int = 0,
+        tensor_fields: tuple[str, ...] = (),
+        strain_action: bool = False,
     ) -> None:
         super().__init__()
         self.species_dim = species_dim
@@ -182,15 +227,25 @@ class CrystalNodeEncoder(nn.Module):
         self.action_basis = action_basis
         self.vector_fields = tuple((str(key), int(count)) for key, count in vector_fields)
         self.n_signals = int(n_signals)
+        self.tensor_fields = tuple(str(key) for key in tensor_fields)
+        self.strain_action = bool(strain_action)
+        if self.strain_action and action_basis <= 0:
+            raise ValueError("a strain action is encoded beside the per-atom actions: action_basis must be > 0")
         self.species_embedding = nn.Embedding(MAX_Z + 1, species_dim)
         n_extra = sum(count for _, count in self.vector_fields)
+        n_tensors = len(self.tensor_fields) + (1 if self.strain_action else 0)
         n_scalars = species_dim + force_basis * (1 + n_extra) + action_basis + self.n_signals
+        n_scalars += (force_basis + 1) * len(self.tensor_fields) + ((action_basis + 1) if self.strain_action else 0)
         n_vectors = 1 + n_extra + (1 if action_basis > 0 else 0)
-        self.irreps_node_input = o3.Irreps(f"{n_scalars}x0e+{n_vectors}x1o")
+        tensors = f"+{n_tensors}x2e" if n_tensors else ""
+        self.irreps_node_input = o3.Irreps(f"{n_scalars}x0e+{n_vectors}x1o{tensors}")
 
-    def forward(self, obs: dict[str, th.Tensor], actions: th.Tensor | None = None) -> th.Tensor:
+    def forward(
+        self, obs: dict[str, th.Tensor], actions: th.Tensor | None = None, strain: th.Tensor | None = None
+    ) -> th.Tensor:
         """:param obs: padded observation dict
         :param actions: (B, N, 3) per-atom actions (critic only)
+        :param strain: (B, 6) strain numbers of a cell action (critic of a cell layout only)
         :return: (B * N, irreps_node_input.dim)
         """
         forces = obs["forces"]
@@ -210,8 +265,22 @@ class CrystalNodeEncoder(nn.Module):
             a_norm = safe_norm(actions).squeeze(-1)
             scalars.append(soft_one_hot_linspace(a_norm, 0.0, math.sqrt(3.0), self.action_basis, "gaussian", False))
             vectors.append(actions)
-        # irreps order: all scalars, then the 1o vectors
-        x = th.cat([*scalars, *vectors], dim=-1)
+        tensors = []
+        for key in self.tensor_fields:  # per structure, the same on every atom: norm basis, trace part, 2e part
+            irreps = tensor_irreps(obs[key].reshape(n_structures, 3, 3))
+            norm = safe_norm(irreps)
+            direction = irreps / norm.clamp_min(1e-8)
+            scalars += [_per_atom(log_norm_basis(norm, self.force_basis), n_slots), _per_atom(direction[:, :1], n_slots)]
+            tensors.append(_per_atom(direction[:, 1:], n_slots))
+        if self.strain_action:
+            assert strain is not None, "this encoder expects the strain of a cell action"
+            irreps = tensor_irreps(tensor_from_voigt(strain))
+            norm = safe_norm(irreps).squeeze(-1)
+            basis = soft_one_hot_linspace(norm, 0.0, math.sqrt(6.0), self.action_basis, "gaussian", False)
+            scalars += [_per_atom(basis, n_slots), _per_atom(irreps[:, :1], n_slots)]
+            tensors.append(_per_atom(irreps[:, 1:], n_slots))
+        # irreps order: all scalars, then the 1o vectors, then the 2e tensors
+        x = th.cat([*scalars, *vectors, *tensors], dim=-1)
         return x.reshape(n_structures * n_slots, -1) * obs["mask"].reshape(n_structures * n_slots, 1)
 
 
@@ -227,6 +296,16 @@ def observed_vectors(obs: dict[str, th.Tensor], vector_fields: tuple[tuple[str, 
     for key, count in vector_fields:
         fields += list(obs[key].reshape(n_structures, n_slots, count, 3).unbind(dim=2))
     return fields
+
+
+def _per_atom(values: th.Tensor, n_slots: int) -> th.Tensor:
+    """(B, k) per-structure values repeated on every atom slot, (B, N, k)."""
+    return values.unsqueeze(1).expand(-1, n_slots, -1)
+
+
+def layout_tensor_fields(observation_space: Any) -> tuple[str, ...]:
+    """The per-structure symmetric tensor fields of a crystal observation space (a cell layout's), in order."""
+    return tuple(key for key in TENSOR_FIELDS if key in observation_space.spaces)
 
 
 def per_atom_signals(obs: dict[str, th.Tensor], n_signals: int) -> th.Tensor:
@@ -507,6 +586,13 @@ class TensorFieldNetwork(nn.Module):
         for conv, gate in zip(self.convolutions, self.gates, strict=True):
             x = gate(conv(x, edges))
         return self.output(x, edges)
+
+
+def tensor_squash(irreps: th.Tensor) -> th.Tensor:
+    """``T * tanh(|T|) / |T|`` for (..., 6) ``1x0e+1x2e`` tensors (Frobenius norm): equivariant, into the unit ball,
+    so each of the 6 strain numbers of the resulting symmetric tensor lies in (−1, 1)."""
+    norm = safe_norm(irreps)
+    return irreps * th.tanh(norm) / norm
 
 
 def radial_squash(v: th.Tensor) -> th.Tensor:

@@ -79,7 +79,14 @@ DEFAULT_AGENT_DIR = Path(__file__).resolve().parent / "default_agent"
 SHIPPED_AGENTS: dict[str, Path] = {"alfe": DEFAULT_AGENT_DIR, "b2": Path(__file__).resolve().parent / "b2_agent"}
 
 #: The environment settings that decide how an action moves atoms (see :class:`~sb3_crystal.envs.CrystalRelaxEnv`).
-MOVE_SETTINGS: tuple[str, ...] = ("max_displacement", "action_scale", "force_cap", "min_distance", "action_mode")
+MOVE_SETTINGS: tuple[str, ...] = (
+    "max_displacement",
+    "action_scale",
+    "force_cap",
+    "min_distance",
+    "action_mode",
+    "max_strain",
+)
 
 _CLASS_MODULES = ("torch.nn", "torch.optim")
 

@@ -18,7 +18,7 @@ from typing import IO, Any
 import numpy as np
 import torch as th
 from ase import Atoms
-from ase.filters import Filter
+from ase.filters import Filter, FrechetCellFilter
 
 from sb3_crystal.calculators.counting import ForceCallCounter
 from sb3_crystal.envs.moves import MoveRule
@@ -100,6 +100,12 @@ class RLOptimizer(CountedOptimizer):
         self._after_step: np.ndarray | None = None
         self._proposal: np.ndarray | None = None
         structure, filt = unwrap(atoms)
+        if self.layout.cell and not isinstance(filt, FrechetCellFilter):
+            given = "a structure at fixed cell" if filt is None else type(filt).__name__
+            raise ValueError(
+                f"this agent relaxes the cell through FrechetCellFilter's coordinates, as it was trained; got {given}: "
+                "use RLOptimizer(FrechetCellFilter(atoms), ...)"
+            )
         check_agent_can_relax(self.agent, structure)
         calc = structure.calc.calculator if isinstance(structure.calc, ForceCallCounter) else structure.calc
         check_calculator(self.agent, calc)  # warns when the agent learned on another energy surface
@@ -120,10 +126,16 @@ class RLOptimizer(CountedOptimizer):
         self.last_fraction = 1.0
         self.last_max_shift = float("nan")
         super().__init__(atoms, logfile=logfile, trajectory=trajectory, append_trajectory=append_trajectory)
-        #: the generalised coordinates of a filtered relaxation (``None`` at fixed cell).
-        self.path = None if filt is None else FilteredPath(filt, self.layout.proposal_memory, self.layout.proposal_max_step)
+        #: the generalised coordinates of a filtered relaxation (``None`` at fixed cell); a cell-aware agent observes
+        #: their history.
+        self.path: FilteredPath | None = None
         if filt is not None:
-            self.logfile.write(describe_filter(filt) + "\n")
+            history = self.history if self.layout.cell else None
+            self.path = FilteredPath(filt, self.layout.proposal_memory, self.layout.proposal_max_step, history)
+            line = (
+                f"{type(filt).__name__}: the agent moves the atoms and the cell" if self.layout.cell else describe_filter(filt)
+            )
+            self.logfile.write(line + "\n")
 
     def todict(self) -> dict[str, Any]:
         description = super().todict()
@@ -218,14 +230,39 @@ class RLOptimizer(CountedOptimizer):
         self.last_fraction = float(fraction)
         return shifts
 
+    def _agent_cell_move(self, forces: np.ndarray) -> np.ndarray:
+        """A cell-aware agent's move: its atomic shifts (Å) then the filter's cell rows, (n_atoms + 3, 3)."""
+        assert self.path is not None
+        structure, n = self.structure, len(self.structure)
+        self._proposal = self.layout.proposal_step(self.history)
+        slots = max(n, self.agent.n_max)
+        observation = self.layout.build(
+            structure.numbers,
+            np.array(structure.cell),
+            self.history,
+            n_slots=slots,
+            proposal=self._proposal,
+            structure=(np.array(structure.positions, dtype=np.float64), forces),
+        )
+        action = self.action(observation)
+        proposal = self._proposal
+        atom_base, cell_base = (None, None) if proposal is None else (proposal[:n], proposal[n:])
+        shifts, fraction = self._moves.move(structure.positions, np.array(structure.cell), forces, action, slots, atom_base)
+        self.last_fraction = float(fraction)
+        return np.vstack([shifts, self._moves.cell_step(action, slots, self.path.cell_factor, cell_base)])
+
     def _filtered_step(self) -> None:
         """One step through a filter: the agent's shifts for the atom rows, L-BFGS for the cell rows."""
         assert self.path is not None
         path = self.path
         path.update()
         n = path.atom_rows
-        shifts = self._agent_shifts(np.asarray(self.structure.get_forces(), dtype=np.float64)) if n else np.zeros((0, 3))
-        move = np.vstack([shifts, path.cell_step()])
+        forces = np.asarray(self.structure.get_forces(), dtype=np.float64)
+        if self.layout.cell:  # the agent moves the cell too
+            move = self._agent_cell_move(forces)
+        else:
+            shifts = self._agent_shifts(forces) if n else np.zeros((0, 3))
+            move = np.vstack([shifts, path.cell_step()])
         base = path.save()
         energy, forces = self._current()
         if self.trust_region is not None and np.any(move):
