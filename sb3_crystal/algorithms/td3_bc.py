@@ -13,7 +13,7 @@ term uses the replay buffer as in TD3: the agent fine-tunes online from its clon
 
 The default α is 0.02, not the paper's 2.5: a cloned relaxer must stay accurate to about 0.01 in action units near
 the minimum, far tighter than the behaviour data of offline RL, so the cloning term must dominate. The α scan behind
-this default (``benchmarks/train_b2.py --bc-alpha``) is in docs/results.md.
+this default (``pipelines/train_b2.py --bc-alpha``) is in docs/results.md.
 """
 
 from __future__ import annotations
