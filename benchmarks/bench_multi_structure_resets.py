@@ -1,7 +1,7 @@
 """Resets on a multi-structure environment: one LAMMPS instance per cell against one instance rebuilt per switch.
 
 Run by hand: ``python benchmarks/bench_multi_structure_resets.py [--write-docs]``. The environment is the shipped
-agent's training set (7 prototypes and 24 random Al–Fe cells, ``benchmarks/train_default_agent.py``); every episode
+agent's training set (7 prototypes and 24 random Al–Fe cells, ``pipelines/train_default_agent.py``); every episode
 of one reset and one step draws a cell at random, as training does. ``LammpsEAMCalculator(max_instances=1)`` is
 the calculator before session 5 (set-up on every change of cell); the default keeps up to 64 instances. Reports the
 median time per episode over ``--repeats`` interleaved blocks and the ratio of the two medians.
@@ -13,11 +13,14 @@ import argparse
 import os
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 from bench_env import replace_section
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pipelines"))  # the shipped agents' training pipelines
 from train_default_agent import ENV, PROTOTYPES, random_cells
 
 from sb3_crystal import CrystalRelaxEnv

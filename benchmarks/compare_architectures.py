@@ -8,7 +8,7 @@ Two parts, both on B2 AlFe (batch 100, one torch thread):
    in one process (medians; ratios against ``small`` measured in the same run, so a loaded machine shifts all
    of them alike). The paper's network gets one timed update.
 2. Learning: the trainable ones (``--train``, default ``small`` and ``deep_r5``) go through the same run as
-   ``benchmarks/train_b2.py --variant action_noise`` (Gaussian action noise σ 0.1, hybrid reward at ε 0.05, 20 fixed
+   ``pipelines/train_b2.py --variant action_noise`` (Gaussian action noise σ 0.1, hybrid reward at ε 0.05, 20 fixed
    test starts every 1000 steps) for ``--steps`` environment steps, same seed; success and ⟨L⟩ are compared per
    environment step and per second of training.
 
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -88,6 +89,7 @@ def main() -> None:
         ratio = f"{cost['ms'] / base:.1f}" if base else "–"
         lines.append(f"| {name} | {ARCHITECTURES[name][1]} | {cost['params']:,} | {cost['ms']:,.1f} | {ratio} |")
 
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pipelines"))  # the B2 training pipeline
     from train_b2 import train
 
     histories = {}

@@ -3,7 +3,7 @@
     python benchmarks/generalisation_elemental.py                      # trains (8,000 steps, seed 0), then benchmarks
     python benchmarks/generalisation_elemental.py --model agent.zip --out results/elemental_agent
 
-Without ``--model`` it trains TD3 + CrystalTFNPolicy with the recipe of ``benchmarks/train_default_agent.py``
+Without ``--model`` it trains TD3 + CrystalTFNPolicy with the recipe of ``pipelines/train_default_agent.py``
 (Gaussian action noise σ 0.1, hybrid reward (1, 0, 0.5), force-adaptive action scale, ε 0.05 eV/Å, β 0.5 Å,
 learning rate 3e-4, γ 0.99; saddle points of the potential pushed into true minima) on the package's seven
 single-element prototypes (:data:`sb3_crystal.envs.AL_FE_ELEMENTAL`: Al fcc/hcp/bcc/I4mmm, Fe bcc/fcc/hcp) for
@@ -32,6 +32,8 @@ from typing import Any
 import numpy as np
 import torch as th
 from stable_baselines3.common.noise import NormalActionNoise
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pipelines"))  # the shipped agents' training pipelines
 from train_default_agent import ENV as DEFAULT_ENV
 from train_default_agent import TD3_SETTINGS
 

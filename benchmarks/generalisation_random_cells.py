@@ -3,7 +3,7 @@
     python benchmarks/generalisation_random_cells.py                   # trains (10,000 steps, seed 0), then benchmarks
     python benchmarks/generalisation_random_cells.py --model agent.zip --out results/random_cells_agent
 
-Without ``--model`` it trains TD3 + CrystalTFNPolicy with the recipe of ``benchmarks/train_default_agent.py``
+Without ``--model`` it trains TD3 + CrystalTFNPolicy with the recipe of ``pipelines/train_default_agent.py``
 (see ``benchmarks/generalisation_elemental.py``: Gaussian action noise σ 0.1, hybrid reward (1, 0, 0.5),
 force-adaptive action scale, ε 0.05 eV/Å, β 0.5 Å; saddle points pushed into true minima) on the 20 random Al–Fe
 cells of 2–3 atoms of ``CrystalRelaxRandomAlFe-v0`` (``random:count=20,atoms=2-3,seed=0``, n_max 5 so that the test
@@ -23,10 +23,13 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import torch as th
 from generalisation_elemental import benchmark_agent, experiment_parser, train_agent
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pipelines"))  # the shipped agents' training pipelines
 from train_default_agent import ENV as DEFAULT_ENV
 
 from sb3_crystal.benchmark.harness import format_table, summarize, write_results

@@ -3,7 +3,7 @@
     python benchmarks/generalisation_supercells.py --out results/supercells              # trains the B2 agent first
     python benchmarks/generalisation_supercells.py --model agent.zip --out results/supercells
 
-Without ``--model`` it trains the B2 curriculum agent of ``benchmarks/train_b2.py`` (15,000 steps, seed 0) and uses
+Without ``--model`` it trains the B2 curriculum agent of ``pipelines/train_b2.py`` (15,000 steps, seed 0) and uses
 its best model at ε = 0.05. Then the same seeded starts (β = 0.5 Å) of B2 AlFe and of its 2×1×1 and 2×2×1 supercells
 (2, 4 and 8 atoms; the agent saw only 2) go through the agent, the hybrid and BFGS / BFGSLineSearch / FIRE.
 """
@@ -11,6 +11,7 @@ its best model at ε = 0.05. Then the same seeded starts (β = 0.5 Å) of B2 AlF
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from sb3_crystal.benchmark.agents import AgentRelaxer, HybridRelaxer
@@ -30,6 +31,7 @@ def main() -> None:
     args = parser.parse_args()
     model_path = args.model
     if model_path is None:
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pipelines"))
         from train_b2 import train
 
         train("curriculum", 15_000, 0, args.out / "training")

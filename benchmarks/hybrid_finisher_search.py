@@ -58,17 +58,17 @@ CLASSICAL: list[tuple[str, type, dict[str, Any]]] = [
 #: (name, HybridRelaxer keyword arguments) of the candidate hybrids; the first is the package default.
 HYBRIDS: list[tuple[str, dict[str, Any]]] = [
     ("hybrid, default (auto)", {}),
-    ("hybrid, default (BFGSLineSearch)", {"optimizer": BFGSLineSearch}),
-    ("hybrid, BFGSLineSearch, f_switch 3", {"f_switch": 3.0}),
-    ("hybrid, BFGSLineSearch, ≤ 1 agent step", {"max_agent_steps": 1}),
-    ("hybrid, BFGSLineSearch, patience 2", {"patience": 2}),
-    ("hybrid, BFGSLineSearch, patience 3", {"patience": 3}),
-    ("hybrid, GPMin", {"optimizer": GPMin}),
-    ("hybrid, GPMin, no warm start", {"optimizer": GPMin, "warm_start": False}),
-    ("hybrid, GPMin, ≤ 1 agent step, no warm start", {"optimizer": GPMin, "max_agent_steps": 1, "warm_start": False}),
-    ("hybrid, GPMin (fitted length scale)", {"optimizer": GPMin, "optimizer_kwargs": {"update_hyperparams": True}}),
-    ("hybrid, GPMin (prior: mean energy)", {"optimizer": GPMin, "optimizer_kwargs": {"update_prior_strategy": "average"}}),
-    ("hybrid, PreconLBFGS (Exp)", {"optimizer": PreconLBFGS, "optimizer_kwargs": {"precon": "Exp"}}),
+    ("hybrid, default (BFGSLineSearch)", {"finisher": BFGSLineSearch}),
+    ("hybrid, BFGSLineSearch, switch_fmax 3", {"finisher": BFGSLineSearch, "switch_fmax": 3.0}),
+    ("hybrid, BFGSLineSearch, ≤ 1 agent step", {"finisher": BFGSLineSearch, "max_agent_steps": 1}),
+    ("hybrid, BFGSLineSearch, patience 2", {"finisher": BFGSLineSearch, "patience": 2}),
+    ("hybrid, BFGSLineSearch, patience 3", {"finisher": BFGSLineSearch, "patience": 3}),
+    ("hybrid, GPMin", {"finisher": GPMin}),
+    ("hybrid, GPMin, no warm start", {"finisher": GPMin, "warm_start": False}),
+    ("hybrid, GPMin, ≤ 1 agent step, no warm start", {"finisher": GPMin, "max_agent_steps": 1, "warm_start": False}),
+    ("hybrid, GPMin (fitted length scale)", {"finisher": GPMin, "finisher_kwargs": {"update_hyperparams": True}}),
+    ("hybrid, GPMin (prior: mean energy)", {"finisher": GPMin, "finisher_kwargs": {"update_prior_strategy": "average"}}),
+    ("hybrid, PreconLBFGS (Exp)", {"finisher": PreconLBFGS, "finisher_kwargs": {"precon": "Exp"}}),
 ]
 
 

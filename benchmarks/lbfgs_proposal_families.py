@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import warnings
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pipelines"))  # the shipped agents' training pipelines
 from train_history_agent import relax_starts, summary, zero_action_agent
 
 from sb3_crystal.structures.families import FAMILIES, test_family

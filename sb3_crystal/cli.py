@@ -566,8 +566,8 @@ def _agent_relaxers(agents: Sequence[tuple[str, Any]], args: argparse.Namespace)
         relaxers += [
             AgentRelaxer(agent, name=label),
             *(
-                HybridRelaxer(agent, f_switch=args.switch_fmax, optimizer=opt, name=f"{label}+{opt}@{args.switch_fmax:g}")
-                for opt in args.hybrid_optimizers
+                HybridRelaxer(agent, switch_fmax=args.switch_fmax, finisher=name, name=f"{label}+{name}@{args.switch_fmax:g}")
+                for name in args.finishers
             ),
         ]
     if not relaxers:
@@ -577,14 +577,31 @@ def _agent_relaxers(agents: Sequence[tuple[str, Any]], args: argparse.Namespace)
 
 #: The hybrid's finishers: "auto" (sb3_crystal.relax.hybrid_optimizer.DEFAULT_FINISHER) and the shared table's stepwise
 #: optimizers (sb3_crystal.optimizers imports no torch).
-_HYBRID_OPTIMIZERS = ("auto", *STEPWISE_OPTIMIZERS)
+_FINISHERS = ("auto", *STEPWISE_OPTIMIZERS)
 
 
-def _hybrid_optimizer_name(text: str) -> str:
-    lookup = {name.lower(): name for name in _HYBRID_OPTIMIZERS}
+def _finisher_name(text: str) -> str:
+    lookup = {name.lower(): name for name in _FINISHERS}
     if text.lower() not in lookup:
-        raise argparse.ArgumentTypeError(f"unknown optimizer '{text}': choose from {', '.join(_HYBRID_OPTIMIZERS)}")
+        raise argparse.ArgumentTypeError(f"unknown finisher '{text}': choose from {', '.join(_FINISHERS)}")
     return lookup[text.lower()]
+
+
+class _RenamedOption(argparse.Action):
+    """The deprecated spelling of an option: stores under the new option's ``dest`` and says so on stderr.
+
+    :param new: the option's current spelling.
+    """
+
+    def __init__(self, option_strings: Sequence[str], dest: str, new: str, **kwargs: Any) -> None:
+        self.new = new
+        super().__init__(option_strings, dest, default=argparse.SUPPRESS, help=argparse.SUPPRESS, **kwargs)
+
+    def __call__(
+        self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option_string: Any = None
+    ) -> None:
+        print(f"{parser.prog}: warning: {option_string} is deprecated, use {self.new}", file=sys.stderr, flush=True)
+        setattr(namespace, self.dest, values)
 
 
 def _add_benchmark(subparsers: Any) -> None:
@@ -641,14 +658,19 @@ def _add_benchmark(subparsers: Any) -> None:
         action="store_true",
         help="let --model load SB3 zips, which unpickles them and so runs any code stored in them: trusted files only",
     )
-    parser.add_argument("--switch-fmax", type=_positive_float, default=0.1, help="hybrid: agent until fmax ≤ this, eV/Å")
     parser.add_argument(
-        "--hybrid-optimizers",
-        type=_hybrid_optimizer_name,
+        "--switch-fmax", type=_positive_float, default=0.1, help="hybrid: agent until fmax ≤ this, then the finisher, eV/Å"
+    )
+    parser.add_argument(
+        "--finishers",
+        type=_finisher_name,
         nargs="+",
-        default=[_HYBRID_OPTIMIZERS[0]],
+        default=[_FINISHERS[0]],
         metavar="NAME",
-        help=f"classical optimizers finishing the hybrid, one hybrid each ({', '.join(_HYBRID_OPTIMIZERS)})",
+        help=f"the hybrid's finishers (classical optimizers), one hybrid each ({', '.join(_FINISHERS)})",
+    )
+    parser.add_argument(
+        "--hybrid-optimizers", dest="finishers", action=_RenamedOption, new="--finishers", type=_finisher_name, nargs="+"
     )
     parser.add_argument("--calculator", default="lammps", help="calculator spec: lammps, matscipy, emt, module:Class")
     parser.add_argument("--max-steps", type=_positive_int, default=1000, help="optimizer step cap per run")
@@ -717,7 +739,7 @@ def cmd_relax(args: argparse.Namespace) -> int:
                 optimizer: Any = RLOptimizer(target, agent, logfile=logfile, trajectory=trajectory)
             else:
                 optimizer = HybridOptimizer(
-                    target, agent, f_switch=args.switch_fmax, optimizer=args.optimizer, logfile=logfile, trajectory=trajectory
+                    target, agent, switch_fmax=args.switch_fmax, finisher=args.finisher, logfile=logfile, trajectory=trajectory
                 )
             with optimizer:
                 converged = optimizer.run(fmax=args.fmax, steps=args.steps)
@@ -740,7 +762,7 @@ def cmd_relax(args: argparse.Namespace) -> int:
         print(f"cell ({args.cell} filter): largest stress component {largest:.3g} eV/Å³, volume {volume:.4f} Å³")
     if not args.agent_only:
         if optimizer.handover_reason:
-            name = optimizer.optimizer_class.__name__
+            name = optimizer.finisher_class.__name__
             print(f"handover to {name}: after {optimizer.agent_steps} agent steps ({optimizer.handover_reason})")
         else:
             print(f"handover: none (the agent relaxed it in {optimizer.agent_steps} steps)")
@@ -789,11 +811,11 @@ def _remove(path: Path | None) -> None:
 def _add_relax(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "relax",
-        help="relax a structure (fixed cell, or --cell): a trained agent, then a classical optimizer",
+        help="relax a structure (fixed cell, or --cell): a trained agent, then a classical finisher",
         description=(
             "Relax a structure at fixed cell (--cell: the cell too): the agent moves the atoms until fmax ≤ "
             "--switch-fmax (or it stalls), "
-            "then a classical optimizer finishes (the hybrid, the dependable mode); "
+            "then the finisher, a classical optimizer (--finisher), converges (the hybrid, the dependable mode); "
             "several inputs (files, folders, globs, multi-frame files) with --out-dir relax as a resumable batch; "
             "--agent-only lets the agent relax alone. Reads CIF, POSCAR, extended XYZ and whatever ASE or pymatgen "
             "read. Writes the relaxed structure (with energy and forces) and, if asked, the trajectory. Exit status "
@@ -810,9 +832,7 @@ def _add_relax(subparsers: Any) -> None:
     _add_model_options(parser)
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--agent-only", action="store_true", help="the agent alone, no classical finisher")
-    mode.add_argument(
-        "--hybrid", action="store_true", help="agent, then a classical optimizer (the default; kept for scripts)"
-    )
+    mode.add_argument("--hybrid", action="store_true", help="agent, then the finisher (the default; kept for scripts)")
     _add_hybrid_options(parser)
     parser.add_argument(
         "--input-min-distance",
@@ -848,7 +868,7 @@ def cmd_relax_batch(args: argparse.Namespace) -> int:
     make_cli_calculator(args.calculator)  # so does a bad --calculator
     shipped = SHIPPED_MODEL_NAMES.get(args.model.lower())
     model = shipped[0] if shipped else args.model
-    hybrid: Any = False if args.agent_only else {"f_switch": args.switch_fmax, "optimizer": args.optimizer}
+    hybrid: Any = False if args.agent_only else {"switch_fmax": args.switch_fmax, "finisher": args.finisher}
     try:
         rows = run_batch(
             args.inputs,
@@ -926,11 +946,12 @@ def _add_hybrid_options(parser: argparse.ArgumentParser) -> None:
     """The hybrid's and the calculator's options shared by ``relax`` and ``relax-batch``."""
     parser.add_argument("--switch-fmax", type=_positive_float, default=0.1, help="hybrid handover threshold, eV/Å")
     parser.add_argument(
-        "--optimizer",
-        type=_hybrid_optimizer_name,
-        default=_HYBRID_OPTIMIZERS[0],
-        help=f"classical optimizer of the hybrid ({', '.join(_HYBRID_OPTIMIZERS)})",
+        "--finisher",
+        type=_finisher_name,
+        default=_FINISHERS[0],
+        help=f"the hybrid's finisher, a classical optimizer ({', '.join(_FINISHERS)})",
     )
+    parser.add_argument("--optimizer", dest="finisher", action=_RenamedOption, new="--finisher", type=_finisher_name)
     parser.add_argument("--calculator", default="lammps", help="calculator spec: lammps, matscipy, emt, module:Class")
 
 

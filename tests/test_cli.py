@@ -208,7 +208,7 @@ def test_relax_hybrid_writes_structure_and_trajectory(relax_inputs, tmp_path, ca
 
     out, traj = tmp_path / "relaxed.extxyz", tmp_path / "relax.traj"
     argv = ["relax", str(relax_inputs / "start.extxyz"), "--model", str(relax_inputs / "model.zip"), "--allow-pickle"]
-    assert main([*argv, "--fmax", "0.02", "--optimizer", "fire", "--out", str(out), "--trajectory", str(traj)]) == 0
+    assert main([*argv, "--fmax", "0.02", "--finisher", "fire", "--out", str(out), "--trajectory", str(traj)]) == 0
     printed = capsys.readouterr().out
     assert "converged: yes" in printed and "force calls: " in printed and "handover to FIRE: after" in printed
     relaxed = read(out)
@@ -234,7 +234,7 @@ def test_relax_agent_folder_alone(relax_inputs, tmp_path, capsys):
         (["{inputs}/nofile.extxyz", "--model", "{inputs}/model.zip"], "no structure file"),
         (["{inputs}/start.extxyz", "--model", "{inputs}/model.zip"], "add --allow-pickle, or convert it once"),
         (["{inputs}/cu.extxyz", "--model", "{inputs}/agent"], "Cu not seen in training"),
-        (["{inputs}/start.extxyz", "--model", "{inputs}/agent", "--optimizer", "Newton"], "unknown optimizer 'Newton'"),
+        (["{inputs}/start.extxyz", "--model", "{inputs}/agent", "--finisher", "Newton"], "unknown finisher 'Newton'"),
         (["{inputs}/start.extxyz", "--model", "{inputs}/agent", "--fmax", "0"], "argument --fmax: 0 is not > 0"),
         (["{inputs}/start.extxyz", "--model", "nonsense"], "No model at nonsense"),
     ],
@@ -270,10 +270,11 @@ def test_relax_help(capsys):
         "--steps",
         "--agent-only",
         "--switch-fmax",
-        "--optimizer",
+        "--finisher",
         "--out",
     ):
         assert option in out
+    assert "--optimizer" not in out  # the deprecated spelling of --finisher is not advertised
 
 
 # -- dataset and train subcommands -------------------------------------------------------------------------------
@@ -358,12 +359,24 @@ def test_shipped_agent_names(tmp_path, monkeypatch):
         agent_io.load_shipped_agent("b2")
 
 
-def test_cli_hybrid_optimizer_names_are_the_hybrids_finishers():
-    from sb3_crystal.cli import _HYBRID_OPTIMIZERS
+def test_cli_finisher_names_are_the_hybrids_finishers():
+    from sb3_crystal.cli import _FINISHERS
     from sb3_crystal.relax.hybrid_optimizer import DEFAULT_FINISHER, FINISHERS
 
-    assert _HYBRID_OPTIMIZERS[0] == DEFAULT_FINISHER
-    assert sorted(_HYBRID_OPTIMIZERS[1:]) == sorted(FINISHERS)
+    assert _FINISHERS[0] == DEFAULT_FINISHER
+    assert sorted(_FINISHERS[1:]) == sorted(FINISHERS)
+
+
+def test_cli_old_finisher_options_still_work_and_warn(capsys):
+    from sb3_crystal.cli import build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(["relax", "x.cif", "--optimizer", "fire"])
+    assert args.finisher == "FIRE" and "--optimizer is deprecated, use --finisher" in capsys.readouterr().err
+    assert parser.parse_args(["relax", "x.cif"]).finisher == "auto" and not capsys.readouterr().err
+    args = parser.parse_args(["benchmark", "--hybrid-optimizers", "bfgs", "GPMin"])
+    assert args.finishers == ["BFGS", "GPMin"] and "use --finishers" in capsys.readouterr().err
+    assert parser.parse_args(["benchmark"]).finishers == ["auto"]
 
 
 # -- relax: the default mode, inputs and outputs checked before any step ----------------------------------------------

@@ -1,8 +1,8 @@
 """``CrystalTD3BC``: TD3 whose actor update also keeps close to demonstrated moves (TD3+BC).
 
-A cloned actor (:func:`~sb3_crystal.exploration.demonstrations.pretrain_actor`) followed by plain TD3 collapses on B2 AlFe:
+A cloned actor (:func:`~sb3_crystal.exploration.demonstrations.pretrain_actor`) followed by plain TD3 can collapse:
 the untrained critics' gradient pulls the actor away from the cloned moves before the critics know better
-(success 1.0 → 0 within 1,000 steps, docs/results.md). TD3+BC (Fujimoto & Gu, "A minimalist approach to offline
+(measured in docs/results.md, *TD3+BC keeps the cloned actor*). TD3+BC (Fujimoto & Gu, "A minimalist approach to offline
 reinforcement learning", NeurIPS 2021) adds a regression term to the actor loss,
 
     loss = −λ · mean Q₁(s, π(s)) + mean ‖π(s_d) − a_d‖²,    λ = α / mean |Q₁(s, π(s))|,
@@ -12,9 +12,8 @@ so the RL term can only move the actor as far as it improves Q relative to the s
 term uses the replay buffer as in TD3: the agent fine-tunes online from its cloned start.
 
 The default α is 0.02, not the paper's 2.5: a cloned relaxer must stay accurate to about 0.01 in action units near
-the minimum, far tighter than the behaviour data of offline RL. Measured on B2 AlFe from the cloned actor (5,000
-steps, ``benchmarks/train_b2.py --bc-alpha``, docs/results.md): α 2.5 collapsed like plain TD3 (success 0 at 2,000
-steps); α 0.2 and 0.02 kept success 1.0 at every evaluation.
+the minimum, far tighter than the behaviour data of offline RL, so the cloning term must dominate. The α scan behind
+this default (``pipelines/train_b2.py --bc-alpha``) is in docs/results.md.
 """
 
 from __future__ import annotations

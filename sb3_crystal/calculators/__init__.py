@@ -8,7 +8,9 @@ Environments and relaxers take a *calculator spec*, which keeps their constructo
 - ``"emt"``: ASE's EMT (Al, Cu, Ag, Au, Ni, Pd, Pt; no Fe);
 - ``"chgnet"`` or ``"chgnet:<model>"``: CHGNet's universal potential (optional extra ``sb3-crystal[chgnet]``);
 - ``"package.module:ClassName"``: any importable ASE calculator class, built without arguments;
-- an ASE ``Calculator`` object, or a zero-argument factory returning one.
+- an ASE ``Calculator`` object, or a zero-argument factory returning one;
+- any name added with :func:`register_calculator` (see :mod:`sb3_crystal.calculators.registry` and
+  docs/extending.md).
 """
 
 from sb3_crystal.calculators.counting import ForceCallCounter
@@ -21,9 +23,11 @@ from sb3_crystal.calculators.factory import (
     matscipy_eam,
 )
 from sb3_crystal.calculators.lammps_eam import LammpsEAMCalculator, UnsupportedElementsError, check_elements
-from sb3_crystal.calculators.potentials import DEFAULT_POTENTIAL, PotentialNotFoundError
+from sb3_crystal.calculators.potentials import DEFAULT_POTENTIAL, PotentialNotFoundError, resolve_potential
+from sb3_crystal.calculators.registry import CALCULATORS, calculator_names, register_calculator
 
 __all__ = [
+    "CALCULATORS",
     "DEFAULT_POTENTIAL",
     "CalculatorSpec",
     "ForceCallCounter",
@@ -32,8 +36,11 @@ __all__ = [
     "UnsupportedElementsError",
     "calculator_elements",
     "calculator_fingerprint",
+    "calculator_names",
     "check_elements",
     "chgnet_calculator",
     "make_calculator",
     "matscipy_eam",
+    "register_calculator",
+    "resolve_potential",
 ]

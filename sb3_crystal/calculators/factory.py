@@ -1,4 +1,5 @@
-"""Building calculators from *specs*: names, ``name:potential``, ``module:Class``, objects and factories."""
+"""Building calculators from *specs*: registered names (:mod:`~sb3_crystal.calculators.registry`),
+``name:argument``, ``module:Class``, objects and factories; the built-in calculators' registrations."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from sb3_crystal.calculators.potentials import (
     potential_elements,
     resolve_potential,
 )
+from sb3_crystal.calculators.registry import calculator_factory, calculator_names, register_calculator
 
 CalculatorSpec = str | BaseCalculator | Callable[[], BaseCalculator] | None
 
@@ -60,18 +62,17 @@ def chgnet_calculator(model: str = "0.3.0") -> BaseCalculator:
         return CHGNetCalculator(model=CHGNet.load(model_name=model, verbose=False))
 
 
-_NAMED: dict[str, Callable[..., BaseCalculator]] = {
-    "lammps": LammpsEAMCalculator,
-    "matscipy": matscipy_eam,
-    "emt": _emt,
-    "chgnet": chgnet_calculator,
-}
+register_calculator("lammps", LammpsEAMCalculator)
+register_calculator("matscipy", matscipy_eam)
+register_calculator("emt", _emt)
+register_calculator("chgnet", chgnet_calculator)
 
 
 def make_calculator(spec: CalculatorSpec = "lammps") -> BaseCalculator:
     """Build a fresh ASE calculator from a spec (see the module docstring).
 
-    :param spec: name, ``name:potential``, ``module:Class``, calculator object or factory; ``None`` means ``"lammps"``.
+    :param spec: a registered name (:func:`~sb3_crystal.calculators.register_calculator`), ``name:argument``,
+        ``module:Class``, calculator object or factory; ``None`` means ``"lammps"``.
     :return: an ASE calculator. Objects are returned as they are (not copied).
     """
     if spec is None:
@@ -79,23 +80,26 @@ def make_calculator(spec: CalculatorSpec = "lammps") -> BaseCalculator:
     if isinstance(spec, BaseCalculator):
         return spec
     if callable(spec):
-        calc = spec()
-        if not isinstance(calc, BaseCalculator):
-            raise TypeError(f"Calculator factory {spec!r} returned {type(calc).__name__}, not an ASE calculator")
-        return calc
+        return _checked(spec(), spec)
     if not isinstance(spec, str):
         raise TypeError(f"calculator must be a name, an ASE calculator or a factory, not {type(spec).__name__}")
     name, _, argument = spec.partition(":")
-    key = name.strip().lower()
-    if key in _NAMED:
-        return _NAMED[key](argument) if argument else _NAMED[key]()
+    factory = calculator_factory(name)
+    if factory is not None:
+        return _checked(factory(argument) if argument else factory(), spec)
     if argument and "." in name:
         try:
             cls = getattr(importlib.import_module(name), argument)
         except (ImportError, AttributeError) as err:
             raise ValueError(f"calculator '{spec}': cannot import {argument} from {name} ({err})") from err
         return make_calculator(cls)
-    raise ValueError(f"Unknown calculator '{spec}': use one of {sorted(_NAMED)}, 'name:potential' or 'module:Class'")
+    raise ValueError(f"Unknown calculator '{spec}': use one of {calculator_names()}, 'name:argument' or 'module:Class'")
+
+
+def _checked(calc: object, source: object) -> BaseCalculator:
+    if not isinstance(calc, BaseCalculator):
+        raise TypeError(f"Calculator factory {source!r} returned {type(calc).__name__}, not an ASE calculator")
+    return calc
 
 
 def calculator_elements(calc: BaseCalculator) -> tuple[str, ...] | None:

@@ -59,7 +59,7 @@ def test_agent_force_calls_follow_the_counter_rule(model, minimum):
 
 def test_hybrid_read_off_equals_separate_runs(model, minimum):
     start = make_starts(minimum, 0.4, 1, seed=5)[0]
-    relaxer = HybridRelaxer(model, f_switch=0.5, optimizer="FIRE")
+    relaxer = HybridRelaxer(model, switch_fmax=0.5, finisher="FIRE")
     assert relaxer.fmax_independent
     counter = ForceCallCounter("lammps")
     together = relaxer.relax_thresholds(start, counter, [0.1, 0.01], max_steps=300)
@@ -71,7 +71,7 @@ def test_hybrid_read_off_equals_separate_runs(model, minimum):
 
 @pytest.mark.parametrize("optimizer", ["BFGS", "BFGSLineSearch"])
 def test_hybrid_handing_over_at_once_matches_the_classical_optimizer(model, minimum, optimizer):
-    hybrid_relaxer = HybridRelaxer(model, f_switch=1e3, optimizer=optimizer, name="H")
+    hybrid_relaxer = HybridRelaxer(model, switch_fmax=1e3, finisher=optimizer, name="H")
     rows = run_benchmark([minimum], [optimizer, hybrid_relaxer], beta=0.3, fmaxes=(0.05,), n_starts=3, progress=False)
     classical = [(r["force_calls"], r["steps"], r["final_energy"]) for r in rows if r["optimizer"] == optimizer]
     hybrid = [(r["force_calls"], r["steps"], r["final_energy"]) for r in rows if r["optimizer"] == "H"]
@@ -80,10 +80,17 @@ def test_hybrid_handing_over_at_once_matches_the_classical_optimizer(model, mini
 
 def test_hybrid_default_name_and_read_off(model):
     """BFGSLineSearch is read off once for every ε; GPMin's path depends on ε, and so may the default "auto"."""
-    assert HybridRelaxer(model, optimizer="BFGSLineSearch").fmax_independent
+    assert HybridRelaxer(model, finisher="BFGSLineSearch").fmax_independent
     default = HybridRelaxer(model)
     assert default.name == "RL+auto@0.1" and not default.fmax_independent
-    assert not HybridRelaxer(model, optimizer="GPMin").fmax_independent
+    assert not HybridRelaxer(model, finisher="GPMin").fmax_independent
+    with pytest.warns(DeprecationWarning) as caught:
+        old = HybridRelaxer(model, f_switch=0.2, optimizer="GPMin")
+    assert sorted(str(w.message) for w in caught) == [
+        "HybridRelaxer: f_switch= is deprecated, use switch_fmax=",
+        "HybridRelaxer: optimizer= is deprecated, use finisher=",
+    ]
+    assert old.name == "RL+GPMin@0.2" and old.kwargs["switch_fmax"] == 0.2 and old.kwargs["finisher"].__name__ == "GPMin"
 
 
 def test_species_errors_are_not_swallowed(model, minimum):

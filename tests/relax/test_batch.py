@@ -139,7 +139,7 @@ def test_a_small_batch_size_gives_the_same_results(paper_model, cells):
 
 def test_hybrid_lockstep_is_the_hybrid_optimizer_alone(history_model, cells):
     structures = cells[2:]
-    settings = dict(f_switch=0.3, patience=2, max_displacement=0.02)
+    settings = dict(switch_fmax=0.3, patience=2, max_displacement=0.02)
     results = relax_many(structures, history_model, fmax=FMAX, steps=STEPS, hybrid=settings)
     assert_same_as_alone(results, structures, history_model, hybrid=True, **settings)
     assert any(r.handover is not None for r in results)

@@ -262,35 +262,35 @@ def test_needs_a_calculator_and_periodic_cell(mlp, minimum):
 
 
 # -- hybrid ------------------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("optimizer", ["BFGS", "lbfgs", "FIRE", "BFGSLineSearch", "GPMin", "GPMinFitted"])
-def test_hybrid_converges_from_an_untrained_agent(mlp, minimum, optimizer, tmp_path):
+@pytest.mark.parametrize("finisher", ["BFGS", "lbfgs", "FIRE", "BFGSLineSearch", "GPMin", "GPMinFitted"])
+def test_hybrid_converges_from_an_untrained_agent(mlp, minimum, finisher, tmp_path):
     atoms = start(minimum, seed=5, beta=0.4)
     path = tmp_path / "hybrid.traj"
-    hybrid = HybridOptimizer(atoms, model=mlp, optimizer=optimizer, logfile=None, trajectory=str(path))
+    hybrid = HybridOptimizer(atoms, model=mlp, finisher=finisher, logfile=None, trajectory=str(path))
     assert hybrid.run(fmax=0.01, steps=300) is True
-    assert hybrid.phase == "classical" and hybrid.handover_reason is not None
-    assert hybrid.nsteps == hybrid.agent_steps + hybrid.classical_steps + (hybrid.handover_reason != "f_switch")
+    assert hybrid.phase == "finisher" and hybrid.handover_reason is not None
+    assert hybrid.nsteps == hybrid.agent_steps + hybrid.finisher_steps + (hybrid.handover_reason != "switch_fmax")
     images = frames(path)
     assert len(images) == hybrid.nsteps + 1
     assert hybrid.force_calls == atoms.calc.count
-    if optimizer in ("BFGSLineSearch", "GPMin", "GPMinFitted"):  # line searches / retries: geometries between frames
+    if finisher in ("BFGSLineSearch", "GPMin", "GPMinFitted"):  # line searches / retries: geometries between frames
         assert hybrid.force_calls >= distinct(images)
     else:
         assert hybrid.force_calls == distinct(images)
     assert np.sqrt((atoms.get_forces() ** 2).sum(axis=1)).max() < 0.01
 
 
-@pytest.mark.parametrize("optimizer", [BFGS, BFGSLineSearch])
-def test_hybrid_handing_over_at_once_is_the_classical_optimizer(mlp, minimum, optimizer):
-    """f_switch above the start's fmax: the hybrid is the classical optimizer, force calls included (the start
+@pytest.mark.parametrize("finisher", [BFGS, BFGSLineSearch])
+def test_hybrid_handing_over_at_once_is_the_finisher_alone(mlp, minimum, finisher):
+    """switch_fmax above the start's fmax: the hybrid is the finisher alone, force calls included (the start
     counted once), warm start or not (there is nothing to learn from)."""
     atoms = start(minimum, seed=6)
-    hybrid = HybridOptimizer(atoms, model=mlp, f_switch=1e3, optimizer=optimizer, logfile=None)
+    hybrid = HybridOptimizer(atoms, model=mlp, switch_fmax=1e3, finisher=finisher, logfile=None)
     assert hybrid.run(fmax=0.01, steps=200)
     reference = start(minimum, seed=6)
-    classical = optimizer(reference, logfile=None)
+    classical = finisher(reference, logfile=None)
     classical.run(fmax=0.01, steps=200)
-    assert hybrid.handover_reason == "f_switch" and hybrid.agent_steps == 0 and hybrid.handover_force_calls == 1
+    assert hybrid.handover_reason == "switch_fmax" and hybrid.agent_steps == 0 and hybrid.handover_force_calls == 1
     assert hybrid.warm_start_size == 0
     assert hybrid.nsteps == classical.nsteps and hybrid.force_calls == reference.calc.count
     np.testing.assert_array_equal(atoms.positions, reference.positions)
@@ -299,17 +299,17 @@ def test_hybrid_handing_over_at_once_is_the_classical_optimizer(mlp, minimum, op
 def test_the_default_finisher_is_gpmin_on_small_cells_and_bfgs_line_search_on_large_ones(mlp, minimum):
     hybrid = HybridOptimizer(start(minimum), mlp, logfile=None)
     assert len(minimum) <= AUTO_GPMIN_MAX_ATOMS
-    assert hybrid.optimizer_class is GPMin and hybrid.warm_start
+    assert hybrid.finisher_class is GPMin and hybrid.warm_start
     assert (hybrid.patience, hybrid.min_improvement, hybrid.max_energy_rise) == (1, 0.3, 0.0)
-    assert HybridOptimizer.classical_optimizer("AUTO", AUTO_GPMIN_MAX_ATOMS + 1) is BFGSLineSearch
-    assert HybridOptimizer.classical_optimizer("auto", AUTO_GPMIN_MAX_ATOMS) is GPMin
+    assert HybridOptimizer.resolve_finisher("AUTO", AUTO_GPMIN_MAX_ATOMS + 1) is BFGSLineSearch
+    assert HybridOptimizer.resolve_finisher("auto", AUTO_GPMIN_MAX_ATOMS) is GPMin
     with pytest.raises(ValueError, match="n_atoms"):
-        HybridOptimizer.classical_optimizer("auto")
+        HybridOptimizer.resolve_finisher("auto")
     with pytest.raises(ValueError, match="choose from auto"):
-        HybridOptimizer.classical_optimizer("newton")
+        HybridOptimizer.resolve_finisher("newton")
 
 
-# -- warm start of the classical optimizer from the agent's path ------------------------------------------------------
+# -- warm start of the finisher from the agent's path ---------------------------------------------------------------
 def quadratic_path(n_points=4, ndofs=6, seed=0):
     """Points of a path on E = ½ xᵀAx (A positive definite), with their energies and gradients."""
     rng = np.random.default_rng(seed)
@@ -363,8 +363,8 @@ def test_warm_start_sets_the_finishers_hessian_from_the_agents_path(mlp, minimum
     bfgs.step()
     np.testing.assert_allclose(bfgs.H, bfgs_hessian(pairs, 70.0 * np.eye(6)))  # the first step used it as it is
 
-    hybrid = HybridOptimizer(atoms, mlp, optimizer="BFGSLineSearch", logfile=None)
-    line_search = hybrid.finisher_class()(atoms, logfile=None)
+    hybrid = HybridOptimizer(atoms, mlp, finisher="BFGSLineSearch", logfile=None)
+    line_search = hybrid.make_finisher()
     assert isinstance(line_search, BFGSLineSearch)
     assert warm_start(line_search, path) == len(pairs)
     np.testing.assert_allclose(line_search.H @ (y / line_search.alpha), s, rtol=1e-8)
@@ -394,30 +394,30 @@ def test_hybrid_warm_start_counts_each_geometry_once(minimum, tmp_path):
         atoms = start(minimum, seed=7, beta=0.2)
         path = tmp_path / f"warm_{warm}.traj"
         hybrid = HybridOptimizer(
-            atoms, ForcePolicy.agent(gain=0.03), f_switch=0.5, patience=50, max_energy_rise=0.05, optimizer="BFGS",
+            atoms, ForcePolicy.agent(gain=0.03), switch_fmax=0.5, patience=50, max_energy_rise=0.05, finisher="BFGS",
             warm_start=warm, logfile=None, trajectory=str(path),
         )  # fmt: skip
         assert hybrid.run(fmax=0.01, steps=100)
-        assert hybrid.handover_reason == "f_switch" and hybrid.agent_steps >= 2
+        assert hybrid.handover_reason == "switch_fmax" and hybrid.agent_steps >= 2
         assert (hybrid.warm_start_size > 0) is warm
         assert hybrid.handover_force_calls == hybrid.agent_steps + 1
-        assert hybrid.force_calls == hybrid.handover_force_calls + hybrid.classical_steps == atoms.calc.count
+        assert hybrid.force_calls == hybrid.handover_force_calls + hybrid.finisher_steps == atoms.calc.count
         assert hybrid.force_calls == distinct(frames(path))
-        results[warm] = (hybrid.agent_steps, hybrid.classical.H0)
+        results[warm] = (hybrid.agent_steps, hybrid.finisher.H0)
     assert results[True][0] == results[False][0]  # the same agent phase
     assert not np.allclose(results[True][1], results[False][1])  # a different start for BFGS
 
 
-def test_hybrid_hands_over_at_f_switch_without_double_counting(minimum):
+def test_hybrid_hands_over_at_switch_fmax_without_double_counting(minimum):
     atoms = start(minimum, seed=7, beta=0.2)
     hybrid = HybridOptimizer(
-        atoms, ForcePolicy.agent(gain=0.03), f_switch=0.5, patience=50, max_energy_rise=0.05, logfile=None
+        atoms, ForcePolicy.agent(gain=0.03), switch_fmax=0.5, patience=50, max_energy_rise=0.05, logfile=None
     )
     assert hybrid.run(fmax=0.01, steps=100)
-    assert hybrid.handover_reason == "f_switch" and hybrid.agent_steps >= 2
-    # every agent step is a new geometry; the handover geometry is the classical start, counted once
+    assert hybrid.handover_reason == "switch_fmax" and hybrid.agent_steps >= 2
+    # every agent step is a new geometry; the handover geometry is the finisher's start, counted once
     assert hybrid.handover_force_calls == hybrid.agent_steps + 1
-    assert hybrid.force_calls == hybrid.handover_force_calls + hybrid.classical_steps == atoms.calc.count
+    assert hybrid.force_calls == hybrid.handover_force_calls + hybrid.finisher_steps == atoms.calc.count
 
 
 def test_hybrid_hands_over_on_an_energy_rise_and_restarts_from_the_lowest_energy(minimum, tmp_path):
@@ -428,10 +428,10 @@ def test_hybrid_hands_over_on_an_energy_rise_and_restarts_from_the_lowest_energy
     hybrid = HybridOptimizer(
         atoms,
         scripted(push),
-        f_switch=1e-4,
+        switch_fmax=1e-4,
         max_energy_rise=1e-3,
         patience=50,
-        optimizer="BFGS",  # one force call per step
+        finisher="BFGS",  # one force call per step
         logfile=None,
         trajectory=str(path),
     )
@@ -441,29 +441,29 @@ def test_hybrid_hands_over_on_an_energy_rise_and_restarts_from_the_lowest_energy
     assert images[1].get_potential_energy() > images[0].get_potential_energy() + 2e-3
     np.testing.assert_array_equal(images[2].positions, first)  # back to the lowest-energy geometry, the start
     assert hybrid.handover_force_calls == 2  # start + the agent's step; going back is free
-    assert hybrid.force_calls == 2 + hybrid.classical_steps == atoms.calc.count
+    assert hybrid.force_calls == 2 + hybrid.finisher_steps == atoms.calc.count
 
 
 def test_hybrid_hands_over_when_the_agent_stalls(minimum):
     atoms = start(minimum, seed=9, beta=0.2)
     translate = np.array([[0.1, 0.0, 0.0], [0.1, 0.0, 0.0]])  # a rigid translation: forces never improve
-    hybrid = HybridOptimizer(atoms, scripted(translate), f_switch=1e-4, patience=3, max_energy_rise=0.05, logfile=None)
+    hybrid = HybridOptimizer(atoms, scripted(translate), switch_fmax=1e-4, patience=3, max_energy_rise=0.05, logfile=None)
     assert hybrid.run(fmax=0.01, steps=100)
     assert hybrid.handover_reason == "stall" and hybrid.agent_steps == 3
     assert hybrid.force_calls == atoms.calc.count
 
 
-def test_auto_finisher_is_bfgs_line_search_at_f_switch_and_gpmin_after_an_early_handover(mlp, minimum):
-    near = HybridOptimizer(start(minimum, seed=6), model=mlp, f_switch=1e3, logfile=None)  # reached at once
-    assert near.run(fmax=0.01, steps=200) and near.handover_reason == "f_switch"
-    assert near.optimizer_class is BFGSLineSearch and isinstance(near.classical, BFGSLineSearch)
-    far = HybridOptimizer(start(minimum, seed=10), scripted(np.zeros((2, 3))), f_switch=1e-4, logfile=None)
+def test_auto_finisher_is_bfgs_line_search_at_switch_fmax_and_gpmin_after_an_early_handover(mlp, minimum):
+    near = HybridOptimizer(start(minimum, seed=6), model=mlp, switch_fmax=1e3, logfile=None)  # reached at once
+    assert near.run(fmax=0.01, steps=200) and near.handover_reason == "switch_fmax"
+    assert near.finisher_class is BFGSLineSearch and isinstance(near.finisher, BFGSLineSearch)
+    far = HybridOptimizer(start(minimum, seed=10), scripted(np.zeros((2, 3))), switch_fmax=1e-4, logfile=None)
     assert far.run(fmax=0.01, steps=200) and far.handover_reason == "blocked"
-    assert isinstance(far.classical, GPMin)
+    assert isinstance(far.finisher, GPMin)
 
 
 def test_hybrid_hands_over_when_every_move_is_blocked(minimum):
-    hybrid = HybridOptimizer(start(minimum, seed=10), scripted(np.zeros((2, 3))), f_switch=1e-4, logfile=None)
+    hybrid = HybridOptimizer(start(minimum, seed=10), scripted(np.zeros((2, 3))), switch_fmax=1e-4, logfile=None)
     assert hybrid.run(fmax=0.01, steps=100)
     assert hybrid.handover_reason == "blocked" and hybrid.agent_steps == 1
 
@@ -473,7 +473,7 @@ def test_hybrid_hands_over_after_max_agent_steps(minimum):
     hybrid = HybridOptimizer(
         start(minimum, seed=11),
         scripted(translate),
-        f_switch=1e-4,
+        switch_fmax=1e-4,
         patience=50,
         max_energy_rise=0.05,
         max_agent_steps=2,
@@ -484,7 +484,26 @@ def test_hybrid_hands_over_after_max_agent_steps(minimum):
 
 
 def test_hybrid_rejects_bad_settings(mlp, minimum):
-    with pytest.raises(ValueError, match="Unknown classical optimizer 'Newton'"):
-        HybridOptimizer(start(minimum), mlp, optimizer="Newton", logfile=None)
-    with pytest.raises(ValueError, match="f_switch"):
-        HybridOptimizer(start(minimum), mlp, f_switch=0, logfile=None)
+    with pytest.raises(ValueError, match="Unknown finisher 'Newton'"):
+        HybridOptimizer(start(minimum), mlp, finisher="Newton", logfile=None)
+    with pytest.raises(ValueError, match="switch_fmax"):
+        HybridOptimizer(start(minimum), mlp, switch_fmax=0, logfile=None)
+
+
+def test_hybrid_old_keyword_names_still_work_and_warn(mlp, minimum):
+    """``f_switch``, ``optimizer`` and ``optimizer_kwargs`` are the deprecated names of ``switch_fmax``, ``finisher``
+    and ``finisher_kwargs``: they warn, mean the same, and cannot be given together with the new names."""
+    with pytest.warns(DeprecationWarning) as caught:
+        old = HybridOptimizer(
+            start(minimum), mlp, f_switch=0.3, optimizer="BFGS", optimizer_kwargs={"maxstep": 0.1}, logfile=None
+        )
+    deprecated = {str(w.message).split(": ")[1].split("=")[0] for w in caught if w.category is DeprecationWarning}
+    assert deprecated == {"f_switch", "optimizer", "optimizer_kwargs"}
+    new = HybridOptimizer(
+        start(minimum), mlp, switch_fmax=0.3, finisher="BFGS", finisher_kwargs={"maxstep": 0.1}, logfile=None
+    )
+    for hybrid in (old, new):
+        assert (hybrid.switch_fmax, hybrid.finisher_class, hybrid.finisher_kwargs) == (0.3, BFGS, {"maxstep": 0.1})
+    assert old.todict() == new.todict() and old.todict()["finisher"] == "BFGS"
+    with pytest.raises(TypeError, match="give finisher= only"):
+        HybridOptimizer(start(minimum), mlp, finisher="FIRE", optimizer="BFGS", logfile=None)

@@ -7,10 +7,10 @@ target's statistic: the median force calls to ε (a failed run counts as infinit
 success rate. The winner can be installed as the package's ``"b2"`` agent; the report then runs on the main job's
 starts (seeds 0–19) and on fresh starts (seeds 100–149) with ``sb3-crystal benchmark``.
 
-    python benchmarks/train_b2.py --variant curriculum_action_noise --steps 10000 --seed 3 \\
+    python pipelines/train_b2.py --variant curriculum_action_noise --steps 10000 --seed 3 \\
         --out results/b2_seeds --checkpoint-every 1000                  # seeds 3, 4, ... (one process each)
-    python benchmarks/select_b2.py results/b2_seeds --out results/b2_selection [--install]
-    python benchmarks/select_b2.py b2 --trace       # fmax move by move on seeds 100–149 (the shipped "b2" agent)
+    python pipelines/select_b2.py results/b2_seeds --out results/b2_selection [--install]
+    python pipelines/select_b2.py b2 --trace       # fmax move by move on seeds 100–149 (the shipped "b2" agent)
 """
 
 from __future__ import annotations
@@ -152,7 +152,7 @@ def main() -> None:
     print(f"best on seeds {args.seed}–{args.seed + args.n_starts - 1}: {best}")
     if args.install:
         selection = {
-            "command": "python benchmarks/select_b2.py "
+            "command": "python pipelines/select_b2.py "
             + " ".join(str(m) for m in args.models)
             + f" --n-starts {args.n_starts} --seed {args.seed} --max-steps {args.max_steps} --install",
             "selected": best["model"],

@@ -1,6 +1,6 @@
 """Train the Al–Fe agent shipped with the package (``sb3_crystal/relax/default_agent``).
 
-    python benchmarks/train_default_agent.py --steps 40000 --seed 0
+    python pipelines/train_default_agent.py --steps 40000 --seed 0
 
 TD3 + CrystalTFNPolicy ("small" preset) on varied Al–Fe cells: the built-in prototypes (B2 and simple hexagonal
 AlFe, fcc/hcp Al, bcc/fcc Fe, I4/mmm Al) and 24 random symmetric Al–Fe cells of 2–8 atoms (pyxtal, seed 0; saddle
@@ -14,7 +14,7 @@ With ``--pretrain-samples N`` the actor is first regressed onto N moves back to 
 (:mod:`sb3_crystal.exploration.demonstrations`); with ``--steps 0`` that pretrained actor is the agent (the shipped agent since
 session 4, see docs/results.md):
 
-    python benchmarks/train_default_agent.py --steps 0 --pretrain-samples 60000 --pretrain-epochs 40 --install
+    python pipelines/train_default_agent.py --steps 0 --pretrain-samples 60000 --pretrain-epochs 40 --install
 """
 
 from __future__ import annotations
@@ -198,7 +198,7 @@ def main() -> None:
     else:  # pretraining only: the pretrained model is the agent
         args.work.mkdir(parents=True, exist_ok=True)
     model.save(args.work / "final.zip")
-    command = "python benchmarks/train_default_agent.py " + " ".join(sys.argv[1:])
+    command = "python pipelines/train_default_agent.py " + " ".join(sys.argv[1:])
     meta = {"command": command, "steps": args.steps, "seed": args.seed}
     meta.update(wall_s=round(time.time() - start), history=evaluation.history)
     (args.work / "training.json").write_text(json.dumps(meta, indent=1))

@@ -1,6 +1,6 @@
 """Warm start for a residual agent: clone the exact-Hessian Newton step on generated structures, judge on validation.
 
-    python benchmarks/clone_newton_residual.py --episodes 300 --epochs 40 --seed 0 --out runs/newton_clone_s0
+    python pipelines/clone_newton_residual.py --episodes 300 --epochs 40 --seed 0 --out runs/newton_clone_s0
 
 A teacher that needs no known minimum: at every state of fresh generated structures (random symmetric Al–Fe cells of
 4–8 atoms rattled by 0.2 Å, the training generator of ``train_history_agent.py``) the Newton step with the exact EAM
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -23,6 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch as th
 from train_history_agent import ENV_KWARGS, GENERATORS, relax_starts, summary, zero_action_agent
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))  # the Newton baseline's step
 from unseen_families import newton_step
 
 from sb3_crystal import CrystalRelaxEnv
@@ -95,7 +98,7 @@ def main() -> None:
         results[name] = {**summary(rows), "calls": [r["force_calls"] for r in rows], "stops": [r["stop"] for r in rows]}
         print(name, json.dumps({k: v for k, v in results[name].items() if k not in ("calls", "stops")}), flush=True)
     record = {
-        "command": f"python benchmarks/clone_newton_residual.py --episodes {args.episodes} --epochs {args.epochs} "
+        "command": f"python pipelines/clone_newton_residual.py --episodes {args.episodes} --epochs {args.epochs} "
         f"--seed {args.seed}",
         "samples": len(samples),
         "collect_seconds": collect_s,

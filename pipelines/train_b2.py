@@ -2,12 +2,12 @@
 
 Run by hand, one variant per process (two fit the 2-core machine side by side):
 
-    python benchmarks/train_b2.py --variant state_noise --steps 25000 --seed 0 --out results/train_b2
-    python benchmarks/train_b2.py --variant action_noise --steps 25000 --seed 0 --out results/train_b2
-    python benchmarks/train_b2.py --variant curriculum --steps 25000 --seed 0 --out results/train_b2
-    python benchmarks/train_b2.py --variant curriculum_action_noise --steps 30000 --seed 0 --out results/b2_target \\
+    python pipelines/train_b2.py --variant state_noise --steps 25000 --seed 0 --out results/train_b2
+    python pipelines/train_b2.py --variant action_noise --steps 25000 --seed 0 --out results/train_b2
+    python pipelines/train_b2.py --variant curriculum --steps 25000 --seed 0 --out results/train_b2
+    python pipelines/train_b2.py --variant curriculum_action_noise --steps 30000 --seed 0 --out results/b2_target \\
         --install                                             # the shipped "b2" agent (sb3_crystal/relax/b2_agent)
-    python benchmarks/train_b2.py --plot results/train_b2     # learning curves + comparison with BFGS
+    python pipelines/train_b2.py --plot results/train_b2     # learning curves + comparison with BFGS
 
 Each run logs its evaluations (20 fixed starts, β = 0.5 Å, ≤ 100 steps) to ``<out>/<variant>_s<seed>.csv``
 and saves the final model; ``--plot`` draws the curves and relaxes the same 50 fresh starts with the final
@@ -138,7 +138,7 @@ def train(
     if expert_episodes:
         add_expert_transitions(model, env, expert_episodes, seed=20_000)
     callbacks: list = [evaluation]
-    if checkpoint_every:  # every model, for a selection on held-out starts (benchmarks/select_b2.py)
+    if checkpoint_every:  # every model, for a selection on held-out starts (pipelines/select_b2.py)
         callbacks.append(CheckpointCallback(checkpoint_every, str(out / f"{name}_checkpoints"), name_prefix="model"))
     out.mkdir(parents=True, exist_ok=True)
     model.learn(steps, callback=CallbackList(callbacks))
@@ -269,7 +269,7 @@ def main() -> None:
         run = f"--variant {args.variant} --steps {args.steps} --seed {args.seed}"
         if args.pretrain_samples:
             run += f" --pretrain-samples {args.pretrain_samples} --pretrain-epochs {args.pretrain_epochs}"
-        install(best, f"python benchmarks/train_b2.py {run} --install")
+        install(best, f"python pipelines/train_b2.py {run} --install")
 
 
 if __name__ == "__main__":

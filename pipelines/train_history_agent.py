@@ -1,6 +1,6 @@
 """Train a history-aware agent by RL on generated structures, and judge it on a validation family.
 
-    python benchmarks/train_history_agent.py --steps 4000 --seed 0 --out runs/history_s0
+    python pipelines/train_history_agent.py --steps 4000 --seed 0 --out runs/history_s0
 
 The recipe (issue 13): TD3 + CrystalTFNPolicy ("small" preset) on structures whose minimum nobody knows — fresh
 random symmetric Al–Fe cells of 4–8 atoms rattled by 0.2 Å and bcc/B2 supercells from ideal sites plus a rattle
@@ -184,7 +184,7 @@ def main() -> None:
         writer.writeheader()
         writer.writerows(callback.curve)
     record = {
-        "command": f"python benchmarks/train_history_agent.py --steps {args.steps} --seed {args.seed}",
+        "command": f"python pipelines/train_history_agent.py --steps {args.steps} --seed {args.seed}",
         "train_seconds": train_s,
         "family": args.family,
         "eval_starts": len(starts),
