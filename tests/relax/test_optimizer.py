@@ -164,6 +164,7 @@ def test_settings_travel_with_the_model(minimum):
         "force_cap": 2.0,
         "min_distance": 1.2,
         "action_mode": "absolute",
+        "max_strain": 0.01,
     }
     assert optimizer.settings == expected
     overridden = RLOptimizer(start(minimum), model=model, logfile=None, max_displacement=0.1)
