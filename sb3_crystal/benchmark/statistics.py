@@ -65,7 +65,7 @@ def summarize(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         summary.append(
             {
                 "structure": structure,
-                "n_atoms": int(members[0]["n_atoms"]),
+                "n_atoms": _atom_counts(members),
                 "optimizer": optimizer,
                 "fmax": fmax,
                 "n_runs": len(members),
@@ -84,3 +84,9 @@ def summarize(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
             }
         )
     return summary
+
+
+def _atom_counts(members: list[dict[str, Any]]) -> int | str:
+    """The number of atoms of a group's structures: one number, or ``"lo-hi"`` for a family of sizes."""
+    counts = sorted({int(r["n_atoms"]) for r in members})
+    return counts[0] if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
