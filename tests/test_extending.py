@@ -3,8 +3,6 @@ the environment and a policy's forward pass (and a TD3 update)."""
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 import pytest
 import torch as th
@@ -17,7 +15,6 @@ from sb3_crystal.algorithms import CrystalTD3
 from sb3_crystal.calculators import CALCULATORS, make_calculator, register_calculator
 from sb3_crystal.envs import CrystalRelaxEnv
 from sb3_crystal.envs.rewards import REWARDS, RewardInput, register_reward
-from sb3_crystal.policies import common as policies_common
 from sb3_crystal.policies.graph import periodic_radius_graph
 from sb3_crystal.policies.tfn import EdgeFeatures, TensorFieldNetwork, edge_features
 from sb3_crystal.structures.prototypes import build_prototype
@@ -135,19 +132,19 @@ def test_reward_calculator_and_layer_run_through_the_env_and_a_policy(registered
     )
     try:
         assert isinstance(env.calculator, HarmonicSprings)
-        # The policies build their networks through policies.common.TensorFieldNetwork; the layer goes in there.
-        monkeypatch.setattr(
-            policies_common,
-            "TensorFieldNetwork",
-            functools.partial(TensorFieldNetwork, convolution_cls=NeighbourTensorProduct),
-        )
+        # The layer goes into the policy by name, as plain data (saved so in agent files).
         model = CrystalTD3(
             "CrystalTFNPolicy",
             env,
             learning_starts=4,
             batch_size=4,
             train_freq=4,
-            policy_kwargs={**TINY_TFN, "n_layers": 0, "n_critics": 1},  # one block per network: cheap to build
+            policy_kwargs={
+                **TINY_TFN,
+                "n_layers": 0,  # one block per network: cheap to build
+                "n_critics": 1,
+                "convolution": f"{__name__}:NeighbourTensorProduct",
+            },
             seed=0,
         )
         blocks = [m for m in model.actor.modules() if isinstance(m, NeighbourTensorProduct)]
@@ -169,3 +166,14 @@ def test_reward_calculator_and_layer_run_through_the_env_and_a_policy(registered
             assert any(not th.equal(a, b.detach()) for a, b in zip(old, layer.parameters(), strict=True))
     finally:
         env.close()
+
+
+def test_a_convolution_name_must_be_an_nn_module_class():
+    from sb3_crystal.policies.common import resolve_tfn_kwargs
+
+    with pytest.raises(ValueError, match=r"not a torch\.nn\.Module subclass"):
+        resolve_tfn_kwargs(convolution="os:system")  # a function named in an agent file is never called
+    with pytest.raises(ValueError, match="module:Class"):
+        resolve_tfn_kwargs(convolution="NeighbourTensorProduct")
+    with pytest.raises(ValueError, match="no_such_module"):
+        resolve_tfn_kwargs(convolution="no_such_module:Block")

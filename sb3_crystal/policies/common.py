@@ -6,6 +6,8 @@ The algorithm files (:mod:`sb3_crystal.policies.td3`, :mod:`sb3_crystal.policies
 policy classes; the network blocks live in :mod:`sb3_crystal.policies.tfn` and :mod:`sb3_crystal.policies.cgcnn`.
 """
 
+import importlib
+import inspect
 from typing import Any
 
 import torch as th
@@ -30,23 +32,59 @@ from sb3_crystal.policies.tfn import (
 #: Keys every crystal observation holds (the paper's; history layouts add more, see sb3_crystal.envs.observation).
 OBS_KEYS = BASE_KEYS
 
-#: Defaults of every TFN hyperparameter a crystal policy accepts (the "small" preset plus input embeddings).
+
+def _defaults(function: Any, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The keyword defaults of ``function``'s signature (``self`` and the names in ``skip`` left out)."""
+    parameters = inspect.signature(function).parameters.values()
+    return {p.name: p.default for p in parameters if p.name not in ("self", *skip) and p.default is not p.empty}
+
+
+#: Where each TFN hyperparameter goes: the network (TensorFieldNetwork), the node encoder, the graph.
+_TFN_NETWORK_KEYS = tuple(_defaults(TensorFieldNetwork.__init__, skip=("convolution_cls",)))
+_ENCODER_KEYS = ("species_dim", "force_basis", "action_basis")
+_GRAPH_KEYS = ("r_max", "max_neighbors")
+
+#: Defaults of every TFN hyperparameter a crystal policy accepts, read off the signatures of the blocks they are
+#: passed to (:class:`~sb3_crystal.policies.tfn.TensorFieldNetwork`, the node encoder, the graph), then the
+#: ``"small"`` preset; ``convolution`` names the interaction block as ``"module:Class"`` (``None``: the default
+#: :class:`~sb3_crystal.policies.tfn.EquivariantConvolution`), so agent files stay plain data.
 TFN_DEFAULTS: dict[str, Any] = {
+    **{key: value for key, value in _defaults(TensorFieldNetwork.__init__).items() if key in _TFN_NETWORK_KEYS},
+    **{key: value for key, value in _defaults(CrystalNodeEncoder.__init__).items() if key in _ENCODER_KEYS},
+    "action_basis": 8,  # the critics encode their action input
+    **{key: _defaults(GraphCache.get).get(key) for key in _GRAPH_KEYS},
+    "convolution": None,
     **TFN_PRESETS["small"],
-    "avg_num_neighbors": 30.0,
-    "irreps_node_hidden": None,
-    "max_neighbors": None,
-    "species_dim": 8,
-    "force_basis": 8,
-    "action_basis": 8,
 }
+
+
+def resolve_convolution(spec: str | None) -> type[nn.Module] | None:
+    """The interaction block a ``convolution`` entry names: ``"module:Class"``, a subclass of ``torch.nn.Module``.
+
+    Only a class is taken, never any other callable, so a name in an agent file cannot run an arbitrary function.
+
+    :raises ValueError: not ``"module:Class"``, or the module or class is missing, or not an ``nn.Module`` class.
+    """
+    if spec is None:
+        return None
+    if not (isinstance(spec, str) and spec.count(":") == 1):
+        raise ValueError(f"convolution must be 'module:Class' (an nn.Module subclass) or None, got {spec!r}")
+    module_name, class_name = spec.split(":")
+    try:
+        block = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as err:
+        raise ValueError(f"convolution {spec!r}: {err}") from None
+    if not (isinstance(block, type) and issubclass(block, nn.Module)):
+        raise ValueError(f"convolution {spec!r} is not a torch.nn.Module subclass")
+    return block
 
 
 def resolve_tfn_kwargs(tfn_preset: str = "small", **overrides: Any) -> dict[str, Any]:
     """Full TFN hyperparameters: ``TFN_DEFAULTS``, updated by the preset, updated by explicit overrides.
 
     :param tfn_preset: a key of :data:`~sb3_crystal.policies.tfn.TFN_PRESETS` (``"small"`` or ``"paper"``)
-    :param overrides: explicit hyperparameters (``mul=16``, ``lmax=2``, ``tp_mode="uvw"``, ...)
+    :param overrides: explicit hyperparameters (``mul=16``, ``lmax=2``, ``tp_mode="uvw"``,
+        ``convolution="my_package.blocks:MyBlock"``, ...)
     :return: plain-data dict
     """
     if tfn_preset not in TFN_PRESETS:
@@ -54,7 +92,9 @@ def resolve_tfn_kwargs(tfn_preset: str = "small", **overrides: Any) -> dict[str,
     unknown = set(overrides) - set(TFN_DEFAULTS)
     if unknown:
         raise TypeError(f"Unknown TFN hyperparameters {sorted(unknown)}; known: {sorted(TFN_DEFAULTS)}")
-    return {**TFN_DEFAULTS, **TFN_PRESETS[tfn_preset], **overrides}
+    resolved = {**TFN_DEFAULTS, **TFN_PRESETS[tfn_preset], **overrides}
+    resolve_convolution(resolved["convolution"])  # a bad name fails here, before any network is built
+    return resolved
 
 
 def fused_adam_kwargs(
@@ -146,12 +186,9 @@ class CrystalGraphMixin:
 
     def _make_tfn(self, irreps_node_input: Any, irreps_node_output: str) -> TensorFieldNetwork:
         kw = self.tfn_kwargs
-        keys = ("n_layers", "mul", "lmax", "full_parity", "num_basis", "radial_neurons", "tp_mode", "avg_num_neighbors")
+        network = {key: kw[key] for key in _TFN_NETWORK_KEYS if key in kw}
         return TensorFieldNetwork(
-            irreps_node_input,
-            irreps_node_output,
-            irreps_node_hidden=kw["irreps_node_hidden"],
-            **{k: kw[k] for k in keys},
+            irreps_node_input, irreps_node_output, convolution_cls=resolve_convolution(kw["convolution"]), **network
         )
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
