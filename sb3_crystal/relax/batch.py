@@ -5,15 +5,25 @@
     results = relax_many(structures, model=load_shipped_agent("alfe"), fmax=0.05)
     [(r.converged, r.force_calls) for r in results]  # one result per input, in order
 
-Each structure gets its own :class:`~sb3_crystal.relax.RLOptimizer` (or, with ``hybrid``,
-:class:`~sb3_crystal.relax.HybridOptimizer`): its own history, trust region, stall rule, force-call counter and
-convergence test, driven by ASE's own step loop. Only the agent's forward pass is shared: at each step the
-observations of every structure that is about to take an agent step are stacked and the policy is called once
-(structures that fit the agent's ``n_max`` slots as one batch through SB3's ``predict``, exactly as a lone
-optimizer calls it; larger cells of a graph actor as a second batch, padded to the largest of them). A structure
-that converges, stalls or runs out of steps leaves the batch, and the next waiting structure joins. So each
-structure takes the same steps and force calls as when relaxed alone; only floating-point rounding of the batched
-network can differ (a few 1e-8 Å in the positions).
+Each structure relaxes as its own :class:`~sb3_crystal.relax.RLOptimizer` would relax it alone (or, with
+``hybrid``, its own :class:`~sb3_crystal.relax.HybridOptimizer`): its own history, trust region, stall rule,
+force-call counter and convergence test. Only the work is shared: at each step the observations of every structure
+that is about to take an agent step are stacked and the policy is called once (structures that fit the agent's
+``n_max`` slots as one batch through SB3's ``predict``, exactly as a lone optimizer calls it; larger cells of a
+graph actor as a second batch, padded to the largest of them). A structure that converges, stalls or runs out of
+steps leaves the batch, and the next waiting structure joins. So each structure takes the same steps and force
+calls as when relaxed alone; only floating-point rounding of the batched network can differ (a few 1e-8 Å in the
+positions).
+
+Agent-only relaxations run on arrays (:class:`_ArrayLockstep`): the structures' positions, forces, energies and
+histories are held as zero-padded (structures, atom slots, 3) arrays, and the observation
+(:func:`stack_observations`, :class:`HistoryBatch`), the move rule (:func:`batched_shifts`), the contact limit (a
+vectorised test, :func:`surely_clear`, clears the moves that certainly keep every pair apart; the others go through
+:meth:`~sb3_crystal.envs.moves.MoveRule.contact_fraction`), the trust region's tries and accept test
+(:func:`batched_accepts`), the stall rule and ASE's convergence test are computed for all structures at once, with
+the same floating-point operations as the per-structure code (the tests check this bit for bit). Only the
+calculator is called per structure, through the structure's force-call counter. With ``hybrid`` each structure
+keeps its own optimizer object, driven by ASE's step loop, and only the agent's forward pass is batched.
 
 :func:`relax_structure` does the same for a pymatgen ``Structure``; :func:`relax_many` takes ``Structure`` inputs too
 and gives ``Structure`` results for them.
@@ -132,6 +142,10 @@ class BatchProfile:
     :param structure_seconds: each structure's own work: observations, calculator calls, moves, ASE's loop.
     :param total_seconds: the whole call.
     :param lockstep_steps: lockstep steps.
+    :param extra: seconds by part of an agent-only lockstep: ``admission`` (starting structures, their first force
+        call aside), ``observation`` (histories, proposals, stacking), ``policy``, ``moves`` (move rule and contact
+        limit), ``calculator`` (every force call, the counter's bookkeeping included), ``bookkeeping`` (stall rule,
+        convergence); summed over calls.
     """
 
     policy_seconds: float = 0.0
@@ -413,7 +427,8 @@ def relax_many(
 
 
 class _Lockstep:
-    """The loop of :func:`relax_many`: admits structures, makes the batched policy pass, steps each, collects."""
+    """The loop of :func:`relax_many` with one optimizer object per structure (``hybrid``): admits structures, makes
+    the batched policy pass, steps each through ASE's loop, collects."""
 
     def __init__(
         self,
@@ -971,7 +986,7 @@ class _ArrayLockstep(_Lockstep):
 
     def _admit_row(self, index: int, row: int) -> bool:
         """Start structure ``index`` in ``row``: evaluate its start; :return: whether it takes a step."""
-        start = time.perf_counter()
+        start, calculator = time.perf_counter(), self.timings["calculator"]
         atoms = self.inputs[index]
         assert atoms is not None and isinstance(atoms.calc, ForceCallCounter)
         n = len(atoms)
@@ -997,7 +1012,7 @@ class _ArrayLockstep(_Lockstep):
             self.history.reset(np.array([row]), self.positions[here], self.forces[here], self.energies[here])
         converged = bool(_converged(forces, self.fmax)[0])
         self.seconds[row] = time.perf_counter() - start
-        self.timings["admission"] += self.seconds[row]
+        self.timings["admission"] += self.seconds[row] - (self.timings["calculator"] - calculator)
         if converged:
             self._done(row, converged=True)
             return False

@@ -30,6 +30,7 @@ LAYOUTS = [
     ObservationLayout(n_max=4, history=3),
     ObservationLayout(n_max=4, history=2, proposal="lbfgs", proposal_memory=3),
     ObservationLayout(n_max=4, history=1, proposal="lbfgs", proposal_memory=5, proposal_max_step=0.05),
+    ObservationLayout(n_max=4, proposal="lbfgs", proposal_memory=2),
 ]
 SIZES = (2, 3, 4, 1)  # atoms per structure: padding of different atom counts
 
