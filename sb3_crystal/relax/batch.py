@@ -721,7 +721,7 @@ def stack_observations(
 
     observation = {
         "positions": padded(positions),
-        "cell": np.asarray(cells, dtype=np.float32).reshape(count, 3, 3),
+        "cell": np.array(cells, dtype=np.float32).reshape(count, 3, 3),
         "forces": padded(forces),
         "species": padded(species),
         "mask": padded((np.arange(width)[None, :] < np.asarray(n_atoms)[:, None]).astype(np.float32)),
@@ -870,6 +870,56 @@ def _inner(calc: Any) -> Any:
     return calc.calculator if isinstance(calc, ForceCallCounter) else calc
 
 
+class _CellsInFlight:
+    """The LAMMPS set-ups (species and cell) of the structures relaxing, per shared :class:`LammpsEAMCalculator`.
+
+    The calculator keeps one LAMMPS instance per set-up, at most its ``capacity``; a lockstep cycling through more
+    set-ups than that would evict and rebuild instances at every step (several times the cost of the force calls).
+    So a structure whose set-up is new waits while its calculator's capacity is taken (unless nothing is running);
+    it changes when structures relax, never how.
+    """
+
+    def __init__(self) -> None:
+        self._rows: dict[int, tuple[int, bytes]] = {}
+        self._count: dict[tuple[int, bytes], int] = {}  # structures per set-up
+        self._setups: dict[int, int] = {}  # distinct set-ups per calculator
+
+    @staticmethod
+    def _key(atoms: Atoms) -> tuple[LammpsEAMCalculator, tuple[int, bytes]] | None:
+        calc = _inner(atoms.calc)
+        if not isinstance(calc, LammpsEAMCalculator):
+            return None
+        setup = atoms.numbers.tobytes() + np.asarray(atoms.cell, dtype=np.float64).round(12).tobytes()
+        return calc, (id(calc), setup)
+
+    def admits(self, atoms: Atoms | None, running: bool) -> bool:
+        """Whether ``atoms`` may start now (``running``: other structures are relaxing)."""
+        found = None if atoms is None else self._key(atoms)
+        if found is None or not running:
+            return True
+        calc, key = found
+        return self._count.get(key, 0) > 0 or self._setups.get(key[0], 0) < calc.capacity
+
+    def add(self, row: int, atoms: Atoms | None) -> None:
+        found = None if atoms is None else self._key(atoms)
+        if found is None:
+            return
+        key = found[1]
+        self._rows[row] = key
+        self._count[key] = self._count.get(key, 0) + 1
+        if self._count[key] == 1:
+            self._setups[key[0]] = self._setups.get(key[0], 0) + 1
+
+    def remove(self, row: int) -> None:
+        key = self._rows.pop(row, None)
+        if key is None:
+            return
+        self._count[key] -= 1
+        if self._count[key] == 0:
+            del self._count[key]
+            self._setups[key[0]] -= 1
+
+
 #: Structures at most this large get the vectorised contact test (its arrays grow as atoms²).
 _SCREEN_ATOMS = 24
 #: Pair-image distances the contact test computes at once.
@@ -965,11 +1015,13 @@ class _ArrayLockstep(_Lockstep):
         free = list(range(limit))[::-1]
         waiting = indices[::-1]  # popped from the end: input order
         running: list[int] = []  # rows, in the order their structures were admitted
+        cells = _CellsInFlight()
         while running or waiting:
-            while waiting and len(running) < limit:
-                row = free.pop()
-                if self._admit_row(waiting.pop(), row):
+            while waiting and len(running) < limit and cells.admits(self.inputs[waiting[-1]], bool(running)):
+                index, row = waiting.pop(), free.pop()
+                if self._admit_row(index, row):
                     running.append(row)
+                    cells.add(row, self.inputs[index])
                 else:
                     free.append(row)
             if running:
@@ -982,6 +1034,7 @@ class _ArrayLockstep(_Lockstep):
                 for row in ended:
                     self._end_row(row)
                     running.remove(row)
+                    cells.remove(row)
                     free.append(row)
 
     def _admit_row(self, index: int, row: int) -> bool:

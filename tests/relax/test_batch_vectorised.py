@@ -239,3 +239,38 @@ def test_a_start_closer_than_the_contact_distance_is_warned_about(agent_model):
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         relax_many([minimum], model, fmax=0.05, steps=1, calculator="lammps", min_distance=1.5)
+
+
+def test_the_lockstep_keeps_to_the_lammps_calculators_instance_cache(agent_model, monkeypatch):
+    """More cells than the shared calculator keeps LAMMPS instances for: the structures of a new cell wait until
+    the calculator has room, rather than make it evict and rebuild instances at every step; the results stay those
+    of relaxing each alone."""
+    model, minimum = agent_model
+    starts = [distort(minimum, 0.2, np.random.default_rng(k)) for k in range(2)]  # cell A twice
+    for k, factor in enumerate((1.01, 1.02, 0.99)):  # cells B, C, D: the same atoms, strained
+        strained = starts[k % 2].copy()
+        strained.set_cell(strained.cell * factor, scale_atoms=True)
+        starts.append(strained)
+    cells_called = []
+    compute = LammpsEAMCalculator.compute
+
+    def spy(self, numbers, cell, positions, stress=False):
+        cells_called.append(round(float(np.asarray(cell)[0, 0]), 6))
+        return compute(self, numbers, cell, positions, stress)
+
+    monkeypatch.setattr(LammpsEAMCalculator, "compute", spy)
+    calc = LammpsEAMCalculator(max_instances=2)
+    settings = dict(max_displacement=0.02, trust_region=False)
+    results = relax_many(starts, model, fmax=0.05, steps=6, calculator=calc, **settings)
+    a, b, c, d = (round(float(s.cell[0, 0]), 6) for s in starts[1:])
+    assert len({a, b, c, d}) == 4
+    first_of_later = min(cells_called.index(c), cells_called.index(d))
+    assert set(cells_called[:first_of_later]) == {a, b}  # two cells at a time: A and B first ...
+    assert set(cells_called[first_of_later:]) == {c, d}  # ... then C and D, once A and B were done
+    for start, result in zip(starts, results, strict=True):
+        atoms = start.copy()
+        atoms.calc = LammpsEAMCalculator()
+        optimizer = RLOptimizer(atoms, model, logfile=None, **settings)
+        optimizer.run(fmax=0.05, steps=6)
+        assert result.force_calls == optimizer.force_calls and result.steps == optimizer.nsteps == 6
+        np.testing.assert_allclose(result.structure.positions, atoms.positions, atol=5e-6)
