@@ -949,9 +949,9 @@ class _ArrayLockstep(_Lockstep):
         """Work out the optimizer's settings as :class:`RLOptimizer` does; :return: whether to go on."""
         first = self.inputs[indices[0]]
         assert first is not None
+        _checked_run_arguments(self.fmax, self.max_steps)  # raised whatever on_error says, as ASE's loop would
         try:
             probe = RLOptimizer(first, self.agent, logfile=None, **self.settings)
-            _checked_run_arguments(self.fmax, self.max_steps)
         except Exception as err:  # settings the optimizer refuses: every structure fails the same way
             if self.on_error == "raise":
                 raise

@@ -274,3 +274,13 @@ def test_the_lockstep_keeps_to_the_lammps_calculators_instance_cache(agent_model
         optimizer.run(fmax=0.05, steps=6)
         assert result.force_calls == optimizer.force_calls and result.steps == optimizer.nsteps == 6
         np.testing.assert_allclose(result.structure.positions, atoms.positions, atol=5e-6)
+
+
+def test_bad_settings_are_refused_as_the_optimizer_refuses_them(agent_model):
+    model, minimum = agent_model
+    with pytest.raises(ValueError, match="patience must be a positive integer"):
+        relax_many([minimum], model, steps=2, patience=0)
+    results = relax_many([minimum, minimum], model, steps=2, patience=0, on_error="record")
+    assert all(r.stop_reason == "error" and "patience" in r.error for r in results)
+    with pytest.raises(ValueError, match="steps must be a positive integer"):  # raised, as RLOptimizer.run raises
+        relax_many([minimum], model, steps=0, on_error="record")
