@@ -6,7 +6,8 @@ Same run, same agent (the shipped Al–Fe agent), same calculator object, same s
 the table gives the median. Where the time
 goes is measured by timing sections: the policy (``RLOptimizer.action`` one by one; the batched pass in lockstep),
 the calculator (``LammpsEAMCalculator.compute``), and the rest (observations, moves, trust region, ASE's loop,
-force-call bookkeeping). The force calls of every structure are compared between the two modes.
+force-call bookkeeping); for the lockstep also by part of its loop (``BatchProfile.extra``). The force calls of
+every structure are compared between the two modes.
 
 ::
 
@@ -162,6 +163,15 @@ def main() -> None:
             f"lockstep: {profile.lockstep_steps} steps, {profile.policy_passes} policy passes of "
             f"{profile.policy_rows / max(profile.policy_passes, 1):.1f} structures on average"
         )
+    print("\nWhere the lockstep's time goes (medians over the repeats, s):")
+    parts = ("admission", "observation", "policy", "moves", "calculator", "bookkeeping")
+    print("| starts | total | " + " | ".join(parts) + " | rest (input checks, results, loop) |")
+    print("|---|---|" + "---|" * len(parts) + "---|")
+    for label, _, _, lock, _, _, _ in rows:
+        total = statistics.median(run[0] for run in lock)
+        seconds = [statistics.median(run[4].extra.get(part, 0.0) for run in lock) for part in parts]
+        cells = " | ".join(f"{value:.2f}" for value in seconds)
+        print(f"| {label} | {total:.2f} | {cells} | {total - sum(seconds):.2f} |")
     print(f"torch threads {th.get_num_threads()}, batch size {args.batch_size or 'all'}, repeats {args.repeats}")
 
 
