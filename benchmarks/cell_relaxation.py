@@ -5,7 +5,7 @@
 Usage::
 
     python benchmarks/cell_relaxation.py                          # the documented run (about 15 min on 2 cores)
-    python benchmarks/cell_relaxation.py --groups b2_2 --starts-per-cell 2 --out /tmp/cell   # a quick look
+    python benchmarks/cell_relaxation.py --groups b2_2 --starts-per-cell 2 --out results/cell_quick   # a quick look
 
 **Starts.** Fixed before the run and drawn from the *validation* split only
 (:func:`sb3_crystal.structures.families.test_family`):
@@ -443,7 +443,7 @@ def markdown(
         "on); shipped: the package's default agent (`model=None`); patience off: `RLOptimizer(..., patience=None)`, "
         "the agent alone without its stall stop. Failures (budget spent, stalled, error) count at "
         f"{max_calls} calls in the median, p10–p90 and mean; converged is the fraction of starts that converged "
-        "within the budget. Wall time: median seconds per run, on a CPU shared with other jobs (indicative only).",
+        "within the budget. Wall time: median per run, on a CPU shared with other jobs (indicative only).",
         "",
         "## Starts",
         "",
@@ -535,7 +535,7 @@ def plot(summary: list[dict[str, Any]], groups: Sequence[Group], path: Path, max
 
     optimizers = [name for name in OPTIMIZER_NAMES if any(s["optimizer"] == name for s in summary)]
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    fig, ax = plt.subplots(figsize=(max(9.0, 1.6 * len(groups) * len(optimizers) / 4), 5.0))
+    fig, ax = plt.subplots(figsize=(max(8.0, 0.26 * len(groups) * len(optimizers)), 5.5))
     width = 0.8 / len(optimizers)
     for j, optimizer in enumerate(optimizers):
         for i, group in enumerate(groups):
@@ -548,14 +548,15 @@ def plot(summary: list[dict[str, Any]], groups: Sequence[Group], path: Path, max
             ax.bar(x, s["median"], width, color=colours[j % len(colours)], hatch=hatch, label=optimizer if i == 0 else None)
             ax.errorbar(x, s["median"], yerr=[[s["median"] - s["p10"]], [s["p90"] - s["median"]]], color="k", lw=0.8)
             if s["converged"] < 1.0:
-                ax.text(x, s["p90"] * 1.08, f"{s['converged']:.0%}", ha="center", va="bottom", fontsize=6, rotation=90)
+                ax.text(x, 1.1 * max_calls, f"{s['converged']:.0%}", ha="center", va="bottom", fontsize=6, rotation=90)
     ax.axhline(max_calls, color="grey", lw=0.6, ls="--")
     ax.set_xticks(range(len(groups)), [g.name for g in groups], fontsize="small")
     ax.set_yscale("log")
+    ax.set_ylim(top=2.2 * max_calls)
     ax.set_ylabel(f"force calls to fmax (median, p10–p90; failures at {max_calls})")
-    ax.set_title("FrechetCellFilter, validation starts (% = converged fraction when below 100 %)")
+    ax.set_title("FrechetCellFilter, validation starts (% at the top: converged fraction, when below 100 %)")
     ax.grid(True, axis="y", which="both", alpha=0.3)
-    ax.legend(loc="upper left", ncol=3, fontsize="x-small")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=5, fontsize="x-small")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -622,7 +623,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--gpmin-max-atoms", type=int, default=GPMIN_MAX_ATOMS)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output path without suffix")
     args = parser.parse_args(argv)
-    command = "python benchmarks/cell_relaxation.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    given = sys.argv[1:] if argv is None else argv
+    command = shlex.join(["python", "benchmarks/cell_relaxation.py", *given])
     groups = [GROUPS[name] for name in args.groups]
     counts = _starts_per_cell(args.starts_per_cell, args.groups)
     optimizers = [name for name in OPTIMIZER_NAMES if name in args.optimizers]
