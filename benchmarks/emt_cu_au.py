@@ -41,15 +41,15 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from unseen_families import GPMIN_MAX_STEPS, MAX_CALLS, make_optimizers, plot, summarize  # noqa: E402
+from unseen_families import GPMIN_MAX_STEPS, MAX_CALLS, make_optimizers, plot, summarize
 
-from sb3_crystal.benchmark import ForceCallCounter, Relaxer  # noqa: E402
-from sb3_crystal.benchmark.agents import AgentRelaxer, HybridRelaxer  # noqa: E402
-from sb3_crystal.calculators import make_calculator  # noqa: E402
-from sb3_crystal.relax import CrystalAgent, load_agent  # noqa: E402
-from sb3_crystal.structures.dataset import load_structures  # noqa: E402
-from sb3_crystal.structures.families import EvaluationFamily, test_family, training_matches  # noqa: E402
-from sb3_crystal.structures.generators import parse_generator_spec  # noqa: E402
+from sb3_crystal.benchmark import ForceCallCounter, Relaxer
+from sb3_crystal.benchmark.agents import AgentRelaxer, HybridRelaxer
+from sb3_crystal.calculators import make_calculator
+from sb3_crystal.relax import CrystalAgent, load_agent
+from sb3_crystal.structures.dataset import load_structures
+from sb3_crystal.structures.families import EvaluationFamily, test_family
+from sb3_crystal.structures.generators import parse_generator_spec
 
 FAMILY_NAMES = ["cuau_random_4-8_beta0.3", "cuau_fcc_solid_solution_32"]
 CLASSICAL = ["BFGS", "LBFGS", "BFGSLineSearch", "FIRE", "GPMin", "PreconLBFGS", "CG"]
