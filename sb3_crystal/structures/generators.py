@@ -7,10 +7,11 @@ draw of a random cell is slower, and for 10–20 atoms in some compositions much
 atoms fit), which a "fresh structure every episode" loop should plan for (for instance by drawing ahead or from
 a pool refreshed in the background). Three kinds:
 
-- :class:`RandomCellGenerator` (``random_cell``): random symmetric Al–Fe cells drawn with pyxtal
-  (:func:`~sb3_crystal.structures.random.random_crystal`) at a random composition and a volume per atom drawn
-  around Vegard's law between the potential's fcc Al (16.40 Å³) and bcc Fe (11.64 Å³), with no two atoms
-  closer than ``min_distance`` (periodic images included).
+- :class:`RandomCellGenerator` (``random_cell``): random symmetric binary cells (Al–Fe unless ``elements`` says
+  otherwise) drawn with pyxtal (:func:`~sb3_crystal.structures.random.random_crystal`) at a random composition and
+  a volume per atom drawn around Vegard's law between the elements' reference crystals (for Al–Fe the potential's
+  fcc Al, 16.40 Å³, and bcc Fe, 11.64 Å³), with no two atoms closer than ``min_distance`` (periodic images
+  included).
 - :class:`SolidSolutionGenerator` (``solid_solution``): bcc, fcc or B2 supercells of n×n×n conventional cubic
   cells with random occupancy, vacancies and (B2) antisites, on ideal lattice sites plus a small rattle.
 - :class:`RattledCellGenerator` (``rattled``): rattled copies of given (relaxed) cells.
@@ -25,14 +26,23 @@ Rattles and distortions are the paper's: every Cartesian coordinate moves by β�
 ====================  =============================================================================================
 kind                  keys (defaults)
 ====================  =============================================================================================
-``random_cell``       ``atoms`` (4-8), ``al`` (0-1), ``volume`` (0.9-1.1, × Vegard), ``min_distance`` (2.0),
-                      ``rattle`` (0: as drawn)
-``solid_solution``    ``lattice`` (bcc, fcc or b2; required), ``size`` (2), ``al`` (bcc/fcc: 0-1; not for b2),
-                      ``vacancies`` (0), ``antisites`` (0; b2 only), ``rattle`` (0.05), ``a`` (the host's),
+``random_cell``       ``elements`` (Al+Fe), ``atoms`` (4-8), ``fraction`` (of the first element, 0-1; ``al`` for
+                      Al+Fe), ``volume`` (0.9-1.1, × Vegard), ``min_distance`` (2.0), ``rattle`` (0: as drawn)
+``solid_solution``    ``elements`` (Al+Fe), ``lattice`` (bcc, fcc or b2; required), ``size`` (2), ``fraction``
+                      (bcc/fcc: 0-1; ``al`` for Al+Fe; not for b2), ``vacancies`` (0), ``antisites`` (0; b2 only),
+                      ``rattle`` (0.05), ``a`` (Al+Fe: the host's; else Vegard's per structure),
                       ``min_distance`` (1.5)
 ``rattled``           ``from`` (prototype names or files joined by ``+``; required), ``beta`` (0.3),
                       ``min_distance`` (1.5), ``relax`` (yes: the cells' fixed-cell minima, from the cache)
 ====================  =============================================================================================
+
+**Elements.** ``elements=Cu+Au`` names the two elements of a binary (any symbols ASE knows); ``fraction`` is the
+share of the first. Without ``elements`` a generator is Al–Fe, and its spec and structures are exactly those of
+the Al–Fe-only generators before ``elements`` existed (``al`` stays the name of the Al fraction there, and
+``elements=Al+Fe,fraction=...`` means the same generator). Volumes per atom come from :data:`REFERENCE_LATTICES`:
+the Mendelev potential's fcc Al and bcc Fe, EMT's fcc equilibrium for Ag, Au, Cu, Ni, Pd and Pt, else ASE's
+reference crystal of the element (``ase.build.bulk``); for another potential pass ``a`` (solid solutions) or
+scale with ``volume``.
 
 Each generator's :attr:`~StructureGenerator.spec` writes it back in this form. As a dataset spec
 (:func:`~sb3_crystal.structures.dataset.load_structures`) the keys ``count`` (required) and ``seed`` (0) draw a
