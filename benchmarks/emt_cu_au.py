@@ -28,6 +28,7 @@ Writes ``<out>.md``, ``<out>.csv`` (one row per run) and ``<out>.png``.
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
 import math
 import platform
@@ -38,7 +39,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+import torch as th
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from unseen_families import GPMIN_MAX_STEPS, MAX_CALLS, make_optimizers, plot, summarize
@@ -57,22 +58,25 @@ FMAXES = (0.05, 0.01)
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "docs" / "data" / "emt_cu_au"
 
 
-class ZeroPolicy:
-    """The residual agent's zero action: the observation's L-BFGS proposal, uncorrected."""
-
-    def predict(self, observation: dict[str, np.ndarray], deterministic: bool = True) -> tuple[np.ndarray, None]:
-        return np.zeros(3 * observation["mask"].shape[-1], np.float32), None
-
-
 def zero_action_twin(agent: CrystalAgent) -> CrystalAgent:
-    """The agent with a zero action in place of its policy: same observation, move settings and species."""
+    """A copy of the agent whose actor's output layer is zero: same observation, moves and species, zero action.
+
+    For the residual recipe that is the L-BFGS proposal uncorrected, i.e. the agent as training started
+    (:class:`~sb3_crystal.callbacks.residual_start.ZeroActionStart`); a copy of the TFN policy keeps it a graph
+    actor, so it takes any number of atoms as the agent does.
+    """
+    policy = copy.deepcopy(agent.policy)
+    output = policy.actor.tfn.output
+    with th.no_grad():
+        for parameter in [*output.lin2.parameters(), *output.self_connection.parameters()]:
+            parameter.zero_()
     return CrystalAgent(
-        ZeroPolicy(),  # type: ignore[arg-type]
+        policy,
         agent.n_max,
         dict(agent.env_settings),
         agent.species,
         agent.algorithm,
-        agent.layout.to_dict(),
+        agent.observation,
         agent.calculator,
     )
 
