@@ -5,7 +5,7 @@ Usage (after training with ``python train.py --algo td3 --env CrystalRelax-v0 --
 and ``sb3-crystal convert <run>/CrystalRelax-v0.zip agent_cuau``; see docs/tutorial_emt.md)::
 
     python benchmarks/emt_cu_au.py --model agent_cuau
-    python benchmarks/emt_cu_au.py --model agent_cuau --families cuau_fcc_solid_solution_32 --out /tmp/x
+    python benchmarks/emt_cu_au.py --model agent_cuau --families cuau_fcc_solid_solution_32 --out results/cuau_fcc
 
 The starts are the Cu–Au validation families of :mod:`sb3_crystal.structures.families` (``cuau_random_4-8_beta0.3``:
 EMT minima of random Cu–Au cells, β 0.3 Å; ``cuau_fcc_solid_solution_32``: fcc Cu–Au 2×2×2 cubes, ideal sites
