@@ -21,6 +21,12 @@ family                     cells and starts
                            from ideal sites plus a 0.05 Å rattle.
 =========================  =================================================================================
 
+A second chemistry, on ASE's EMT (the family's ``calculator``, which relaxes its cells and is the default of
+:func:`test_family` for it): ``cuau_random_4-8_beta0.3``, 12 random symmetric Cu–Au cells of 4–8 atoms (any
+composition, volume 0.9–1.1 × Vegard between EMT's fcc Cu and fcc Au) relaxed with EMT like the Al–Fe random cells,
+2 starts per cell at β 0.3 Å; ``cuau_fcc_solid_solution_32``, fcc Cu–Au 2×2×2 cubes with Cu fraction 0.25–0.75 at
+Vegard's constant of each configuration, 8 configurations × 2 starts, ideal sites plus a 0.05 Å rattle.
+
 Seeds: family number ``f`` (its place in :data:`FAMILIES`) owns the master seeds
 ``base + 10_000·f … base + 10_000·f + 9_999`` with ``base`` 7,000,000 (validation) or 8,000,000 (test).
 Cell ``j`` of a family is drawn from ``default_rng(SeedSequence(cell_seed, spawn_key=(j,)))`` (the two β
@@ -115,6 +121,7 @@ class FamilySpec:
     :param relax: cells are relaxed minima (True) or ideal sites whose minimum is unknown (False).
     :param cell_family: name of the family whose cells this one shares (``None``: its own).
     :param alternate: a second generator for odd cells (B2: vacancy for even cells, antisite for odd ones).
+    :param calculator: the potential the family is defined on (it relaxes the cells and judges the starts).
     """
 
     name: str
@@ -126,6 +133,7 @@ class FamilySpec:
     relax: bool
     cell_family: str | None = None
     alternate: StructureGenerator | None = None
+    calculator: str = "lammps"
 
 
 def _families() -> dict[str, FamilySpec]:
@@ -171,6 +179,31 @@ def _families() -> dict[str, FamilySpec]:
                 relax=False,
             )
         )
+    # a second chemistry on ASE's EMT; appended, so the Al–Fe families keep their seed blocks
+    specs.append(
+        FamilySpec(
+            name="cuau_random_4-8_beta0.3",
+            description="random Cu–Au cells of 4-8 atoms (EMT), relaxed; starts β 0.3 Å around the minimum",
+            generator=RandomCellGenerator(atoms=(4, 8), elements=("Cu", "Au")),
+            n_cells=12,
+            starts_per_cell=2,
+            amplitude=0.3,
+            relax=True,
+            calculator="emt",
+        )
+    )
+    specs.append(
+        FamilySpec(
+            name="cuau_fcc_solid_solution_32",
+            description="fcc Cu–Au (EMT), Cu 0.25–0.75, 2×2×2 cubes; ideal sites + 0.05 Å rattle",
+            generator=SolidSolutionGenerator("fcc", size=2, elements=("Cu", "Au"), fraction=(0.25, 0.75), rattle=0.0),
+            n_cells=8,
+            starts_per_cell=2,
+            amplitude=0.05,
+            relax=False,
+            calculator="emt",
+        )
+    )
     return {spec.name: spec for spec in specs}
 
 
@@ -328,7 +361,7 @@ def training_matches(
 def test_family(
     name: str,
     split: str = "validation",
-    calculator: CalculatorSpec = "lammps",
+    calculator: CalculatorSpec = None,
     cache_dir: str | os.PathLike | bool | None = None,
     training: Sequence[Atoms] | None = None,
     n_cells: int | None = None,
@@ -337,7 +370,8 @@ def test_family(
 
     :param name: a family of :data:`FAMILIES`.
     :param split: ``"validation"`` (model selection) or ``"test"`` (the final report only).
-    :param calculator: the potential that relaxes the random cells (the families are defined on the default EAM).
+    :param calculator: the potential that relaxes the random cells; ``None`` for the family's own (the default EAM,
+        or EMT for the Cu–Au families).
     :param cache_dir: minima cache folder (see :func:`~sb3_crystal.structures.minima.relaxed_minimum`).
     :param training: training structures; family cells that match one (:func:`training_matches`) are left out
         with their starts and named in ``dropped``.
@@ -348,7 +382,7 @@ def test_family(
     count = spec.n_cells if n_cells is None else int(n_cells)
     if not 1 <= count <= spec.n_cells:
         raise ValueError(f"n_cells must be 1–{spec.n_cells} for {name}, got {n_cells}")
-    calc = make_calculator(calculator)
+    calc = make_calculator(spec.calculator if calculator is None else calculator)
     cells, dropped = _cells(spec, split, calc, cache_dir, count)
     if training is not None:
         matched = {i: k for i, k in training_matches(cells, training)}

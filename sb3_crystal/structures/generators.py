@@ -7,10 +7,11 @@ draw of a random cell is slower, and for 10–20 atoms in some compositions much
 atoms fit), which a "fresh structure every episode" loop should plan for (for instance by drawing ahead or from
 a pool refreshed in the background). Three kinds:
 
-- :class:`RandomCellGenerator` (``random_cell``): random symmetric Al–Fe cells drawn with pyxtal
-  (:func:`~sb3_crystal.structures.random.random_crystal`) at a random composition and a volume per atom drawn
-  around Vegard's law between the potential's fcc Al (16.40 Å³) and bcc Fe (11.64 Å³), with no two atoms
-  closer than ``min_distance`` (periodic images included).
+- :class:`RandomCellGenerator` (``random_cell``): random symmetric binary cells (Al–Fe unless ``elements`` says
+  otherwise) drawn with pyxtal (:func:`~sb3_crystal.structures.random.random_crystal`) at a random composition and
+  a volume per atom drawn around Vegard's law between the elements' reference crystals (for Al–Fe the potential's
+  fcc Al, 16.40 Å³, and bcc Fe, 11.64 Å³), with no two atoms closer than ``min_distance`` (periodic images
+  included).
 - :class:`SolidSolutionGenerator` (``solid_solution``): bcc, fcc or B2 supercells of n×n×n conventional cubic
   cells with random occupancy, vacancies and (B2) antisites, on ideal lattice sites plus a small rattle.
 - :class:`RattledCellGenerator` (``rattled``): rattled copies of given (relaxed) cells.
@@ -25,14 +26,23 @@ Rattles and distortions are the paper's: every Cartesian coordinate moves by β�
 ====================  =============================================================================================
 kind                  keys (defaults)
 ====================  =============================================================================================
-``random_cell``       ``atoms`` (4-8), ``al`` (0-1), ``volume`` (0.9-1.1, × Vegard), ``min_distance`` (2.0),
-                      ``rattle`` (0: as drawn)
-``solid_solution``    ``lattice`` (bcc, fcc or b2; required), ``size`` (2), ``al`` (bcc/fcc: 0-1; not for b2),
-                      ``vacancies`` (0), ``antisites`` (0; b2 only), ``rattle`` (0.05), ``a`` (the host's),
+``random_cell``       ``elements`` (Al+Fe), ``atoms`` (4-8), ``fraction`` (of the first element, 0-1; ``al`` for
+                      Al+Fe), ``volume`` (0.9-1.1, × Vegard), ``min_distance`` (2.0), ``rattle`` (0: as drawn)
+``solid_solution``    ``elements`` (Al+Fe), ``lattice`` (bcc, fcc or b2; required), ``size`` (2), ``fraction``
+                      (bcc/fcc: 0-1; ``al`` for Al+Fe; not for b2), ``vacancies`` (0), ``antisites`` (0; b2 only),
+                      ``rattle`` (0.05), ``a`` (Al+Fe: the host's; else Vegard's per structure),
                       ``min_distance`` (1.5)
 ``rattled``           ``from`` (prototype names or files joined by ``+``; required), ``beta`` (0.3),
                       ``min_distance`` (1.5), ``relax`` (yes: the cells' fixed-cell minima, from the cache)
 ====================  =============================================================================================
+
+**Elements.** ``elements=Cu+Au`` names the two elements of a binary (any symbols ASE knows); ``fraction`` is the
+share of the first. Without ``elements`` a generator is Al–Fe, and its spec and structures are exactly those of
+the Al–Fe-only generators before ``elements`` existed (``al`` stays the name of the Al fraction there, and
+``elements=Al+Fe,fraction=...`` means the same generator). Volumes per atom come from :data:`REFERENCE_LATTICES`:
+the Mendelev potential's fcc Al and bcc Fe, EMT's fcc equilibrium for Ag, Au, Cu, Ni, Pd and Pt, else ASE's
+reference crystal of the element (``ase.build.bulk``); for another potential pass ``a`` (solid solutions) or
+scale with ``volume``.
 
 Each generator's :attr:`~StructureGenerator.spec` writes it back in this form. As a dataset spec
 (:func:`~sb3_crystal.structures.dataset.load_structures`) the keys ``count`` (required) and ``seed`` (0) draw a
@@ -65,8 +75,29 @@ __all__ = [
     "parse_generator_spec",
 ]
 
-#: Equilibrium cubic lattice constants (Å) of the Mendelev 2005 potential: the hosts of solid solutions.
+#: Equilibrium cubic lattice constants (Å) of the Mendelev 2005 potential: the hosts of Al–Fe solid solutions.
 HOST_LATTICE_CONSTANTS: dict[str, float] = {"bcc": 2.8553, "fcc": 4.0333, "b2": 2.8513}
+
+#: The elements of a generator when none are given: the default potential's Al–Fe.
+DEFAULT_ELEMENTS: tuple[str, str] = ("Al", "Fe")
+
+#: Reference lattice (kind, cubic constant in Å) per element, whose volume per atom Vegard's law interpolates.
+#: Al and Fe: fcc Al and bcc Fe of the Mendelev 2005 potential. Ag, Au, Cu, Ni, Pd, Pt: the fcc equilibrium of
+#: ASE's EMT (energy per atom minimised over the cubic constant; a test recomputes them). Any other element falls
+#: back on ASE's reference data (``ase.build.bulk``: experimental ground-state crystals).
+REFERENCE_LATTICES: dict[str, tuple[str, float]] = {
+    "Al": ("fcc", 4.0333),
+    "Fe": ("bcc", 2.8553),
+    "Ag": ("fcc", 4.0636),
+    "Au": ("fcc", 4.0562),
+    "Cu": ("fcc", 3.5898),
+    "Ni": ("fcc", 3.4871),
+    "Pd": ("fcc", 3.8787),
+    "Pt": ("fcc", 3.9218),
+}
+
+#: Atoms per conventional cubic cell of each lattice kind.
+_ATOMS_PER_CUBE: dict[str, int] = {"fcc": 4, "bcc": 2, "b2": 2}
 
 #: Fractional sites of each host's conventional cubic cell; for B2 the first is Al, the second Fe.
 _CUBIC_SITES: dict[str, np.ndarray] = {
@@ -126,6 +157,64 @@ def _text(lo: float, hi: float) -> str:
     return _num(lo) if lo == hi else f"{_num(lo)}-{_num(hi)}"
 
 
+def _elements(value: Sequence[str] | str, name: str = "elements") -> tuple[str, str]:
+    """Two distinct element symbols from a pair or ``"A+B"`` text, checked against ASE's symbols."""
+    from ase.data import chemical_symbols
+
+    items = [item.strip() for item in value.split("+")] if isinstance(value, str) else list(value)
+    if len(items) != 2 or not all(isinstance(item, str) for item in items):
+        raise ValueError(f"{name} must name two elements, e.g. Cu+Au, got {value!r}")
+    unknown = [item for item in items if item not in chemical_symbols[1:]]
+    if unknown:
+        raise ValueError(f"{name}: {', '.join(map(repr, unknown))} is not an element symbol (case matters: Cu, not cu)")
+    if items[0] == items[1]:
+        raise ValueError(f"{name} must name two different elements, got {value!r}")
+    return items[0], items[1]
+
+
+def _first_fraction(
+    elements: tuple[str, str], al: float | Sequence[float] | None, fraction: float | Sequence[float] | None
+) -> float | Sequence[float] | None:
+    """The fraction of the first element from ``fraction`` or its Al–Fe name ``al`` (only one, ``al`` only for Al+Fe)."""
+    if al is None:
+        return fraction
+    if fraction is not None:
+        raise ValueError("give the first element's fraction once: fraction or al, not both")
+    if elements != DEFAULT_ELEMENTS:
+        raise ValueError(f"al is the Al fraction of Al+Fe; for elements={'+'.join(elements)} use fraction (of {elements[0]})")
+    return al
+
+
+def reference_volume_per_atom(element: str) -> float:
+    """The volume per atom (Å³) of an element's reference crystal (:data:`REFERENCE_LATTICES`, else ASE's data).
+
+    :param element: element symbol.
+    :raises ValueError: when neither knows a crystal for the element.
+    """
+    if element in REFERENCE_LATTICES:
+        kind, a = REFERENCE_LATTICES[element]
+        return a**3 / _ATOMS_PER_CUBE[kind]
+    from ase.build import bulk
+
+    try:
+        crystal = bulk(element)
+    except (ValueError, KeyError, RuntimeError, TypeError) as err:
+        raise ValueError(
+            f"no reference volume for {element}: ASE has no crystal for it ({err}); give the volume through "
+            "random_crystal(volume_per_atom=...) or a solid solution's a="
+        ) from None
+    return float(crystal.get_volume() / len(crystal))
+
+
+def vegard_volume_per_atom(counts: dict[str, int]) -> float:
+    """Vegard's law: the count-weighted mean of the elements' reference volumes per atom, Å³.
+
+    :param counts: atoms per element (those present).
+    """
+    total = sum(counts.values())
+    return sum(count * reference_volume_per_atom(element) for element, count in counts.items()) / total
+
+
 # -- the interface ----------------------------------------------------------------------------------------------
 class StructureGenerator(ABC):
     """A source of fresh periodic structures at fixed cell, drawn from a numpy ``Generator``.
@@ -176,16 +265,18 @@ class StructureGenerator(ABC):
 
 
 class RandomCellGenerator(StructureGenerator):
-    """Random symmetric Al–Fe cells (pyxtal) at a random composition and a volume near Vegard's law.
+    """Random symmetric binary cells (pyxtal) at a random composition and a volume near Vegard's law.
 
-    Per structure: the number of atoms uniformly in ``atoms``; the number of Al atoms uniformly among the counts
-    whose fraction lies in ``al`` (the rest Fe); the volume per atom Vegard's (linear in composition between
-    the potential's fcc Al and bcc Fe) times a factor uniform in ``volume``; then a pyxtal crystal in a random
-    compatible space group (:func:`~sb3_crystal.structures.random.random_crystal`, which redraws until no two
-    atoms are closer than ``min_distance``).
+    Per structure: the number of atoms uniformly in ``atoms``; the number of atoms of the first element uniformly
+    among the counts whose fraction lies in ``fraction`` (the rest the second element); the volume per atom
+    Vegard's (linear in composition between the elements' reference crystals, :data:`REFERENCE_LATTICES`) times a
+    factor uniform in ``volume``; then a pyxtal crystal in a random compatible space group
+    (:func:`~sb3_crystal.structures.random.random_crystal`, which redraws until no two atoms are closer than
+    ``min_distance``). The default elements are Al and Fe, between the potential's fcc Al and bcc Fe.
 
     :param atoms: atoms per cell, a number or an inclusive range.
-    :param al: Al fraction, a number or an inclusive range in [0, 1]; every cell size must allow one count.
+    :param al: Al fraction for Al+Fe (the name ``fraction`` has for those elements), a number or an inclusive
+        range in [0, 1]; every cell size must allow one count.
     :param volume: factor on Vegard's volume per atom, a number or a range (> 0).
     :param min_distance: smallest allowed interatomic distance in Å.
     :param max_tries: pyxtal draws per structure before giving up with a ``RuntimeError``.
@@ -198,46 +289,66 @@ class RandomCellGenerator(StructureGenerator):
     def __init__(
         self,
         atoms: int | tuple[int, int] = (4, 8),
-        al: float | tuple[float, float] = (0.0, 1.0),
+        al: float | tuple[float, float] | None = None,
         volume: float | tuple[float, float] = (0.9, 1.1),
         min_distance: float = 2.0,
         max_tries: int = 200,
         rattle: float = 0.0,
+        elements: Sequence[str] | str = DEFAULT_ELEMENTS,
+        fraction: float | tuple[float, float] | None = None,
     ) -> None:
+        self.elements = _elements(elements)
         self.atoms = _int_range(atoms, "atoms", low=1)
         self.rattle = _positive(rattle, "rattle")
-        self.al = _float_range(al, "al (Al fraction)", 0.0, 1.0)
+        share = _first_fraction(self.elements, al, fraction)
+        self.fraction = _float_range((0.0, 1.0) if share is None else share, self._fraction_name, 0.0, 1.0)
         self.volume = _float_range(volume, "volume (factor on Vegard's volume)", 1e-3)
         self.min_distance = _positive(min_distance, "min_distance")
         self.max_tries = operator.index(max_tries)
         if self.max_tries < 1:
             raise ValueError(f"max_tries must be ≥ 1, got {max_tries}")
+        key = self._fraction_name.split()[0]
         for n in range(self.atoms[0], self.atoms[1] + 1):
-            if len(_allowed_counts(n, self.al)) == 0:
+            if len(_allowed_counts(n, self.fraction)) == 0:
                 raise ValueError(
-                    f"al={_text(*self.al)}: no whole number of Al atoms among {n} has a fraction in that range; "
-                    "widen al or change atoms"
+                    f"{key}={_text(*self.fraction)}: no whole number of {self.elements[0]} atoms among {n} has a "
+                    f"fraction in that range; widen {key} or change atoms"
                 )
 
     @property
+    def _fraction_name(self) -> str:
+        return "al (Al fraction)" if self.elements == DEFAULT_ELEMENTS else f"fraction (of {self.elements[0]})"
+
+    @property
+    def al(self) -> tuple[float, float]:
+        """The first element's fraction range (its name for Al+Fe; :attr:`fraction` for any elements)."""
+        return self.fraction
+
+    @property
     def spec(self) -> str:
-        return (
-            f"{GENERATOR_PREFIX}{self.kind},atoms={_text(*self.atoms)},al={_text(*self.al)},"
-            f"volume={_text(*self.volume)},min_distance={_num(self.min_distance)}"
-            + (f",rattle={_num(self.rattle)}" if self.rattle > 0 else "")
-        )
+        parts = [f"{GENERATOR_PREFIX}{self.kind}"]
+        if self.elements == DEFAULT_ELEMENTS:  # the Al–Fe spec as it always was
+            parts += [f"atoms={_text(*self.atoms)}", f"al={_text(*self.fraction)}"]
+        else:
+            parts += [f"elements={'+'.join(self.elements)}", f"atoms={_text(*self.atoms)}"]
+            parts.append(f"fraction={_text(*self.fraction)}")
+        parts += [f"volume={_text(*self.volume)}", f"min_distance={_num(self.min_distance)}"]
+        if self.rattle > 0:
+            parts.append(f"rattle={_num(self.rattle)}")
+        return ",".join(parts)
 
     @property
     def max_atoms(self) -> int:
         return int(self.atoms[1])
 
     def sample(self, rng: np.random.Generator) -> Atoms:
-        from sb3_crystal.structures.random import default_volume_per_atom, random_crystal  # pyxtal: slow import
+        from sb3_crystal.structures.random import random_crystal  # pyxtal: slow import
 
         n_atoms = int(rng.integers(self.atoms[0], self.atoms[1] + 1))
-        n_al = int(rng.choice(_allowed_counts(n_atoms, self.al)))
-        counts = {element: count for element, count in (("Al", n_al), ("Fe", n_atoms - n_al)) if count > 0}
-        volume_per_atom = default_volume_per_atom(counts) * float(rng.uniform(*self.volume))
+        n_first = int(rng.choice(_allowed_counts(n_atoms, self.fraction)))
+        first, second = self.elements
+        counts = {element: count for element, count in ((first, n_first), (second, n_atoms - n_first)) if count > 0}
+        volume_per_atom = vegard_volume_per_atom(counts) * float(rng.uniform(*self.volume))
         seed = int(rng.integers(2**32))
         atoms = random_crystal(
             n_atoms,
@@ -263,21 +374,29 @@ class RandomCellGenerator(StructureGenerator):
 class SolidSolutionGenerator(StructureGenerator):
     """Random solid solutions and defective B2 on n×n×n conventional cubic supercells, ideal sites plus a rattle.
 
-    ``bcc`` and ``fcc``: every site holds Al or Fe at random; the number of Al atoms is uniform among the counts
-    whose fraction (of the atoms present) lies in ``al``. ``b2``: ordered AlFe (Al on the cube corners); each
+    Binary, of ``elements`` (default Al and Fe). ``bcc`` and ``fcc``: every site holds the first or the second
+    element at random; the number of atoms of the first is uniform among the counts whose fraction (of the atoms
+    present) lies in ``fraction``. ``b2``: the ordered compound (the first element on the cube corners); each
     antisite swaps the element of one random site (so a single antisite changes the composition by one atom).
-    Vacancies remove random sites (before the occupancy is drawn). The lattice constant is the host's at the
-    potential's equilibrium (:data:`HOST_LATTICE_CONSTANTS`) unless ``a`` is given: Vegard's law between fcc Al
-    and bcc Fe overestimates the volume of bcc Fe–Al under this potential (whose B2 AlFe is smaller than bcc Fe).
+    Vacancies remove random sites (before the occupancy is drawn).
+
+    The lattice constant, unless ``a`` is given: for Al+Fe the host's at the potential's equilibrium
+    (:data:`HOST_LATTICE_CONSTANTS`; Vegard's law between fcc Al and bcc Fe overestimates the volume of bcc Fe–Al
+    under this potential, whose B2 AlFe is smaller than bcc Fe); for any other elements Vegard's law per structure,
+    from the composition drawn (the volume per atom of :func:`vegard_volume_per_atom` spread over the sites of the
+    cube, vacant ones included), so a Cu-rich fcc Cu–Au cell gets a Cu-like constant.
 
     :param lattice: ``"bcc"``, ``"fcc"`` or ``"b2"``.
     :param size: repeats n of the conventional cell along each axis, a number or an inclusive range.
-    :param al: Al fraction range for bcc/fcc (default 0–1); must stay ``None`` for b2, whose order fixes it.
+    :param al: Al fraction range for bcc/fcc Al+Fe (the name ``fraction`` has for those elements); must stay
+        ``None`` for b2, whose order fixes it.
     :param vacancies: vacancies per structure, a number or an inclusive range.
     :param antisites: antisites per structure (b2 only), a number or an inclusive range.
     :param rattle: β of the rattle away from the ideal sites, Å (0: ideal sites).
-    :param a: cubic lattice constant in Å; ``None`` for the host's.
+    :param a: cubic lattice constant in Å; ``None`` for the host's (Al+Fe) or Vegard's (other elements).
     :param min_distance: smallest interatomic distance a rattled structure may have, Å.
+    :param elements: the two elements, a pair or ``"A+B"``.
+    :param fraction: range of the first element's fraction for bcc/fcc (default 0–1); ``None`` for b2.
     """
 
     kind = "solid_solution"
@@ -292,7 +411,12 @@ class SolidSolutionGenerator(StructureGenerator):
         rattle: float = 0.05,
         a: float | None = None,
         min_distance: float = 1.5,
+        elements: Sequence[str] | str = DEFAULT_ELEMENTS,
+        fraction: float | tuple[float, float] | None = None,
     ) -> None:
+        self.elements = _elements(elements)
+        share = _first_fraction(self.elements, al, fraction)
+        key = "al" if self.elements == DEFAULT_ELEMENTS else "fraction"
         if not isinstance(lattice, str) or lattice.lower() not in _CUBIC_SITES:
             raise ValueError(f"lattice must be one of {', '.join(_CUBIC_SITES)}, got {lattice!r}")
         self.lattice = lattice.lower()
@@ -300,15 +424,19 @@ class SolidSolutionGenerator(StructureGenerator):
         self.vacancies = _int_range(vacancies, "vacancies")
         self.antisites = _int_range(antisites, "antisites")
         if self.lattice == "b2":
-            if al is not None:
-                raise ValueError("al cannot be set for lattice b2: its order fixes the composition (use antisites)")
-            self.al: tuple[float, float] | None = None
+            if share is not None:
+                raise ValueError(f"{key} cannot be set for lattice b2: its order fixes the composition (use antisites)")
+            self.fraction: tuple[float, float] | None = None
         else:
             if self.antisites != (0, 0):
-                raise ValueError(f"antisites need the ordered b2 lattice, not {self.lattice}: use al for the occupancy")
-            self.al = _float_range((0.0, 1.0) if al is None else al, "al (Al fraction)", 0.0, 1.0)
+                raise ValueError(f"antisites need the ordered b2 lattice, not {self.lattice}: use {key} for the occupancy")
+            what = "al (Al fraction)" if key == "al" else f"fraction (of {self.elements[0]})"
+            self.fraction = _float_range((0.0, 1.0) if share is None else share, what, 0.0, 1.0)
         self.rattle = _positive(rattle, "rattle")
-        self.a = HOST_LATTICE_CONSTANTS[self.lattice] if a is None else _positive(a, "a (lattice constant)", allow_zero=False)
+        #: the cubic lattice constant, Å; ``None``: Vegard's law per structure (elements other than Al+Fe).
+        self.a: float | None = None if a is None else _positive(a, "a (lattice constant)", allow_zero=False)
+        if self.a is None and self.elements == DEFAULT_ELEMENTS:
+            self.a = HOST_LATTICE_CONSTANTS[self.lattice]
         self.min_distance = _positive(min_distance, "min_distance")
         per_cell = len(_CUBIC_SITES[self.lattice])
         smallest = per_cell * self.size[0] ** 3
@@ -319,30 +447,50 @@ class SolidSolutionGenerator(StructureGenerator):
             )
         if self.antisites[1] > smallest - self.vacancies[1]:
             raise ValueError(f"antisites={_text(*self.antisites)} exceed the atoms of the smallest supercell")
-        if self.al is not None:
+        if self.fraction is not None:
             for n in range(self.size[0], self.size[1] + 1):
                 for v in range(self.vacancies[0], self.vacancies[1] + 1):
-                    if len(_allowed_counts(per_cell * n**3 - v, self.al)) == 0:
+                    if len(_allowed_counts(per_cell * n**3 - v, self.fraction)) == 0:
                         raise ValueError(
-                            f"al={_text(*self.al)}: no whole number of Al atoms among {per_cell * n**3 - v} has a "
-                            "fraction in that range; widen al"
+                            f"{key}={_text(*self.fraction)}: no whole number of {self.elements[0]} atoms among "
+                            f"{per_cell * n**3 - v} has a fraction in that range; widen {key}"
                         )
-        nearest = self.a * (math.sqrt(3) / 2 if self.lattice != "fcc" else math.sqrt(0.5))
+        # the smallest constant a structure can get: the given one, or Vegard's at the smaller element
+        smallest_a = self.a if self.a is not None else min(self._vegard_a({element: 1}) for element in self.elements)
+        nearest = smallest_a * (math.sqrt(3) / 2 if self.lattice != "fcc" else math.sqrt(0.5))
         if nearest < self.min_distance:
             raise ValueError(
                 f"min_distance={self.min_distance:g} Å exceeds the ideal nearest-neighbour distance {nearest:.3f} Å "
-                f"of {self.lattice} at a={self.a:g} Å"
+                f"of {self.lattice} at a={smallest_a:g} Å"
             )
+
+    def _vegard_a(self, counts: dict[str, int], vacancies: int = 0) -> float:
+        """Vegard's cubic constant for a structure of these counts on ``sum(counts) + vacancies`` sites."""
+        n_atoms = sum(counts.values())
+        volume_per_site = vegard_volume_per_atom(counts) * n_atoms / (n_atoms + vacancies)
+        return float((len(_CUBIC_SITES[self.lattice]) * volume_per_site) ** (1.0 / 3.0))
+
+    @property
+    def al(self) -> tuple[float, float] | None:
+        """The first element's fraction range (its name for Al+Fe; :attr:`fraction` for any elements)."""
+        return self.fraction
 
     @property
     def spec(self) -> str:
-        parts = [f"{GENERATOR_PREFIX}{self.kind}", f"lattice={self.lattice}", f"size={_text(*self.size)}"]
-        if self.al is not None:
-            parts.append(f"al={_text(*self.al)}")
+        default = self.elements == DEFAULT_ELEMENTS  # the Al–Fe spec as it always was
+        parts = [f"{GENERATOR_PREFIX}{self.kind}"]
+        if not default:
+            parts.append(f"elements={'+'.join(self.elements)}")
+        parts += [f"lattice={self.lattice}", f"size={_text(*self.size)}"]
+        if self.fraction is not None:
+            parts.append(f"{'al' if default else 'fraction'}={_text(*self.fraction)}")
         parts += [f"vacancies={_text(*self.vacancies)}"]
         if self.lattice == "b2":
             parts.append(f"antisites={_text(*self.antisites)}")
-        parts += [f"rattle={_num(self.rattle)}", f"a={_num(self.a)}", f"min_distance={_num(self.min_distance)}"]
+        parts.append(f"rattle={_num(self.rattle)}")
+        if self.a is not None:
+            parts.append(f"a={_num(self.a)}")
+        parts.append(f"min_distance={_num(self.min_distance)}")
         return ",".join(parts)
 
     def ideal(self, rng: np.random.Generator) -> Atoms:
@@ -355,10 +503,11 @@ class SolidSolutionGenerator(StructureGenerator):
         grid = np.stack(np.meshgrid(*[np.arange(n)] * 3, indexing="ij"), axis=-1).reshape(-1, 1, 3)
         scaled = ((grid + base[None, :, :]) / n).reshape(-1, 3)
         n_sites = len(scaled)
+        first, second = self.elements
         if self.lattice == "b2":
-            symbols = np.tile(np.array(["Al", "Fe"], dtype=object), n_sites // 2)
+            symbols = np.tile(np.array([first, second], dtype=object), n_sites // 2)
         else:
-            symbols = np.full(n_sites, "Fe", dtype=object)
+            symbols = np.full(n_sites, second, dtype=object)
         n_vacancies = int(rng.integers(self.vacancies[0], self.vacancies[1] + 1))
         kept = np.sort(rng.choice(n_sites, size=n_sites - n_vacancies, replace=False))
         scaled, symbols = scaled[kept], symbols[kept]
@@ -366,12 +515,17 @@ class SolidSolutionGenerator(StructureGenerator):
         if self.lattice == "b2":
             n_antisites = int(rng.integers(self.antisites[0], self.antisites[1] + 1))
             flipped = rng.choice(len(symbols), size=n_antisites, replace=False)
-            symbols[flipped] = np.where(symbols[flipped] == "Al", "Fe", "Al")
+            symbols[flipped] = np.where(symbols[flipped] == first, second, first)
         else:
-            assert self.al is not None
-            n_al = int(rng.choice(_allowed_counts(len(symbols), self.al)))
-            symbols[rng.choice(len(symbols), size=n_al, replace=False)] = "Al"
-        atoms = Atoms(list(symbols), scaled_positions=scaled, cell=np.eye(3) * self.a * n, pbc=True)
+            assert self.fraction is not None
+            n_first = int(rng.choice(_allowed_counts(len(symbols), self.fraction)))
+            symbols[rng.choice(len(symbols), size=n_first, replace=False)] = first
+        if self.a is not None:
+            a = self.a
+        else:
+            counts = {element: int(np.sum(symbols == element)) for element in self.elements}
+            a = self._vegard_a({element: count for element, count in counts.items() if count}, n_vacancies)
+        atoms = Atoms(list(symbols), scaled_positions=scaled, cell=np.eye(3) * a * n, pbc=True)
         defects = f"{n_vacancies}vac" + (f"{n_antisites}anti" if self.lattice == "b2" else "")
         atoms.info.update(
             source=f"{self.kind}:{self.lattice}{n}x{n}x{n}:{atoms.get_chemical_formula()}:{defects}",
@@ -379,6 +533,8 @@ class SolidSolutionGenerator(StructureGenerator):
             vacancies=n_vacancies,
             antisites=n_antisites,
         )
+        if self.a is None:
+            atoms.info["lattice_constant"] = a
         return atoms
 
     @property
@@ -506,12 +662,14 @@ def _random_cell(fields: dict[str, str], spec: str) -> StructureGenerator:
     kwargs: dict = {}
     if "atoms" in fields:
         kwargs["atoms"] = _parse_range(fields["atoms"], "atoms", spec, whole=True)
-    for key in ("al", "volume"):
+    for key in ("al", "fraction", "volume"):
         if key in fields:
             kwargs[key] = _parse_range(fields[key], key, spec, whole=False)
     for key in ("min_distance", "rattle"):
         if key in fields:
             kwargs[key] = _parse_range(fields[key], key, spec, whole=False)[0]
+    if "elements" in fields:
+        kwargs["elements"] = fields["elements"]
     return RandomCellGenerator(**kwargs)
 
 
@@ -522,8 +680,11 @@ def _solid_solution(fields: dict[str, str], spec: str) -> StructureGenerator:
     for key in ("size", "vacancies", "antisites"):
         if key in fields:
             kwargs[key] = _parse_range(fields[key], key, spec, whole=True)
-    if "al" in fields:
-        kwargs["al"] = _parse_range(fields["al"], "al", spec, whole=False)
+    for key in ("al", "fraction"):
+        if key in fields:
+            kwargs[key] = _parse_range(fields[key], key, spec, whole=False)
+    if "elements" in fields:
+        kwargs["elements"] = fields["elements"]
     for key in ("rattle", "a", "min_distance"):
         if key in fields:
             low, high = _parse_range(fields[key], key, spec, whole=False)
@@ -552,10 +713,13 @@ def _rattled(fields: dict[str, str], spec: str) -> StructureGenerator:
 
 #: Spec parsers by kind, and the keys each accepts.
 GENERATORS: dict[str, tuple[Callable[[dict[str, str], str], StructureGenerator], frozenset[str]]] = {
-    "random_cell": (_random_cell, frozenset({"atoms", "al", "volume", "min_distance", "rattle"})),
+    "random_cell": (
+        _random_cell,
+        frozenset({"elements", "atoms", "al", "fraction", "volume", "min_distance", "rattle"}),
+    ),
     "solid_solution": (
         _solid_solution,
-        frozenset({"lattice", "size", "al", "vacancies", "antisites", "rattle", "a", "min_distance"}),
+        frozenset({"elements", "lattice", "size", "al", "fraction", "vacancies", "antisites", "rattle", "a", "min_distance"}),
     ),
     "rattled": (_rattled, frozenset({"from", "beta", "min_distance", "relax"})),
 }
