@@ -15,18 +15,18 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import math
 import os
 import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
 from sb3_crystal.optimizers import STEPWISE_OPTIMIZERS
+from sb3_crystal.threads import blas_threads
 
 __all__ = [
     "MAX_BETA",
@@ -99,50 +99,6 @@ def _optimizer_name(text: str) -> str:
 
 
 # -- helpers ------------------------------------------------------------------------------------------------------
-_OPENBLAS_THREAD_CALLS = (
-    ("scipy_openblas_get_num_threads64_", "scipy_openblas_set_num_threads64_"),
-    ("scipy_openblas_get_num_threads", "scipy_openblas_set_num_threads"),
-    ("openblas_get_num_threads64_", "openblas_set_num_threads64_"),
-    ("openblas_get_num_threads", "openblas_set_num_threads"),
-)
-
-
-@contextlib.contextmanager
-def blas_threads(n_threads: int = 1) -> Iterator[int]:
-    """Run a block with the OpenBLAS libraries loaded in this process set to ``n_threads`` (best effort, Linux).
-
-    The benchmark's matrices are tiny (GPMin's surrogate model, BFGS's Hessian of a few atoms): extra BLAS
-    threads only spin, and make GPMin several times slower on a 2-core machine. ``OPENBLAS_NUM_THREADS`` would
-    have to be set before NumPy is imported, which importing this package already does. The previous thread
-    counts are restored on exit.
-
-    :param n_threads: threads per library.
-    :return: (as the ``with`` target) how many libraries were adjusted.
-    """
-    try:
-        with open("/proc/self/maps") as maps:
-            paths = {line.split()[-1] for line in maps if "openblas" in line.lower() and line.split()[-1].startswith("/")}
-    except OSError:
-        paths = set()
-    previous: list[tuple[Any, int]] = []
-    for path in sorted(paths):
-        try:
-            handle = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for get_name, set_name in _OPENBLAS_THREAD_CALLS:
-            getter, setter = getattr(handle, get_name, None), getattr(handle, set_name, None)
-            if getter is not None and setter is not None:
-                previous.append((setter, int(getter())))
-                setter(ctypes.c_int(int(n_threads)))
-                break
-    try:
-        yield len(previous)
-    finally:
-        for setter, count in previous:
-            setter(ctypes.c_int(count))
-
-
 # -- inputs: structures ---------------------------------------------------------------------------------------------
 def _is_prototype(name: str) -> bool:
     from sb3_crystal.structures.prototypes import PROTOTYPES
@@ -741,8 +697,8 @@ def cmd_relax(args: argparse.Namespace) -> int:
                 optimizer = HybridOptimizer(
                     target, agent, switch_fmax=args.switch_fmax, finisher=args.finisher, logfile=logfile, trajectory=trajectory
                 )
-            with optimizer:
-                converged = optimizer.run(fmax=args.fmax, steps=args.steps)
+            with optimizer, blas_threads(1) if args.cell is not None else contextlib.nullcontext():
+                converged = optimizer.run(fmax=args.fmax, steps=args.steps)  # the cell filter's 3×3 algebra: 1 thread
     except (ValueError, TypeError) as err:  # the relaxers' own checks of the agent and the structure
         _remove(args.trajectory)
         raise UserError(f"{args.structure}: {err}") from None

@@ -15,3 +15,12 @@ def _isolated_minima_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     mp.setenv("SB3_CRYSTAL_CACHE", str(tmp_path_factory.mktemp("sb3_crystal_cache")))
     yield
     mp.undo()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_blas_thread() -> None:
+    """Tiny matrices throughout (3×3 cell algebra, GPMin, BFGS of a few atoms): BLAS threads only spin."""
+    from sb3_crystal.threads import blas_threads
+
+    with blas_threads(1):
+        yield

@@ -30,6 +30,9 @@ from sb3_crystal.structures.geometry import closest_pair, largest_norm, max_forc
 
 __all__ = ["RLOptimizer"]
 
+#: Through a cell filter, a step that lowers the lowest energy seen by more than this (eV/atom) is progress too.
+_ENERGY_PROGRESS = 1e-4
+
 
 class RLOptimizer(CountedOptimizer):
     """Relax atoms at fixed cell with a trained TD3/SAC agent: each step moves the atoms by the agent's
@@ -62,8 +65,9 @@ class RLOptimizer(CountedOptimizer):
         off), else on;
         ``True``/``False``, or the rule's settings as a dict.
     :param patience: the run stops, unconverged, after this many steps without lowering the smallest fmax seen by
-        the fraction ``min_improvement`` (``None``: never), and says so in the log and :attr:`stop_reason`, rather
-        than spend the rest of the step budget; it stops likewise when a force or the energy is no longer finite.
+        the fraction ``min_improvement`` (through a cell filter, nor the lowest energy by 1e-4 eV/atom; ``None``:
+        never), and says so in the log and :attr:`stop_reason`, rather than spend the rest of the step budget; it
+        stops likewise when a force or the energy is no longer finite.
     :param min_improvement: relative drop of the smallest fmax that counts as progress.
     """
 
@@ -121,7 +125,7 @@ class RLOptimizer(CountedOptimizer):
         self.stop_reason: str | None = None
         #: tries the trust region rejected in this optimizer's runs.
         self.rejected = 0
-        self._best_fmax, self._since_best = np.inf, 0
+        self._best_fmax, self._best_energy, self._since_best = np.inf, np.inf, 0
         #: fraction of the agent's last move kept by the contact rule, and the largest atomic shift (Å) of that move.
         self.last_fraction = 1.0
         self.last_max_shift = float("nan")
@@ -151,6 +155,7 @@ class RLOptimizer(CountedOptimizer):
         self.stop_reason = None
         forces = self._current()[1]  # the run's first evaluation: ASE asks for it next anyway
         self._best_fmax = max_force(forces)
+        self._best_energy = float(self._current()[0])
         self._since_best = 0
         distance = self.settings["min_distance"]
         if distance > 0:
@@ -305,6 +310,10 @@ class RLOptimizer(CountedOptimizer):
             reason = "diverged"
         elif fmax < self._best_fmax * (1.0 - self.min_improvement):
             self._best_fmax, self._since_best = fmax, 0
+            self._best_energy = min(self._best_energy, energy)
+        elif self.path is not None and energy < self._best_energy - _ENERGY_PROGRESS * len(self.structure):
+            # through a cell filter the energy can fall for many steps while the cell rows' forces stay: progress
+            self._best_energy, self._since_best = energy, 0
         else:
             self._since_best += 1
             if self.patience is not None and self._since_best >= self.patience:

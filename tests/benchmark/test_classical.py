@@ -17,10 +17,10 @@ from sb3_crystal.benchmark.classical import (
     make_relaxer,
 )
 from sb3_crystal.benchmark.harness import compare_to_reference
-from sb3_crystal.cli import blas_threads
 from sb3_crystal.structures.geometry import distort
 from sb3_crystal.structures.minima import max_force, relaxed_minimum
 from sb3_crystal.structures.prototypes import build_prototype
+from sb3_crystal.threads import blas_threads
 
 EPS = (0.1, 0.05, 0.01)
 

@@ -11,7 +11,7 @@ from ase.filters import FrechetCellFilter
 from ase.optimize import FIRE
 
 from sb3_crystal.calculators import ForceCallCounter
-from sb3_crystal.cli import blas_threads
+from sb3_crystal.threads import blas_threads
 
 
 class _CountingEMT(EMT):

@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from scipy.spatial.transform import Rotation
 
 from sb3_crystal.calculators import ForceCallCounter, LammpsEAMCalculator, make_calculator
-from sb3_crystal.cli import blas_threads
 from sb3_crystal.structures.prototypes import build_prototype
+from sb3_crystal.threads import blas_threads
 from tests.calculators.test_lammps_eam import distorted_b2, random_alfe_16, stress_of
 
 
