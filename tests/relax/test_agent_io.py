@@ -128,6 +128,7 @@ def test_load_model_reads_sb3_zips(env, observations, tmp_path):
         "force_cap": 1.0,
         "min_distance": 1.5,
         "action_mode": "absolute",
+        "max_strain": 0.01,
     }
     same_actions(model, agent, observations)
     same_actions(model, load_agent(save_agent(agent, tmp_path / "converted")), observations)  # zip → folder
