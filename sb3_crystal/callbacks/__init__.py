@@ -1,4 +1,5 @@
-"""Callbacks: relaxation evaluation, the reward-switching curriculum and crash-safe checkpoints."""
+"""Callbacks: relaxation evaluation, the reward-switching curriculum, crash-safe checkpoints, and a residual agent
+starting at its zero action."""
 
 from sb3_crystal.callbacks.checkpoint import (
     CrystalCheckpointCallback,
@@ -9,6 +10,7 @@ from sb3_crystal.callbacks.checkpoint import (
 )
 from sb3_crystal.callbacks.curriculum import PAPER_STAGES, RewardCurriculum
 from sb3_crystal.callbacks.evaluation import RelaxationEvalCallback, RelaxationMetrics, evaluate_relaxation, fixed_starts
+from sb3_crystal.callbacks.residual_start import ZeroActionStart
 
 __all__ = [
     "PAPER_STAGES",
@@ -16,6 +18,7 @@ __all__ = [
     "RelaxationEvalCallback",
     "RelaxationMetrics",
     "RewardCurriculum",
+    "ZeroActionStart",
     "clean_stale_temporaries",
     "evaluate_relaxation",
     "fixed_starts",
