@@ -17,6 +17,8 @@ the LAMMPS Mendelev Al–Fe EAM, to 0.05 and 0.01 eV/Å, at most 500 force calls
   :class:`~sb3_crystal.envs.safeguard.TrustRegion` (every try is a counted force call; rejected tries enter the
   history as the environment records them);
 - ``learned Newton + TR``: the same with no secant pairs (k = 0: the model's Newton step alone);
+- ``learned adaptive (m=k) + TR``: the pairs only after a step without progress
+  (:func:`~sb3_crystal.curvature.wants_secant_pairs`), else the model's Newton step;
 - ``exact Newton + TR``: the same step with matscipy's exact EAM Hessian instead of the model, no pairs (families up
   to ``--exact-max-atoms``);
 - ``Newton (exact Hessian)``: the baselines' calibration line (:class:`unseen_families.NewtonRelaxer`, no trust
@@ -45,7 +47,7 @@ from unseen_families import FMAXES, MAX_CALLS, NewtonRelaxer
 
 from sb3_crystal.benchmark import ForceCallCounter, Relaxer, RelaxResult
 from sb3_crystal.calculators import CalculatorSpec, make_calculator, matscipy_eam
-from sb3_crystal.curvature import PairCurvatureModel, curvature_step, load_model
+from sb3_crystal.curvature import PairCurvatureModel, curvature_step, load_model, secant_pairs, wants_secant_pairs
 from sb3_crystal.curvature.fit import exact_hessian
 from sb3_crystal.envs.observation import RelaxationHistory
 from sb3_crystal.envs.safeguard import TrustRegion
@@ -91,14 +93,14 @@ class CurvatureRelaxer(Relaxer):
         self.stall = stall
         self.name = name
         self.adaptive = adaptive
-        self._use_pairs = not adaptive
 
     def relax(self, start: Atoms, calculator: CalculatorSpec | ForceCallCounter, fmax: float, max_steps: int) -> RelaxResult:
         return self.relax_thresholds(start, calculator, [fmax], max_steps)[fmax]
 
     def _step(self, work: Atoms, forces: np.ndarray, history: RelaxationHistory) -> np.ndarray:
-        use = self.memory and self._use_pairs
-        pairs = [(s, -y) for s, y in history.steps(self.memory)][::-1] if use else []
+        steps = history.steps(self.memory)
+        use = self.memory and (wants_secant_pairs(forces, steps) if self.adaptive else True)
+        pairs = secant_pairs(steps) if use else []
         hessian = exact_hessian(self.exact_calc, work) if self.exact_calc is not None else None
         return curvature_step(
             work.numbers,
@@ -123,7 +125,6 @@ class CurvatureRelaxer(Relaxer):
         work.calc = None
         t0 = time.perf_counter()
         energy, forces = counter.evaluate(work)
-        self._use_pairs = not self.adaptive
         history = RelaxationHistory(max(self.memory, 1))
         history.reset(work.positions, forces, energy)
         steps, refused_in_row = 0, 0
@@ -143,8 +144,6 @@ class CurvatureRelaxer(Relaxer):
                 break
             base = work.positions.copy()
             outcome = self.trust_region.step(self._step(work, forces, history), energy, forces, evaluate)
-            if self.adaptive:  # the secant pairs only after a step that was refused or did not lower the max force
-                self._use_pairs = not outcome.accepted or max_force(outcome.forces) >= current
             TrustRegion.record_rejected(history, outcome, base, energy, forces)
             energy, forces = outcome.energy, outcome.forces
             work.positions = base + outcome.shifts

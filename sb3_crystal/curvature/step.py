@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-__all__ = ["HessianModel", "curvature_step", "regularised_hessian"]
+__all__ = ["HessianModel", "curvature_step", "regularised_hessian", "secant_pairs", "wants_secant_pairs"]
 
 #: A secant pair enters the BFGS update when s·y ≥ this × s·s (positive curvature with a margin), eV/Å².
 MIN_PAIR_CURVATURE = 1e-3
@@ -134,6 +134,44 @@ def curvature_step(
     if longest > max_step:
         step *= max_step / longest
     return step
+
+
+def secant_pairs(steps: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The ``history_pairs`` of :func:`curvature_step` from a history's steps.
+
+    :param steps: (shift, force change) of past steps, newest first, as
+        :meth:`sb3_crystal.envs.observation.RelaxationHistory.steps` gives them.
+    :return: (s, y) = (shift, −force change), oldest first.
+    """
+    return [(np.asarray(shift, dtype=np.float64), -np.asarray(change, dtype=np.float64)) for shift, change in steps][::-1]
+
+
+def wants_secant_pairs(forces: np.ndarray, steps: Sequence[tuple[np.ndarray, np.ndarray]]) -> bool:
+    """The adaptive rule: pass the secant pairs to :func:`curvature_step` only when the newest step made no progress.
+
+    True when the newest step did not lower the largest atomic force, or when it went back to where the step before
+    it started (a trust region refused that try, and the history recorded the try and the way back); False with no
+    step yet. Otherwise the model's own Newton step is better than its BFGS update (the secant pairs of long steps
+    disagree with the model at the new point); after a step without progress the pairs change the proposal, so a
+    refused step is not proposed again.
+
+    :param forces: forces at the current point (N, 3), eV/Å.
+    :param steps: (shift, force change) of past steps, newest first (at least the newest two are read).
+    """
+    if not steps:
+        return False
+    forces = np.asarray(forces, dtype=np.float64)
+    shift, change = (np.asarray(a, dtype=np.float64) for a in steps[0])
+    now = float(np.linalg.norm(forces, axis=1).max())
+    before = float(np.linalg.norm(forces - change, axis=1).max())
+    if now >= before:
+        return True
+    if len(steps) > 1:
+        previous = np.asarray(steps[1][0], dtype=np.float64)
+        scale = max(float(np.abs(previous).max()), 1e-12)
+        if np.allclose(shift, -previous, rtol=0.0, atol=1e-9 * scale):
+            return True
+    return False
 
 
 _SHIPPED: dict[str, Any] = {}
