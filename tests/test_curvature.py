@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.spatial.transform import Rotation
 
-from sb3_crystal.curvature import PairCurvatureModel, curvature_step, load_model
+from sb3_crystal.curvature import PairCurvatureModel, curvature_step, load_model, secant_pairs, wants_secant_pairs
 from sb3_crystal.curvature.fit import NormalEquations, design_tensor, parameters, set_parameters
 from sb3_crystal.structures.generators import SolidSolutionGenerator
 
@@ -237,3 +237,29 @@ def test_step_bad_inputs() -> None:
         curvature_step(*args, forces, hessian=np.eye(6))
     with pytest.raises(ValueError, match="min_curvature"):
         curvature_step(*args, forces, model=model, min_curvature=-1.0)
+
+
+def test_secant_pairs_and_the_adaptive_rule_read_a_relaxation_history() -> None:
+    """The helpers read :class:`RelaxationHistory` steps: pairs oldest first with y = −ΔF; the rule asks for them after
+    a step that raised the max force or after a refused try (recorded as the try and the way back), not after progress."""
+    from sb3_crystal.envs.observation import RelaxationHistory
+
+    rng = np.random.default_rng(0)
+    x0 = rng.normal(size=(4, 3))
+    f0 = rng.normal(size=(4, 3))
+    history = RelaxationHistory(4)
+    history.reset(x0, f0, 0.0)
+    assert not wants_secant_pairs(f0, history.steps(2))
+    x1, f1 = x0 + 0.1, 0.5 * f0  # progress
+    history.record(x1, f1, -1.0)
+    assert not wants_secant_pairs(f1, history.steps(2))
+    ((s, y),) = secant_pairs(history.steps(2))
+    np.testing.assert_allclose(s, x1 - x0)
+    np.testing.assert_allclose(y, -(f1 - f0))
+    history.record(x1 + 0.2, 0.1 * f0, 5.0)  # a refused try with a smaller max force (refused for its energy) ...
+    history.record(x1, f1, -1.0)  # ... and the way back
+    assert wants_secant_pairs(f1, history.steps(2))
+    pairs = secant_pairs(history.steps(3))
+    np.testing.assert_allclose(pairs[-1][0], -0.2 * np.ones((4, 3)))
+    history.record(x1 + 0.05, 2.0 * f1, -1.5)  # accepted but the max force went up
+    assert wants_secant_pairs(2.0 * f1, history.steps(2))
