@@ -210,6 +210,14 @@ def best_classical(rows: list[dict[str, Any]], family: str, fmax: float, seeds: 
     return best
 
 
+def _relative(path: Path) -> str:
+    """A path relative to the repository when it lies inside it (no machine paths in the written files)."""
+    try:
+        return str(Path(path).resolve().relative_to(ROOT))
+    except ValueError:
+        return Path(path).name
+
+
 def _fmt(value: float, digits: int = 1) -> str:
     return "–" if value != value else f"{value:.{digits}f}"
 
@@ -271,7 +279,7 @@ def main() -> None:
     payload = {
         "command": command,
         "minutes": elapsed / 60,
-        "settings": vars(args) | {"out": str(args.out), "model": str(args.model or "shipped")},
+        "settings": vars(args) | {"out": _relative(args.out), "model": _relative(args.model) if args.model else "shipped"},
         "model_info": model.info,
         "results": results,
     }
@@ -363,6 +371,7 @@ def rebuild(path: Path) -> None:
             families.append(name)
         first = next(v for k, v in block.items() if k != "best classical")
         block["best classical"] = best_classical(rows, name, float(fmax), set(first["start_seeds"]))
+    payload["settings"]["out"] = _relative(Path(payload["settings"]["out"]))
     path.write_text(json.dumps(payload, indent=1, default=str) + "\n", encoding="utf-8")
     path.with_suffix(".md").write_text(markdown(payload, families), encoding="utf-8")
 
