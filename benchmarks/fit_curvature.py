@@ -185,8 +185,15 @@ def main() -> None:
         print(source, json.dumps(report[source]))
     sizes = [len(atoms) for _, atoms, _ in structures]
     model.info = {
+        "terms": "pair" if args.no_embedding else "pair + embedding",
         "fitted_to": "exact Hessians of matscipy's EAM on the Mendelev Al–Fe potential (AlFe_mm.eam.fs)",
-        "command": "python benchmarks/fit_curvature.py" + ("" if args.scale == 1 else f" --scale {args.scale:g}"),
+        "command": "python benchmarks/fit_curvature.py"
+        + ("" if args.scale == 1 else f" --scale {args.scale:g}")
+        + (" --no-embedding" if args.no_embedding else "")
+        + (" --no-family-check" if args.no_family_check else "")
+        + (" --all-family-cells" if args.all_family_cells else "")
+        + ("" if args.ridge == 1e-9 else f" --ridge {args.ridge:g}")
+        + ("" if args.out == DEFAULT_OUT else f" --out {args.out.name}"),
         "ridge": args.ridge,
         "n_fit": len(structures) - len(held_out),
         "n_held_out": len(held_out),

@@ -57,6 +57,7 @@ from sb3_crystal.structures.minima import max_force
 ROOT = Path(__file__).resolve().parents[1]
 BASELINES = ROOT / "docs" / "data" / "unseen_families_baselines.csv"
 DEFAULT_OUT = ROOT / "docs" / "data" / "learned_curvature_families"
+TERMS = {"pair": "pair force constants only", "pair + embedding": "pair force constants plus an EAM-like embedding term"}
 
 
 class CurvatureRelaxer(Relaxer):
@@ -321,7 +322,7 @@ def markdown(payload: dict[str, Any], families: list[str]) -> str:
         "(GPMin ran on the first 8 starts of a family only, so it is shown apart: its median on those starts, and "
         "the relaxer's median on the same starts).",
         "",
-        f"Curvature model: `{info.get('command', '?')}` — pair force constants plus an EAM-like embedding term, fitted "
+        f"Curvature model: `{info.get('command', '?')}` — {TERMS.get(info.get('terms', 'pair + embedding'))}, fitted "
         f"on {info.get('n_fit', '?')} generated training structures ({info.get('atoms', ['?', '?'])[0]}–"
         f"{info.get('atoms', ['?', '?'])[1]} atoms, seeds {info.get('seeds', '?')}). StructureMatcher check of every "
         f"fitting structure against {check.get('family_cells', '?')} validation and test family cells (and of the "
