@@ -1,0 +1,217 @@
+#!/usr/bin/env python
+"""Fit the shipped Al–Fe curvature model (:class:`~sb3_crystal.curvature.PairCurvatureModel`) to exact EAM Hessians.
+
+Usage::
+
+    python benchmarks/fit_curvature.py                      # writes sb3_crystal/curvature/alfe_pair_model.json
+    python benchmarks/fit_curvature.py --out /tmp/model.json --scale 0.25   # a quick, smaller fit
+
+Training structures come from the package's generators with seeds outside every reserved evaluation range
+(:func:`~sb3_crystal.structures.families.check_training_seed`), and are all away from minima:
+
+- random symmetric Al–Fe cells of 4–8 atoms (pyxtal), each distorted twice by β ~ U(0.05, 0.4) Å, and the
+  fixed-cell minimum of some of them (relaxed with the LAMMPS EAM to 0.05 eV/Å) distorted by β ~ U(0.05, 0.5) Å;
+- bcc Fe–Al solid solutions (2×2×2, Al 0–0.6), B2 AlFe 2×2×2 with 0–1 vacancies and 0–2 antisites, fcc Al–Fe
+  (1×1×1 and 2×2×2), bcc and B2 3×3×3, rattled by U(0.02, 0.3) Å.
+
+Their exact Hessians come from matscipy's analytic EAM Hessian on the package's Mendelev potential. Every fitting
+structure is compared with every validation and test family cell with pymatgen's ``StructureMatcher``
+(:func:`~sb3_crystal.structures.families.training_matches`); a match is left out of the fit and reported. One
+fifth of the structures (every fifth) is held out and the model's errors on it are written into the model's
+``info`` and printed: the relative Frobenius error of the Hessian and the cosine and length ratio of its Newton
+step against the exact Hessian's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+from ase import Atoms
+from ase.optimize import BFGSLineSearch
+
+from sb3_crystal.calculators import make_calculator, matscipy_eam
+from sb3_crystal.curvature import PairCurvatureModel
+from sb3_crystal.curvature.fit import NormalEquations, exact_hessian, hessian_errors, set_parameters
+from sb3_crystal.structures.families import FAMILIES, check_training_seed, test_family, training_matches
+from sb3_crystal.structures.generators import RandomCellGenerator, SolidSolutionGenerator
+from sb3_crystal.structures.geometry import distort
+
+DEFAULT_OUT = Path(__file__).resolve().parents[1] / "sb3_crystal" / "curvature" / "alfe_pair_model.json"
+#: First master seed of the fitting structures (far below the reserved 7,000,000+).
+SEED = 20_000
+CUTOFF = 6.5  # the Mendelev potential's cutoff, Å
+CENTERS = np.linspace(1.7, 6.3, 28)
+WIDTH = 0.17
+EMBEDDING_CENTERS = np.linspace(2.0, 6.0, 10)
+EMBEDDING_WIDTH = 0.44
+
+
+def _rng(offset: int) -> np.random.Generator:
+    seed = SEED + offset
+    check_training_seed(seed, "fitting structure seed")
+    return np.random.default_rng(seed)
+
+
+def training_structures(scale: float) -> list[tuple[str, Atoms, Atoms]]:
+    """(source, structure, reference) triples; the reference is the undistorted cell the structure was made from (the
+    pyxtal cell, its minimum, or the ideal lattice sites), for the family check. ``scale`` multiplies every count."""
+
+    def count(n: int) -> int:
+        return max(1, round(n * scale))
+
+    out: list[tuple[str, Atoms, Atoms]] = []
+    lammps = make_calculator("lammps")
+    cells = RandomCellGenerator(atoms=(4, 8))
+    for k in range(count(60)):
+        rng = _rng(k)
+        cell = cells.sample(rng)
+        for _ in range(2):
+            out.append(("random_4-8", distort(cell, float(rng.uniform(0.05, 0.4)), rng, min_distance=1.6), cell))
+        if k % 2 == 0:
+            work = cell.copy()
+            work.calc = lammps
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                BFGSLineSearch(work, logfile=None).run(fmax=0.05, steps=200)
+            minimum = Atoms(work.numbers, positions=work.positions, cell=work.cell, pbc=True)
+            out.append(("random_4-8_relaxed", distort(minimum, float(rng.uniform(0.05, 0.5)), rng, min_distance=1.6), minimum))
+    sources = [
+        ("bcc_16", 40, 1_000, dict(lattice="bcc", size=2, al=(0.0, 0.6))),
+        ("b2_16", 40, 2_000, dict(lattice="b2", size=2, vacancies=(0, 1), antisites=(0, 2))),
+        ("fcc_4", 10, 3_000, dict(lattice="fcc", size=1, al=(0.0, 1.0))),
+        ("fcc_32", 12, 4_000, dict(lattice="fcc", size=2, al=(0.0, 1.0))),
+        ("bcc_54", 4, 5_000, dict(lattice="bcc", size=3, al=(0.0, 0.6))),
+        ("b2_54", 4, 6_000, dict(lattice="b2", size=3, vacancies=(0, 1), antisites=(0, 2))),
+    ]
+    for name, n, offset, kwargs in sources:
+        for k in range(count(n)):
+            rng = _rng(offset + k)
+            generator = SolidSolutionGenerator(rattle=float(rng.uniform(0.02, 0.3)), **kwargs)
+            reference = _rng(offset + k)
+            reference.uniform()  # the same draws as above: sample() rattles the structure ideal() builds
+            out.append((name, generator.sample(rng), generator.ideal(reference)))
+    return out
+
+
+#: Family cells not checked by default: drawing the test split's random 10–20-atom cells with pyxtal took more than
+#: 30 minutes on the shared 2-core CPU (``--all-family-cells`` checks them too).
+SLOW_FAMILIES = {("test", "random_10-20_beta0.3"), ("test", "random_10-20_beta0.5")}
+
+
+def family_cells(skip: set[tuple[str, str]]) -> list[tuple[str, Atoms]]:
+    """The validation and test family cells, less the (split, family) pairs in ``skip``."""
+    cells = []
+    for split in ("validation", "test"):
+        for name in FAMILIES:
+            if (split, name) in skip:
+                continue
+            family = test_family(name, split)
+            cells += [(f"{split}:{name}[{j}]", cell) for j, cell in enumerate(family.cells)]
+    return cells
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply every structure count (quick checks)")
+    parser.add_argument("--ridge", type=float, default=1e-9)
+    parser.add_argument("--no-embedding", action="store_true", help="pair term only")
+    parser.add_argument("--all-family-cells", action="store_true", help="also the test split's random 10–20 cells")
+    parser.add_argument("--no-family-check", action="store_true", help="skip the StructureMatcher check (quick checks)")
+    args = parser.parse_args()
+    t0 = time.perf_counter()
+    structures = training_structures(args.scale)
+    print(f"{len(structures)} fitting structures in {time.perf_counter() - t0:.0f} s", flush=True)
+
+    matched: list[str] = []
+    bad: list[int] = []
+    checked = 0
+    skipped: set[tuple[str, str]] = set()
+    if not args.no_family_check:
+        t1 = time.perf_counter()
+        skipped = set() if args.all_family_cells else SLOW_FAMILIES
+        cells = family_cells(skipped)
+        checked = len(cells)
+        theirs = [atoms for _, atoms in cells]
+        pairs = training_matches([atoms for _, atoms, _ in structures], theirs)
+        pairs += training_matches([reference for _, _, reference in structures], theirs)
+        bad = sorted({i for i, _ in pairs})
+        matched = sorted({f"fitting structure {i} ({structures[i][0]}) matches {cells[k][0]}" for i, k in pairs})
+        for note in matched:
+            print("  left out:", note)
+        structures = [s for i, s in enumerate(structures) if i not in set(bad)]
+        print(
+            f"StructureMatcher against {checked} family cells: {len(bad)} fitting structures matched "
+            f"({len(matched)} pairs), left out; {len(structures)} remain ({time.perf_counter() - t1:.0f} s)"
+        )
+
+    t1 = time.perf_counter()
+    calc = matscipy_eam()
+    hessians = [exact_hessian(calc, atoms) for _, atoms, _ in structures]
+    print(f"exact Hessians in {time.perf_counter() - t1:.0f} s", flush=True)
+
+    embedding = {} if args.no_embedding else {"embedding_centers": EMBEDDING_CENTERS, "embedding_width": EMBEDDING_WIDTH}
+    model = PairCurvatureModel(("Al", "Fe"), CUTOFF, CENTERS, WIDTH, **embedding)
+    held_out = set(range(0, len(structures), 5))
+    equations = NormalEquations(model)
+    for k, ((_, atoms, _), hessian) in enumerate(zip(structures, hessians, strict=True)):
+        if k not in held_out:
+            # relative error per structure: compressed far-from-minimum cells do not drown the rest
+            equations.add(atoms, hessian, weight=len(atoms) / float(np.linalg.norm(hessian)) ** 2)
+    set_parameters(model, equations.solve(args.ridge))
+
+    lammps = make_calculator("lammps")
+    errors: dict[str, list[dict[str, float]]] = {}
+    for k in sorted(held_out):
+        source, atoms, _ = structures[k]
+        work = atoms.copy()
+        work.calc = lammps
+        errors.setdefault(source.split("_relaxed")[0], []).append(hessian_errors(model, atoms, hessians[k], work.get_forces()))
+    report = {}
+    for source, rows in errors.items():
+        report[source] = {
+            key: {
+                "median": float(np.median([r[key] for r in rows])),
+                "p10": float(np.percentile([r[key] for r in rows], 10)),
+                "p90": float(np.percentile([r[key] for r in rows], 90)),
+            }
+            for key in rows[0]
+        } | {"n": len(rows)}
+        print(source, json.dumps(report[source]))
+    sizes = [len(atoms) for _, atoms, _ in structures]
+    model.info = {
+        "terms": "pair" if args.no_embedding else "pair + embedding",
+        "fitted_to": "exact Hessians of matscipy's EAM on the Mendelev Al–Fe potential (AlFe_mm.eam.fs)",
+        "command": "python benchmarks/fit_curvature.py"
+        + ("" if args.scale == 1 else f" --scale {args.scale:g}")
+        + (" --no-embedding" if args.no_embedding else "")
+        + (" --no-family-check" if args.no_family_check else "")
+        + (" --all-family-cells" if args.all_family_cells else "")
+        + ("" if args.ridge == 1e-9 else f" --ridge {args.ridge:g}")
+        + ("" if args.out == DEFAULT_OUT else f" --out {args.out.name}"),
+        "ridge": args.ridge,
+        "n_fit": len(structures) - len(held_out),
+        "n_held_out": len(held_out),
+        "atoms": [min(sizes), max(sizes)],
+        "seeds": f"{SEED}+ (training seeds, outside the reserved evaluation ranges)",
+        "family_check": {
+            "family_cells": checked,
+            "structures_left_out": len(bad) if not args.no_family_check else 0,
+            "matches_left_out": matched,
+            "not_checked": []
+            if args.no_family_check or args.all_family_cells
+            else sorted(f"{a}:{b}" for a, b in SLOW_FAMILIES),
+        },
+        "held_out_errors": report,
+    }
+    model.save(args.out)
+    print(f"wrote {args.out} ({args.out.stat().st_size / 1024:.0f} kB) in {(time.perf_counter() - t0) / 60:.1f} min")
+
+
+if __name__ == "__main__":
+    main()
