@@ -86,7 +86,8 @@ class CrystalRelaxEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
     :param saddles: dataset structures that relax to a saddle point: ``"keep"``, ``"escape"`` (relax into a
         true minimum nearby) or ``"drop"``.
     :param history: past steps the observation carries (0: the paper's observation).
-    :param proposal: ``"none"`` or ``"lbfgs"``: a classical step from the history in the observation.
+    :param proposal: ``"none"``, ``"lbfgs"`` (a classical step from the history in the observation) or ``"curvature"``
+        (the learned Hessian's quasi-Newton step, :mod:`sb3_crystal.curvature`; the proposal's cap is then 0.3 Å).
     :param action_mode: ``"absolute"`` or ``"residual"`` (the action corrects the proposal; needs ``proposal``).
     :param trust_region: reject moves that raise the energy or the largest force too much and retry them
         shorter (:class:`~sb3_crystal.envs.safeguard.TrustRegion`): ``True``, its settings as a dict, or ``None``.
@@ -138,7 +139,7 @@ class CrystalRelaxEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         self._init_kwargs = {key: value for key, value in locals().items() if key not in {"self", "__class__", "render_mode"}}
         self.moves = MoveRule(max_displacement, action_scale, force_cap, min_distance, action_mode, max_strain)
         if action_mode == "residual" and proposal == "none":
-            raise ValueError("action_mode='residual' corrects a classical proposal: set proposal='lbfgs'")
+            raise ValueError("action_mode='residual' corrects a classical proposal: set proposal='lbfgs' or 'curvature'")
         ObservationLayout(n_max=1, history=history, proposal=proposal, cell=cell)  # validates before the dataset
         #: the rule that rejects uphill moves (``None``: every move is taken).
         self.trust_region = TrustRegion.from_config(trust_region)
@@ -461,7 +462,7 @@ class CrystalRelaxEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
 
     def _observation(self) -> dict[str, np.ndarray]:
         assert self._atoms is not None
-        self._proposal = self.layout.proposal_step(self._history)
+        self._proposal = self.layout.proposal_step(self._history, self._atoms.numbers, self._cell)
         structure = (self._atoms.positions, self._forces) if self._path is not None else None
         return self.layout.build(self._atoms.numbers, self._cell, self._history, proposal=self._proposal, structure=structure)
 

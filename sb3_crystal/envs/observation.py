@@ -13,7 +13,11 @@ here, so an agent sees the same thing in training and in use.
   the last step in eV/atom (clipped to ±1) and the step count (min(t, 50) / 50). Steps not taken yet are zero;
 - with ``proposal = "lbfgs"``: ``proposal`` (n, 3) Å, the step an L-BFGS update computes from the same history
   (the last ``proposal_memory`` steps, initial inverse Hessian γ·I with γ = s·y / y·y of the newest pair, the longest
-  atomic step capped at ``proposal_max_step``).
+  atomic step capped at ``proposal_max_step``);
+- with ``proposal = "curvature"``: ``proposal`` (n, 3) Å, the quasi-Newton step of the learned Hessian model
+  (:func:`sb3_crystal.curvature.curvature_step`, the shipped Al–Fe model), with the last step's secant pair folded in
+  only after a step without progress (:func:`~sb3_crystal.curvature.wants_secant_pairs`), capped at
+  ``proposal_max_step``. Not with ``cell``.
 
 - with ``cell = True`` (a relaxation of the cell too, through ``FrechetCellFilter``; :mod:`sb3_crystal.envs.cell`):
   ``cell_forces`` (3, 3) eV, the filter's generalised forces on the cell (the virial per atom, symmetric), and with a
@@ -45,6 +49,7 @@ from sb3_crystal.structures.geometry import largest_norm, max_force
 __all__ = [
     "BASE_KEYS",
     "CELL_ACTIONS",
+    "CURVATURE_MAX_STEP",
     "HISTORY_KEYS",
     "N_SIGNALS",
     "PROPOSALS",
@@ -60,7 +65,7 @@ BASE_KEYS: tuple[str, ...] = ("positions", "cell", "forces", "species", "mask")
 #: Fields added by ``history > 0``.
 HISTORY_KEYS: tuple[str, ...] = ("displacements", "force_changes", "signals")
 #: Classical proposals the observation can hold.
-PROPOSALS: tuple[str, ...] = ("none", "lbfgs")
+PROPOSALS: tuple[str, ...] = ("none", "lbfgs", "curvature")
 #: Invariant per-structure signals of a history layout.
 N_SIGNALS = 4
 #: Numbers the action of a cell layout adds: the 6 components of a symmetric strain step.
@@ -70,6 +75,12 @@ CELL_ACTIONS = 6
 INITIAL_CURVATURE = 70.0
 #: A secant pair enters the L-BFGS proposal when s·y ≥ this × s·s (positive curvature with a margin), eV/Å².
 MIN_PAIR_CURVATURE = 1e-3
+#: Past steps the curvature proposal reads (its adaptive rule looks at the newest two).
+CURVATURE_MEMORY = 2
+#: The longest atomic step of the curvature proposal by default, Å (the cap it was measured with).
+CURVATURE_MAX_STEP = 0.3
+#: The longest atomic step of the L-BFGS proposal by default, Å.
+LBFGS_MAX_STEP = 0.2
 #: Step count at which the ``signals`` step entry saturates at 1.
 SIGNAL_STEP_SCALE = 50
 #: log10 fmax is floored here, so a zero force gives a finite signal.
@@ -82,9 +93,11 @@ class ObservationLayout:
 
     :param n_max: atom slots of the observation space.
     :param history: past steps kept as per-atom vectors (0: the paper's observation).
-    :param proposal: ``"none"`` or ``"lbfgs"`` (a classical step computed from the history).
+    :param proposal: ``"none"``, ``"lbfgs"`` (a classical step computed from the history) or ``"curvature"`` (the
+        learned Hessian's quasi-Newton step).
     :param proposal_memory: steps the L-BFGS proposal remembers.
-    :param proposal_max_step: longest atomic step of the proposal, Å.
+    :param proposal_max_step: longest atomic step of the proposal, Å (default 0.2 for ``"lbfgs"``,
+        :data:`CURVATURE_MAX_STEP` for ``"curvature"``, the caps they were measured with).
     :param cell: the cell relaxes too (``cell_forces`` observed, a strain in the action).
     """
 
@@ -92,7 +105,7 @@ class ObservationLayout:
     history: int = 0
     proposal: str = "none"
     proposal_memory: int = 8
-    proposal_max_step: float = 0.2
+    proposal_max_step: float | None = None
     cell: bool = False
 
     def __post_init__(self) -> None:
@@ -104,11 +117,16 @@ class ObservationLayout:
             raise ValueError(f"proposal must be one of {PROPOSALS}, got {self.proposal!r}")
         if not (isinstance(self.proposal_memory, (int, np.integer)) and self.proposal_memory >= 1):
             raise ValueError(f"proposal_memory must be a positive integer, got {self.proposal_memory!r}")
+        if self.proposal_max_step is None:
+            default = CURVATURE_MAX_STEP if self.proposal == "curvature" else LBFGS_MAX_STEP
+            object.__setattr__(self, "proposal_max_step", default)
         step = self.proposal_max_step
         if not (isinstance(step, (int, float)) and math.isfinite(step) and step > 0):
             raise ValueError(f"proposal_max_step must be a finite number > 0 Å, got {step!r}")
         if not isinstance(self.cell, (bool, np.bool_)):
             raise ValueError(f"cell must be True or False, got {self.cell!r}")
+        if self.cell and self.proposal == "curvature":
+            raise ValueError("proposal='curvature' models the atoms' Hessian only: use proposal='lbfgs' with cell=True")
 
     # -- description --------------------------------------------------------------------------------------------
     @property
@@ -142,8 +160,9 @@ class ObservationLayout:
 
     @property
     def memory(self) -> int:
-        """Past steps the history has to remember."""
-        return max(self.history, self.proposal_memory if self.proposal != "none" else 0)
+        """Past steps the history has to remember (the curvature proposal reads the last two)."""
+        needed = {"none": 0, "lbfgs": self.proposal_memory, "curvature": CURVATURE_MEMORY}[self.proposal]
+        return max(self.history, needed)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for agent files (``n_max`` is stored beside it)."""
@@ -169,13 +188,14 @@ class ObservationLayout:
         """The layout of an observation space (``history`` and ``proposal`` read off its keys and shapes).
 
         :param space: a crystal ``Dict`` observation space.
-        :param settings: ``proposal_memory`` / ``proposal_max_step`` (not visible in the space).
+        :param settings: ``proposal`` (which one; the space shows only that there is one), ``proposal_memory`` /
+            ``proposal_max_step`` (not visible in the space).
         :raises TypeError: not a crystal observation space.
         """
         if not (isinstance(space, spaces.Dict) and all(key in space.spaces for key in BASE_KEYS)):
             raise TypeError(f"Not a crystal observation space (needs keys {BASE_KEYS}): {space}")
         history = int(space["displacements"].shape[1]) if "displacements" in space.spaces else 0
-        proposal = "lbfgs" if "proposal" in space.spaces else "none"
+        proposal = settings.get("proposal") or ("lbfgs" if "proposal" in space.spaces else "none")
         extra = {k: v for k, v in settings.items() if k in ("proposal_memory", "proposal_max_step") and v is not None}
         cell = "cell_forces" in space.spaces
         layout = cls(n_max=int(space["positions"].shape[0]), history=history, proposal=proposal, cell=cell, **extra)
@@ -217,11 +237,21 @@ class ObservationLayout:
         return RelaxationHistory(self.memory)
 
     # -- building -----------------------------------------------------------------------------------------------
-    def proposal_step(self, history: RelaxationHistory) -> np.ndarray | None:
+    def proposal_step(
+        self, history: RelaxationHistory, numbers: np.ndarray | None = None, cell: np.ndarray | None = None
+    ) -> np.ndarray | None:
         """The classical proposal (n_atoms, 3) Å, float64, at the newest point of ``history`` (``None`` without);
-        for a cell layout (n_atoms + 3, 3), the atom rows then the cell rows."""
+        for a cell layout (n_atoms + 3, 3), the atom rows then the cell rows.
+
+        :param numbers: atomic numbers (the curvature proposal's model needs them).
+        :param cell: lattice vectors as rows, Å (likewise).
+        """
         if self.proposal == "none":
             return None
+        if self.proposal == "curvature":
+            if numbers is None or cell is None:
+                raise ValueError("the curvature proposal needs the structure's atomic numbers and cell")
+            return history.curvature_step(numbers, cell, self.proposal_max_step)
         return history.lbfgs_step(self.proposal_memory, self.proposal_max_step)
 
     def build(
@@ -276,7 +306,7 @@ class ObservationLayout:
             observation["force_changes"] = force_changes
             observation["signals"] = history.signals(n)
         if self.proposal != "none":
-            step = self.proposal_step(history) if proposal is None else proposal
+            step = self.proposal_step(history, numbers, cell) if proposal is None else proposal
             assert step is not None
             observation["proposal"] = _padded(step[:n], slots)
             if self.cell:
@@ -361,6 +391,16 @@ class RelaxationHistory:
             energy_change = float(np.clip((energy - previous_energy) / max(n_atoms, 1), -1.0, 1.0))
         steps = min(self.n_steps, SIGNAL_STEP_SCALE) / SIGNAL_STEP_SCALE
         return np.array([log_fmax, change, energy_change, steps], np.float32)
+
+    def curvature_step(self, numbers: np.ndarray, cell: np.ndarray, max_step: float) -> np.ndarray:
+        """The learned Hessian's quasi-Newton step from the current point (n_atoms, 3), with the newest secant pair
+        only after a step without progress (:func:`sb3_crystal.curvature.wants_secant_pairs`)."""
+        from sb3_crystal.curvature import curvature_step, secant_pairs, wants_secant_pairs
+
+        positions, forces, _ = self.current
+        steps = self.steps(CURVATURE_MEMORY)
+        pairs = secant_pairs(steps) if wants_secant_pairs(forces, steps) else []
+        return curvature_step(np.asarray(numbers), np.asarray(cell), positions, forces, pairs, max_step=max_step)
 
     def lbfgs_step(self, memory: int, max_step: float) -> np.ndarray:
         """The L-BFGS step from the current point with the secant pairs of the last ``memory`` steps (n_atoms, 3)."""

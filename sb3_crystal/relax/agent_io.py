@@ -164,7 +164,10 @@ class CrystalAgent:
         if self.observation is not None:
             return ObservationLayout.from_dict(self.n_max, self.observation)
         space = getattr(self.policy, "observation_space", None)
-        return ObservationLayout(self.n_max) if space is None else ObservationLayout.from_space(space)
+        if space is None:
+            return ObservationLayout(self.n_max)
+        recorded = {key: self.env_settings.get(key) for key in ("proposal",)}  # the space shows only that there is one
+        return ObservationLayout.from_space(space, **recorded)
 
     @property
     def size_agnostic(self) -> bool:

@@ -408,6 +408,8 @@ def relax_many(
     agent = _BatchAgent(**{item.name: getattr(agent, item.name) for item in fields(agent)})
     if hybrid:
         lockstep = _Lockstep(agent, fmax, steps, _LockstepHybrid, settings, on_error, on_result)
+    elif agent.layout.proposal == "curvature":  # the learned Hessian's step is per structure: no array path
+        lockstep = _Lockstep(agent, fmax, steps, _LockstepRL, settings, on_error, on_result)
     else:
         lockstep = _ArrayLockstep(agent, fmax, steps, _LockstepRL, settings, on_error, on_result)
     with warnings.catch_warnings():

@@ -187,7 +187,7 @@ class RLOptimizer(CountedOptimizer):
         else:
             self.history.reset(positions, forces, energy)
         self._after_step = None
-        self._proposal = self.layout.proposal_step(self.history)
+        self._proposal = self.layout.proposal_step(self.history, atoms.numbers, np.array(atoms.cell))
         slots = max(len(atoms), self.agent.n_max)
         return self.layout.build(atoms.numbers, np.array(atoms.cell), self.history, n_slots=slots, proposal=self._proposal)
 
@@ -239,7 +239,7 @@ class RLOptimizer(CountedOptimizer):
         """A cell-aware agent's move: its atomic shifts (Å) then the filter's cell rows, (n_atoms + 3, 3)."""
         assert self.path is not None
         structure, n = self.structure, len(self.structure)
-        self._proposal = self.layout.proposal_step(self.history)
+        self._proposal = self.layout.proposal_step(self.history, structure.numbers, np.array(structure.cell))
         slots = max(n, self.agent.n_max)
         observation = self.layout.build(
             structure.numbers,

@@ -237,3 +237,33 @@ def test_every_crystal_policy_reads_the_history_layout(env, policy, algorithm):
     changed = dict(obs, displacements=obs["displacements"] + 0.05)  # the history enters the action
     assert not np.allclose(model.predict(changed, deterministic=True)[0], first)
     model.learn(8)
+
+
+def test_curvature_proposal_env_and_optimizer_agree_and_its_zero_action_relaxes():
+    kwargs = {**HISTORY_ENV, "proposal": "curvature", "structures": "AlFe-B2", "trust_region": True, "max_steps": 30}
+    curved = CrystalRelaxEnv(**kwargs)
+    assert curved.layout.proposal == "curvature" and curved.layout.proposal_max_step == 0.3
+    agent = CrystalTD3("CrystalTFNPolicy", curved, policy_kwargs=dict(TINY_TFN), seed=0)  # SAC tests add keys
+    start = distort(curved.dataset[0], 0.3, np.random.default_rng(7), min_distance=1.6)
+    obs, _ = curved.reset(options={"atoms": start})
+    seen = [obs]
+    for _ in range(3):
+        obs, _, terminated, _, _ = curved.step(agent.predict(obs, deterministic=True)[0])
+        seen.append(obs)
+        if terminated:
+            break
+    atoms = start.copy()
+    atoms.calc = LammpsEAMCalculator()
+    optimizer = Recorder(atoms, model=agent, logfile=None, patience=None)
+    optimizer.run(fmax=1e-9, steps=len(seen) - 1)
+    for step, (mine, theirs) in enumerate(zip(optimizer.seen, seen, strict=False)):
+        for key in mine:
+            np.testing.assert_allclose(mine[key], theirs[key], rtol=1e-5, atol=1e-6, err_msg=f"step {step}, {key}")
+    # a zero action takes the learned Hessian's step: it relaxes B2 to 0.05 eV/Å within a few force calls
+    obs, _ = curved.reset(options={"atoms": start})
+    for _ in range(10):
+        obs, _, terminated, _, info = curved.step(np.zeros(curved.action_space.shape, np.float32))
+        if terminated:
+            break
+    assert terminated and info["force_calls"] <= 6
+    curved.close()
