@@ -230,7 +230,7 @@ def test_every_crystal_policy_reads_the_history_layout(env, policy, algorithm):
     from sb3_crystal.algorithms import CrystalSAC
 
     cls = CrystalTD3 if algorithm == "TD3" else CrystalSAC
-    kwargs = TINY_TFN if policy == "CrystalTFNPolicy" else {"hidden_dim": 8, "n_conv": 1}
+    kwargs = dict(TINY_TFN) if policy == "CrystalTFNPolicy" else {"hidden_dim": 8, "n_conv": 1}
     model = cls(policy, env, policy_kwargs=kwargs, seed=0, learning_starts=4, batch_size=4)
     obs, _ = env.reset(seed=0)
     first, _ = model.predict(obs, deterministic=True)
@@ -243,7 +243,7 @@ def test_curvature_proposal_env_and_optimizer_agree_and_its_zero_action_relaxes(
     kwargs = {**HISTORY_ENV, "proposal": "curvature", "structures": "AlFe-B2", "trust_region": True, "max_steps": 30}
     curved = CrystalRelaxEnv(**kwargs)
     assert curved.layout.proposal == "curvature" and curved.layout.proposal_max_step == 0.3
-    agent = CrystalTD3("CrystalTFNPolicy", curved, policy_kwargs=dict(TINY_TFN), seed=0)  # SAC tests add keys
+    agent = CrystalTD3("CrystalTFNPolicy", curved, policy_kwargs=dict(TINY_TFN), seed=0)
     start = distort(curved.dataset[0], 0.3, np.random.default_rng(7), min_distance=1.6)
     obs, _ = curved.reset(options={"atoms": start})
     seen = [obs]
