@@ -27,7 +27,7 @@ group draws ``v``, then ``ε``, then the rattle from ``default_rng(SeedSequence(
 **Optimizers**, all on ``FrechetCellFilter(atoms)`` with ASE's defaults: FIRE, BFGS, BFGSLineSearch, LBFGS,
 GPMin (cells of at most 20 atoms), and the package's :class:`~sb3_crystal.relax.RLOptimizer` (the agent alone)
 and :class:`~sb3_crystal.relax.HybridOptimizer` (agent, then a classical finisher; its defaults) with two agents:
-the zero-action residual agent (``zero_action_agent`` of ``benchmarks/train_history_agent.py``: the observation's
+the zero-action residual agent (``zero_action_agent`` of ``pipelines/train_history_agent.py``: the observation's
 L-BFGS proposal, trust region on) and the shipped default agent (what ``model=None`` loads, loaded once). Through
 a filter the package's relaxers move the atoms with the agent and the cell with an L-BFGS step
 (:mod:`sb3_crystal.relax.filters`).
@@ -78,8 +78,8 @@ from sb3_crystal.structures.families import START_MIN_DISTANCE, family_seed, tes
 from sb3_crystal.structures.generators import SolidSolutionGenerator
 from sb3_crystal.structures.geometry import distort
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_history_agent import zero_action_agent  # a script beside this one
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pipelines"))  # the shipped agents' training pipelines
+from train_history_agent import zero_action_agent
 
 #: Spawn-key prefix of this benchmark's start draws (the issue's number).
 SPAWN_PREFIX = 15

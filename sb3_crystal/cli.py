@@ -407,31 +407,42 @@ def _benchmark(args: argparse.Namespace) -> int:
         minimum.info["source"] = atoms.info["source"]
         print(_describe_minimum(report), flush=True)
         minima.append(minimum)
-    starts: list[list[Any]] | None = None
-    if args.family:
-        starts = [_starts_from_minimum(minimum, args) for minimum in minima]
-        for name in args.family:
-            cells, family_starts = _family_groups(name, args.family_cells, calculator)
-            minima += cells
-            starts += family_starts
+    if args.family is None:  # the main job's default: the unseen family beside B2 AlFe
+        args.family = list(DEFAULT_FAMILIES) if args.structures == ["AlFe-B2"] else []
+    family_cells: list[Any] = []
+    family_starts: list[list[Any]] = []
+    for name in args.family:
+        cells, groups = _family_groups(name, args.family_cells, calculator)
+        family_cells += cells
+        family_starts += groups
     relaxers: list[Any] = list(dict.fromkeys(args.optimizers))  # "BFGS bfgs" is one optimizer
     relaxers += _agent_relaxers(agents, args)
+    largest = max((len(cell) for cell in family_cells), default=0)
+    fitting = [relaxer for relaxer in relaxers if _takes_atoms(relaxer, largest)]
+    for relaxer in relaxers:
+        if relaxer not in fitting:
+            print(f"{relaxer.name}: a fixed-size network of {relaxer.agent.n_max} atom slots skips the families", flush=True)
+    runs = [(minima, relaxers, None), (family_cells, fitting, family_starts)]
+    rows = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CalculatorMismatchWarning)  # said once per agent, above
         warnings.filterwarnings("ignore", message="RLOptimizer: the agent")  # a stop is a failed run in the table
-        rows = run_benchmark(
-            minima,
-            optimizers=relaxers,
-            beta=args.beta,
-            fmaxes=args.fmax,
-            n_starts=args.n_starts,
-            seed=args.seed,
-            calculator=calculator,
-            max_steps=args.max_steps,
-            min_distance=args.min_distance,
-            progress=False if args.no_progress else None,
-            starts=starts,
-        )
+        for structures_run, relaxers_run, starts in runs:
+            if not structures_run:
+                continue
+            rows += run_benchmark(
+                structures_run,
+                optimizers=relaxers_run,
+                beta=args.beta,
+                fmaxes=args.fmax,
+                n_starts=args.n_starts,
+                seed=args.seed,
+                calculator=calculator,
+                max_steps=args.max_steps,
+                min_distance=args.min_distance,
+                progress=False if args.no_progress else None,
+                starts=starts,
+            )
     title = f"β = {args.beta:g} Å, {args.n_starts} starts (seed {args.seed}), calculator {args.calculator}"
     if args.family:
         title += f"; families {', '.join(args.family)} (validation split, first {args.family_cells} cells, their starts)"
@@ -442,6 +453,10 @@ def _benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
+#: ``benchmark``'s families when ``--structures`` and ``--family`` are left at their defaults (the README's main job).
+DEFAULT_FAMILIES = ("random_4-8_beta0.3",)
+
+
 def _family_name(text: str) -> str:
     from sb3_crystal.structures.families import FAMILIES
 
@@ -450,11 +465,10 @@ def _family_name(text: str) -> str:
     return text
 
 
-def _starts_from_minimum(minimum: Any, args: argparse.Namespace) -> list[Any]:
-    """The benchmark's own seeded starts of a structure (as :func:`~sb3_crystal.benchmark.starts.make_starts`)."""
-    from sb3_crystal.benchmark.starts import make_starts
-
-    return make_starts(minimum, args.beta, args.n_starts, args.seed, args.min_distance)
+def _takes_atoms(relaxer: Any, n_atoms: int) -> bool:
+    """Whether a relaxer can relax structures of ``n_atoms`` atoms (a fixed-size agent network cannot beyond its slots)."""
+    agent = getattr(relaxer, "agent", None)
+    return agent is None or agent.size_agnostic or n_atoms <= agent.n_max
 
 
 def _family_groups(name: str, n_cells: int, calculator: Any) -> tuple[list[Any], list[list[Any]]]:
@@ -587,10 +601,11 @@ def _add_benchmark(subparsers: Any) -> None:
         "--family",
         nargs="*",
         type=_family_name,
-        default=["random_4-8_beta0.3"],
+        default=None,
         metavar="NAME",
         help="test families (sb3_crystal.structures.families, validation split: cells no training run uses) "
-        "benchmarked beside --structures with their own fixed starts; none: give --family alone",
+        "benchmarked beside --structures with their own fixed starts (default: random_4-8_beta0.3 when --structures "
+        "is left at AlFe-B2, else none; none: give --family alone)",
     )
     parser.add_argument(
         "--family-cells", type=_positive_int, default=8, help="cells of each family (its first ones), 2 starts each"
