@@ -7,7 +7,7 @@ from pathlib import Path
 
 from sb3_crystal.envs import ENV_ID, CrystalRelaxEnv
 from sb3_crystal.policies import CrystalCGCNNPolicy, CrystalTFNPolicy, register_policy_aliases
-from sb3_crystal.relax import HybridOptimizer, RLOptimizer
+from sb3_crystal.relax import HybridOptimizer, LearnedCurvature, RLOptimizer
 
 __version__ = (Path(__file__).parent / "version.txt").read_text().strip()
 
@@ -27,6 +27,7 @@ __all__ = [
     "CrystalRelaxEnv",
     "CrystalTFNPolicy",
     "HybridOptimizer",
+    "LearnedCurvature",
     "RLOptimizer",
     "__version__",
 ]

@@ -21,6 +21,7 @@ from sb3_crystal.relax.batch import BatchProfile, RelaxationResult, relax_many, 
 from sb3_crystal.relax.batch_runner import run_batch
 from sb3_crystal.relax.counted import check_agent_can_relax
 from sb3_crystal.relax.hybrid_optimizer import FINISHERS, HybridOptimizer
+from sb3_crystal.relax.learned_curvature import LearnedCurvature
 from sb3_crystal.relax.optimizer import CLASSICAL_OPTIMIZERS
 from sb3_crystal.relax.rl_optimizer import RLOptimizer
 
@@ -31,6 +32,7 @@ __all__ = [
     "BatchProfile",
     "CrystalAgent",
     "HybridOptimizer",
+    "LearnedCurvature",
     "NoDefaultAgentError",
     "RLOptimizer",
     "RelaxationResult",

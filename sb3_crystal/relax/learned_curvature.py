@@ -1,0 +1,88 @@
+""":class:`LearnedCurvature`: an ASE optimizer that steps with a learned Hessian, inside the agents' trust region.
+
+::
+
+    atoms.calc = LammpsEAMCalculator()
+    LearnedCurvature(atoms).run(fmax=0.05)
+    LearnedCurvature(FrechetCellFilter(atoms)).run(fmax=0.05)  # the cell too (L-BFGS on the cell rows)
+
+Each step is the quasi-Newton step of the shipped Al–Fe Hessian model (:func:`sb3_crystal.curvature.curvature_step`:
+the model's Hessian made positive definite, the newest secant pair folded in only after a step without progress),
+taken through the :class:`~sb3_crystal.envs.safeguard.TrustRegion` that guards the agents (every try is a counted
+force call). It is exactly the zero action of a residual agent that observes ``proposal="curvature"``: the
+starting point that RL refines, and a relaxer in its own right. The model was fitted by least squares to exact EAM
+Hessians of generated structures (supervised, not RL; ``docs/curvature.md``), so it is meant for the Mendelev
+Al–Fe EAM and for Al–Fe structures; other elements are refused.
+"""
+
+from __future__ import annotations
+
+from typing import IO, Any
+
+import numpy as np
+from ase import Atoms
+from ase.filters import Filter
+
+from sb3_crystal.envs.observation import ObservationLayout
+from sb3_crystal.relax.agent_io import CrystalAgent
+from sb3_crystal.relax.filters import unwrap
+from sb3_crystal.relax.rl_optimizer import RLOptimizer
+
+__all__ = ["LearnedCurvature"]
+
+#: The move settings of the zero-action residual agent this optimizer is (its action adds nothing to the proposal).
+_SETTINGS: dict[str, Any] = {
+    "action_mode": "residual",
+    "max_displacement": 0.05,
+    "action_scale": "fixed",
+    "min_distance": 1.0,
+    "trust_region": True,
+}
+
+
+class _ZeroPolicy:
+    """Takes the observation's proposal unchanged (a zero residual)."""
+
+    def predict(self, observation: dict[str, np.ndarray], deterministic: bool = True) -> tuple[np.ndarray, None]:
+        return np.zeros(3 * observation["mask"].shape[-1], np.float32), None
+
+
+class LearnedCurvature(RLOptimizer):
+    """Relax with the learned Hessian's quasi-Newton steps (see the module docstring).
+
+    :param atoms: the structure (an Al–Fe ``Atoms`` with a calculator), or a cell filter around it.
+    :param logfile: as in ASE.
+    :param trajectory: as in ASE.
+    :param append_trajectory: append to an existing trajectory file.
+    :param max_step: longest atomic step, Å (the cap the model was measured with by default).
+    :param trust_region: the safeguard (``True``: the agents' default rule; a dict of its settings; ``False``: off).
+    :param patience: stop unconverged after this many steps without progress (``None``: never), as
+        :class:`RLOptimizer`.
+    """
+
+    def __init__(
+        self,
+        atoms: Atoms | Filter,
+        logfile: IO | str | None = "-",
+        trajectory: Any = None,
+        append_trajectory: bool = False,
+        max_step: float | None = None,
+        trust_region: Any = True,
+        patience: int | None = 10,
+    ) -> None:
+        structure, _ = unwrap(atoms)
+        layout = ObservationLayout(n_max=max(len(structure), 1), proposal="curvature", proposal_max_step=max_step)
+        agent = CrystalAgent(_ZeroPolicy(), layout.n_max, dict(_SETTINGS), ("Al", "Fe"), observation=layout.to_dict())
+        super().__init__(
+            atoms,
+            model=agent,
+            logfile=logfile,
+            trajectory=trajectory,
+            append_trajectory=append_trajectory,
+            trust_region=trust_region,
+            patience=patience,
+        )
+
+    def action(self, observation: dict[str, np.ndarray]) -> np.ndarray:
+        """A zero residual of the observation's size: the step is the proposal's."""
+        return np.zeros(3 * observation["mask"].shape[0], dtype=np.float64)
