@@ -417,6 +417,7 @@ def _benchmark(args: argparse.Namespace) -> int:
         family_starts += groups
     relaxers: list[Any] = list(dict.fromkeys(args.optimizers))  # "BFGS bfgs" is one optimizer
     relaxers += _agent_relaxers(agents, args)
+    relaxers += _learned_curvature(args, [*minima, *family_cells])
     largest = max((len(cell) for cell in family_cells), default=0)
     fitting = [relaxer for relaxer in relaxers if _takes_atoms(relaxer, largest)]
     for relaxer in relaxers:
@@ -463,6 +464,20 @@ def _family_name(text: str) -> str:
     if text not in FAMILIES:
         raise argparse.ArgumentTypeError(f"unknown family {text!r}: choose from {', '.join(FAMILIES)}")
     return text
+
+
+def _learned_curvature(args: argparse.Namespace, structures: Sequence[Any]) -> list[Any]:
+    """The LearnedCurvature relaxer, unless ``--no-learned-curvature``, when its model covers the run: Al–Fe
+    structures on the default EAM (said in a line otherwise)."""
+    from sb3_crystal.benchmark.agents import LearnedCurvatureRelaxer
+
+    if args.no_learned_curvature:
+        return []
+    elements = {symbol for atoms in structures for symbol in atoms.get_chemical_symbols()}
+    if args.calculator.lower() != "lammps" or not elements <= {"Al", "Fe"}:
+        print("LearnedCurvature: its Hessian model is the Al–Fe EAM's: not run on these structures", flush=True)
+        return []
+    return [LearnedCurvatureRelaxer()]
 
 
 def _takes_atoms(relaxer: Any, n_atoms: int) -> bool:
@@ -609,6 +624,11 @@ def _add_benchmark(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--family-cells", type=_positive_int, default=8, help="cells of each family (its first ones), 2 starts each"
+    )
+    parser.add_argument(
+        "--no-learned-curvature",
+        action="store_true",
+        help="leave out LearnedCurvature (the learned Hessian's quasi-Newton steps; Al–Fe on the default EAM only)",
     )
     parser.add_argument("--seed", type=_non_negative_int, default=0, help="start k uses numpy default_rng(seed + k)")
     parser.add_argument(

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_small_benchmark_run_writes_results(tmp_path, capsys):
     out = tmp_path / "bench"
     args = ["benchmark", "--n-starts", "3", "--optimizers", "BFGS", "fire", "--fmax", "0.1", "0.02", "--out", str(out)]
-    assert main([*args, "--model", "none", "--family", "--no-progress"]) == 0  # B2 alone (no unseen family)
+    assert main([*args, "--model", "none", "--family", "--no-learned-curvature", "--no-progress"]) == 0  # B2, two optimizers
     captured = capsys.readouterr()
     assert "AlFe-B2: AlFe, 2 atoms" in captured.out and "→ minimum" in captured.out
     assert "| AlFe-B2   | 2 | FIRE" in captured.out  # the summary table, optimizer names canonical

@@ -29,7 +29,7 @@ from sb3_crystal.relax.optimizer import (
     is_auto_finisher,
 )
 
-__all__ = ["AgentRelaxer", "HybridRelaxer"]
+__all__ = ["AgentRelaxer", "HybridRelaxer", "LearnedCurvatureRelaxer"]
 
 
 def _agent(model: Any) -> CrystalAgent:
@@ -87,3 +87,15 @@ class HybridRelaxer(ASEOptimizerRelaxer):
             finisher=chosen,
             **kwargs,
         )
+
+
+class LearnedCurvatureRelaxer(ASEOptimizerRelaxer):
+    """:class:`~sb3_crystal.relax.LearnedCurvature` (the learned Hessian's steps in the trust region) as a relaxer.
+
+    :param name: table name.
+    """
+
+    def __init__(self, name: str = "LearnedCurvature") -> None:
+        from sb3_crystal.relax.learned_curvature import LearnedCurvature
+
+        super().__init__(name, LearnedCurvature, fmax_independent=True)
