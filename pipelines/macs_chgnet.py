@@ -1,6 +1,7 @@
 """A small-cell comparison with MACS (Zamaraeva et al., NeurIPS 2025): RL against ASE optimizers on CHGNet.
 
-    python pipelines/macs_chgnet.py --part baselines      # classical optimizers + zero action on the test starts
+    python pipelines/macs_chgnet.py --part baselines      # classical optimizers on the test starts
+    python pipelines/macs_chgnet.py --part zero           # the untrained residual agent (zero action) on them
     python pipelines/macs_chgnet.py --part agent --train-minutes 25   # train (TD3 + TFN, CHGNet forces), evaluate
     python pipelines/macs_chgnet.py --part report         # merge both parts into docs/data/macs_chgnet.*
     python pipelines/macs_chgnet.py --smoke --out /tmp/macs   # everything, tiny, in seconds
@@ -213,9 +214,11 @@ def relax_all(relaxer: Relaxer, starts: list[Atoms], counter: ForceCallCounter, 
     return rows
 
 
-def summarize(rows: list[dict], reference: float | None = None) -> dict[str, Any]:
-    """Median, p10–p90 and mean calls over converged runs, failures, median wall time per relaxation."""
+def summarize(rows: list[dict], cap: int) -> dict[str, Any]:
+    """Median, p10–p90 and mean calls over converged runs, the mean with failures counted at ``cap`` calls,
+    failures, median wall time per relaxation."""
     calls = np.array([r["force_calls"] for r in rows if r["converged"]], float)
+    capped = np.array([r["force_calls"] if r["converged"] else cap for r in rows], float)
     out: dict[str, Any] = {
         "method": rows[0]["method"],
         "n": len(rows),
@@ -224,6 +227,7 @@ def summarize(rows: list[dict], reference: float | None = None) -> dict[str, Any
         "p10_calls": float(np.percentile(calls, 10)) if len(calls) else float("nan"),
         "p90_calls": float(np.percentile(calls, 90)) if len(calls) else float("nan"),
         "mean_calls": float(calls.mean()) if len(calls) else float("nan"),
+        "mean_calls_failures_at_cap": float(capped.mean()),
         "median_wall_s": float(np.median([r["wall_s"] for r in rows])),
     }
     return out
@@ -240,13 +244,23 @@ def make_generator(args: argparse.Namespace, record: bool = False) -> MACSRandom
 
 def run_baselines(args: argparse.Namespace, starts: list[Atoms]) -> dict[str, Any]:
     counter = ForceCallCounter("chgnet")
-    species = tuple(sorted(set(starts[0].get_chemical_symbols())))
     rows: list[dict] = []
     t0 = time.perf_counter()
     for name in args.optimizers:
         rows += relax_all(make_relaxer(name), starts, counter, args)
-    zero = AgentRelaxer(zero_action_agent(len(starts[0]), species), name="zero action (L-BFGS proposal)")
-    rows += relax_all(zero, starts, counter, args)
+    return {"rows": rows, "wall_s": time.perf_counter() - t0}
+
+
+def run_zero(args: argparse.Namespace, starts: list[Atoms]) -> dict[str, Any]:
+    """The untrained residual agent (zero action: the L-BFGS proposal under the agent's move rules), alone and hybrid."""
+    counter = ForceCallCounter("chgnet")
+    species = tuple(sorted(set(starts[0].get_chemical_symbols())))
+    t0 = time.perf_counter()
+    agent = zero_action_agent(len(starts[0]), species)
+    rows = relax_all(AgentRelaxer(agent, name="zero action (L-BFGS proposal)"), starts, counter, args)
+    hybrid = HybridRelaxer(agent, switch_fmax=args.switch_fmax)
+    hybrid.name = f"zero-action hybrid ({hybrid.name})"
+    rows += relax_all(hybrid, starts, counter, args)
     return {"rows": rows, "wall_s": time.perf_counter() - t0}
 
 
@@ -275,18 +289,14 @@ class BudgetCallback(BaseCallback):
         return elapsed < self.seconds
 
 
-def training_matches(test: list[Atoms], training: list[Atoms]) -> int:
-    """How many test starts pymatgen's ``StructureMatcher`` (default tolerances) matches to a training start."""
+def training_matches(test: list[Atoms], training: list[Atoms]) -> list[bool]:
+    """For each test start, whether pymatgen's ``StructureMatcher`` (default tolerances) matches it to a training start."""
     from pymatgen.analysis.structure_matcher import StructureMatcher
     from pymatgen.io.ase import AseAtomsAdaptor
 
     matcher = StructureMatcher()
     train = [AseAtomsAdaptor.get_structure(a) for a in training]
-    hits = 0
-    for atoms in test:
-        structure = AseAtomsAdaptor.get_structure(atoms)
-        hits += any(matcher.fit(structure, other) for other in train)
-    return hits
+    return [any(matcher.fit(AseAtomsAdaptor.get_structure(atoms), other) for other in train) for atoms in test]
 
 
 def run_agent(args: argparse.Namespace, starts: list[Atoms]) -> dict[str, Any]:
@@ -322,8 +332,8 @@ def run_agent(args: argparse.Namespace, starts: list[Atoms]) -> dict[str, Any]:
     train_s = time.perf_counter() - t0
     print(f"trained {model.num_timesteps} steps ({callback.episodes} episodes) in {train_s:.0f} s", flush=True)
     generator.record = False
-    matches = training_matches(starts, generator.drawn)
-    print(f"test starts matching a training start: {matches}/{len(starts)} ({len(generator.drawn)} training starts)")
+    matched = training_matches(starts, generator.drawn)
+    print(f"test starts matching a training start: {sum(matched)}/{len(starts)} ({len(generator.drawn)} training starts)")
 
     counter = ForceCallCounter("chgnet")
     t1 = time.perf_counter()
@@ -345,20 +355,38 @@ def run_agent(args: argparse.Namespace, starts: list[Atoms]) -> dict[str, Any]:
         "train_steps": int(model.num_timesteps),
         "train_episodes": callback.episodes,
         "train_starts": len(generator.drawn),
-        "test_matching_training": matches,
+        "test_matching_training": sum(matched),
+        "test_matched": matched,
         "episode_returns": callback.returns,
     }
 
 
 def write_report(args: argparse.Namespace, parts: dict[str, dict]) -> None:
-    rows = [row for part in parts.values() for row in part["rows"]]
+    rows: list[dict] = []
+    for part in parts.values():  # a method measured in two parts is reported once, from the first
+        seen = {row["method"] for row in rows}
+        rows += [row for row in part["rows"] if row["method"] not in seen]
     order = list(dict.fromkeys(r["method"] for r in rows))
-    table = [summarize([r for r in rows if r["method"] == m]) for m in order]
+    table = [summarize([r for r in rows if r["method"] == m], args.max_calls) for m in order]
     reference = next((t["median_calls"] for t in table if t["method"] == "BFGSLineSearch"), float("nan"))
     reference_mean = next((t["mean_calls"] for t in table if t["method"] == "BFGSLineSearch"), float("nan"))
+    reference_capped = next((t["mean_calls_failures_at_cap"] for t in table if t["method"] == "BFGSLineSearch"), np.nan)
     for t in table:
         t["ratio_median"] = t["median_calls"] / reference
         t["ratio_mean"] = t["mean_calls"] / reference_mean
+        t["ratio_mean_failures_at_cap"] = t["mean_calls_failures_at_cap"] / reference_capped
+    matched = parts.get("agent", {}).get("test_matched")
+    unseen_table: list[dict] = []
+    if matched is not None and any(matched) and not all(matched):
+        unseen = [r for r in rows if not matched[r["start"]]]
+        unseen_table = [summarize([r for r in unseen if r["method"] == m], args.max_calls) for m in order]
+        ref = next((t for t in unseen_table if t["method"] == "BFGSLineSearch"), None)
+        for t in unseen_table:
+            t["ratio_median"] = t["median_calls"] / ref["median_calls"] if ref else float("nan")
+            t["ratio_mean"] = t["mean_calls"] / ref["mean_calls"] if ref else float("nan")
+            t["ratio_mean_failures_at_cap"] = (
+                t["mean_calls_failures_at_cap"] / ref["mean_calls_failures_at_cap"] if ref else float("nan")
+            )
     out = args.out
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out.with_suffix(".csv"), "w", newline="") as handle:
@@ -384,8 +412,10 @@ def write_report(args: argparse.Namespace, parts: dict[str, dict]) -> None:
         "env_kwargs": ENV_KWARGS,
         "macs": {"calls": MACS_CALLS, "bfgsls_calls": MACS_BFGSLS_CALLS, "ratio": MACS_CALLS / MACS_BFGSLS_CALLS},
         "summary": table,
+        "summary_unmatched_starts": unseen_table,
         **{k: v for k, v in agent.items() if k not in {"rows", "episode_returns"}},
         "baseline_wall_s": parts.get("baselines", {}).get("wall_s"),
+        "zero_wall_s": parts.get("zero", {}).get("wall_s"),
     }
     out.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
     lines = [
@@ -396,22 +426,32 @@ def write_report(args: argparse.Namespace, parts: dict[str, dict]) -> None:
         f"at most {args.max_calls} calls.",
         "",
         "| method | converged | median calls | p10–p90 | mean calls | median / BFGSLineSearch | mean / BFGSLineSearch "
-        "| median wall s |",
-        "|---|---|---|---|---|---|---|---|",
+        f"| mean, failures at {args.max_calls} | its ratio | median wall s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for t in table:
-        lines.append(
+    header = lines[-2:]
+
+    def table_rows(summary: list[dict]) -> list[str]:
+        return [
             f"| {t['method']} | {t['n'] - t['failures']}/{t['n']} | {t['median_calls']:.0f} | "
             f"{t['p10_calls']:.0f}–{t['p90_calls']:.0f} | {t['mean_calls']:.1f} | {t['ratio_median']:.2f} | "
-            f"{t['ratio_mean']:.2f} | {t['median_wall_s']:.2f} |"
-        )
-    lines.append(f"| MACS (paper, 40–112 atoms) | | | | {MACS_CALLS} | | {MACS_CALLS / MACS_BFGSLS_CALLS:.2f} | |")
+            f"{t['ratio_mean']:.2f} | {t['mean_calls_failures_at_cap']:.1f} | {t['ratio_mean_failures_at_cap']:.2f} | "
+            f"{t['median_wall_s']:.2f} |"
+            for t in summary
+        ]
+
+    lines += table_rows(table)
+    lines.append(f"| MACS (paper, 40–112 atoms) | | | | {MACS_CALLS} | | {MACS_CALLS / MACS_BFGSLS_CALLS:.2f} | | | |")
+    if unseen_table:
+        n_unseen = unseen_table[0]["n"]
+        lines += ["", f"The {n_unseen} test starts that no training start matches (StructureMatcher):", "", *header]
+        lines += table_rows(unseen_table)
     if agent:
         lines += [
             "",
             f"Training: {agent['train_steps']} TD3 steps ({agent['train_episodes']} episodes, {agent['train_starts']} "
             f"generated starts) in {agent['train_seconds']:.0f} s, seed {args.seed}; test starts matching a training "
-            f"start (StructureMatcher): {agent['test_matching_training']}/{args.starts}.",
+            f"start (StructureMatcher, default tolerances): {agent['test_matching_training']}/{args.starts}.",
         ]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     try:
@@ -423,7 +463,8 @@ def write_report(args: argparse.Namespace, parts: dict[str, dict]) -> None:
         figure, axes = plt.subplots(figsize=(6.5, 3.4))
         data = [[r["force_calls"] for r in rows if r["method"] == m and r["converged"]] or [np.nan] for m in order]
         axes.boxplot(data, orientation="horizontal", whis=(10, 90), showfliers=True)
-        axes.set_yticks(range(1, len(order) + 1), order, fontsize=7)
+        labels = [f"{t['method']} ({t['n'] - t['failures']}/{t['n']})" for t in table]
+        axes.set_yticks(range(1, len(order) + 1), labels, fontsize=7)
         axes.invert_yaxis()
         axes.set_xlabel(f"force calls to {args.fmax} eV/Å (converged runs; whiskers p10–p90)")
         axes.set_title(f"{args.formula}, {record['atoms']} atoms, CHGNet, fixed cell", fontsize=9)
@@ -437,7 +478,7 @@ def write_report(args: argparse.Namespace, parts: dict[str, dict]) -> None:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=("all", "baselines", "agent", "report"), default="all")
+    parser.add_argument("--part", choices=("all", "baselines", "zero", "agent", "report"), default="all")
     parser.add_argument("--formula", default="Y2O3", help="composition of one formula unit")
     parser.add_argument("--fu", type=int, default=1, help="formula units per cell")
     parser.add_argument("--volume-per-fu", type=float, default=None, help="Å³ (default: the experimental one)")
@@ -486,7 +527,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
     starts = test_starts(args)  # fixed before any training
     print(f"{len(starts)} test starts of {args.formula} x{args.fu} ({len(starts[0])} atoms), seed {args.test_seed}")
     parts: dict[str, dict] = {}
-    for part, run in (("baselines", run_baselines), ("agent", run_agent)):
+    for part, run in (("baselines", run_baselines), ("zero", run_zero), ("agent", run_agent)):
         path = args.work / f"{part}.json"
         if args.part in ("all", part):
             print(f"[{part}]", flush=True)
