@@ -4,7 +4,7 @@
     python pipelines/macs_chgnet.py --part zero           # the untrained residual agent (zero action) on them
     python pipelines/macs_chgnet.py --part agent --train-minutes 25   # train (TD3 + TFN, CHGNet forces), evaluate
     python pipelines/macs_chgnet.py --part report         # merge both parts into docs/data/macs_chgnet.*
-    python pipelines/macs_chgnet.py --smoke --out /tmp/macs   # everything, tiny, in seconds
+    python pipelines/macs_chgnet.py --smoke                # everything, tiny, in seconds (into runs/macs_chgnet_smoke)
 
 MACS reported 182 energy calls against 253 for BFGSLineSearch (0.72x) with CHGNet at fixed cell, fmax 0.05 eV/Å,
 on random structures of 40–112 atoms. Here one of its compositions (Y2O3 by default) is relaxed at a size this CPU
@@ -496,8 +496,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-calls", type=int, default=500)
     parser.add_argument("--switch-fmax", type=float, default=0.1, help="hybrid handover threshold, eV/Å")
     parser.add_argument("--optimizers", nargs="+", default=list(CLASSICAL))
-    parser.add_argument("--work", type=Path, default=Path("runs/macs_chgnet"), help="folder of the parts' records")
-    parser.add_argument("--out", type=Path, default=Path("docs/data/macs_chgnet"), help="report stem (.md .csv ...)")
+    parser.add_argument("--work", type=Path, default=None, help="folder of the parts' records (runs/macs_chgnet)")
+    parser.add_argument("--out", type=Path, default=None, help="report stem (docs/data/macs_chgnet: .md .csv ...)")
     parser.add_argument("--save-agent", action="store_true", help="write the trained agent to <work>/agent")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 avoids slowdowns on busy cores)")
     parser.add_argument("--smoke", action="store_true", help="tiny run: 2 starts, 2 optimizers, ~40 steps")
@@ -505,6 +505,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.smoke:
         args.starts, args.optimizers, args.steps = 2, ["BFGSLineSearch"], 30
         args.learning_starts, args.batch_size, args.progress_every, args.max_calls = 15, 8, 15, 40
+    if args.work is None:  # a smoke run never overwrites the real records and report
+        args.work = Path("runs/macs_chgnet_smoke" if args.smoke else "runs/macs_chgnet")
+    if args.out is None:
+        args.out = Path("runs/macs_chgnet_smoke/report" if args.smoke else "docs/data/macs_chgnet")
     if args.volume_per_fu is None:
         if args.formula not in EXPERIMENTAL_VOLUMES:
             parser.error(f"--volume-per-fu is needed for {args.formula} (known: {', '.join(EXPERIMENTAL_VOLUMES)})")
