@@ -10,6 +10,7 @@ SAC (:class:`CrystalCGCNNSACPolicy`): SB3's standard squashed diagonal Gaussian,
 (``-3 N_max``) means -1 nat per *real* degree of freedom whatever the padding.
 """
 
+import inspect
 import math
 from typing import Any
 
@@ -32,17 +33,8 @@ from sb3_crystal.policies.tfn import (
     safe_norm,
 )
 
+
 #: Defaults of the CGCNN hyperparameters (plain data).
-CGCNN_DEFAULTS: dict[str, Any] = dict(r_max=5.0, gaussian_step=0.2, hidden_dim=32, n_conv=3, species_dim=8, force_basis=8)
-
-
-def _resolve_cgcnn_kwargs(overrides: dict[str, Any]) -> dict[str, Any]:
-    unknown = set(overrides) - set(CGCNN_DEFAULTS)
-    if unknown:
-        raise TypeError(f"Unknown CGCNN hyperparameters {sorted(unknown)}; known: {sorted(CGCNN_DEFAULTS)}")
-    return {**CGCNN_DEFAULTS, **overrides}
-
-
 class CGCNNTrunk(nn.Module):
     """Node embedding + ``n_conv`` ``CGConv`` layers on the periodic graph.
 
@@ -103,6 +95,22 @@ class CGCNNTrunk(nn.Module):
         for conv in self.convs:
             x = nn.functional.leaky_relu(conv(x, edge_index, edge_attr))
         return x
+
+
+#: Defaults of the CGCNN hyperparameters (plain data), read off :class:`CGCNNTrunk`'s signature (the arguments the
+#: observation decides are left out).
+CGCNN_DEFAULTS: dict[str, Any] = {
+    name: parameter.default
+    for name, parameter in inspect.signature(CGCNNTrunk.__init__).parameters.items()
+    if name not in ("self", "extra_node_dim", "vector_fields", "n_signals")
+}
+
+
+def _resolve_cgcnn_kwargs(overrides: dict[str, Any]) -> dict[str, Any]:
+    unknown = set(overrides) - set(CGCNN_DEFAULTS)
+    if unknown:
+        raise TypeError(f"Unknown CGCNN hyperparameters {sorted(unknown)}; known: {sorted(CGCNN_DEFAULTS)}")
+    return {**CGCNN_DEFAULTS, **overrides}
 
 
 class _CGCNNMixin:

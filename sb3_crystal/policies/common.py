@@ -102,8 +102,8 @@ def fused_adam_kwargs(
 ) -> dict[str, Any] | None:
     """Optimizer kwargs with ``fused=True`` for Adam/AdamW unless the user chose an implementation.
 
-    The crystal networks have few, small parameter tensors, so one fused kernel replaces a per-tensor loop; on the idle
-    2-core CPU the TD3 update is no measurably faster for it (``benchmarks/bench_td3_update_ab.py``, 0.99-1.02x).
+    The crystal networks have few, small parameter tensors, so one fused kernel replaces a per-tensor loop (its
+    measured effect on the TD3 update: ``benchmarks/bench_td3_update_ab.py``, results in docs/benchmarks.md).
 
     :param optimizer_class: the policy's optimizer class
     :param optimizer_kwargs: the user's kwargs (``None``: none)

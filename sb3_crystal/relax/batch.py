@@ -378,7 +378,7 @@ def relax_many(
     :param calculator: a calculator spec (:func:`~sb3_crystal.calculators.make_calculator`), built once and shared by
         all structures (their calls are made one after another); ``None``: each ``Atoms`` input's own calculator
         when it has one, else one LAMMPS EAM calculator for the others.
-    :param hybrid: ``True`` (or a dict of :class:`HybridOptimizer` arguments: ``f_switch``, ``optimizer`` ...):
+    :param hybrid: ``True`` (or a dict of :class:`HybridOptimizer` arguments: ``switch_fmax``, ``finisher`` ...):
         relax each structure with a :class:`HybridOptimizer`; its agent phase is batched, its classical phase runs
         per structure in the same loop.
     :param batch_size: most structures relaxing at once (``None``: all); the next waits until one leaves.
