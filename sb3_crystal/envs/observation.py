@@ -58,6 +58,7 @@ __all__ = [
     "ObservationLayout",
     "RelaxationHistory",
     "lbfgs_step",
+    "step_cap",
 ]
 
 #: The paper's observation fields, present in every layout.
@@ -81,6 +82,8 @@ CURVATURE_MEMORY = 2
 CURVATURE_MAX_STEP = 0.3
 #: The longest atomic step of the L-BFGS proposal by default, Å.
 LBFGS_MAX_STEP = 0.2
+#: After a refused step the next proposal is at most this times the refused try's longest shift (:func:`step_cap`).
+REFUSED_STEP_SHRINK = 0.3
 #: Step count at which the ``signals`` step entry saturates at 1.
 SIGNAL_STEP_SCALE = 50
 #: log10 fmax is floored here, so a zero force gives a finite signal.
@@ -394,19 +397,39 @@ class RelaxationHistory:
 
     def curvature_step(self, numbers: np.ndarray, cell: np.ndarray, max_step: float) -> np.ndarray:
         """The learned Hessian's quasi-Newton step from the current point (n_atoms, 3), with the newest secant pair
-        only after a step without progress (:func:`sb3_crystal.curvature.wants_secant_pairs`)."""
+        only after a step without progress (:func:`sb3_crystal.curvature.wants_secant_pairs`), capped at
+        ``max_step`` or shorter after a refused step (:func:`step_cap`)."""
         from sb3_crystal.curvature import curvature_step, secant_pairs, wants_secant_pairs
 
         positions, forces, _ = self.current
         steps = self.steps(CURVATURE_MEMORY)
         pairs = secant_pairs(steps) if wants_secant_pairs(forces, steps) else []
-        return curvature_step(np.asarray(numbers), np.asarray(cell), positions, forces, pairs, max_step=max_step)
+        cap = step_cap(steps, max_step)
+        return curvature_step(np.asarray(numbers), np.asarray(cell), positions, forces, pairs, max_step=cap)
 
     def lbfgs_step(self, memory: int, max_step: float) -> np.ndarray:
         """The L-BFGS step from the current point with the secant pairs of the last ``memory`` steps (n_atoms, 3)."""
         _, forces, _ = self.current
-        pairs = [(s.ravel(), -y.ravel()) for s, y in self.steps(memory)]  # y = Δgradient = −Δforce
-        return lbfgs_step(forces, pairs[::-1], max_step)
+        steps = self.steps(memory)
+        pairs = [(s.ravel(), -y.ravel()) for s, y in steps]  # y = Δgradient = −Δforce
+        return lbfgs_step(forces, pairs[::-1], step_cap(steps, max_step))
+
+
+def step_cap(steps: list[tuple[np.ndarray, np.ndarray]], max_step: float) -> float:
+    """The longest atomic step a proposal may take now: ``max_step``, or after a refused step (a try followed by the
+    way back, the pattern a trust region leaves in the history) :data:`REFUSED_STEP_SHRINK` times the refused try's
+    longest atomic shift, so a refused proposal is not proposed again unchanged.
+
+    :param steps: (shift, force change) of past steps, newest first.
+    :param max_step: the proposal's cap, Å.
+    """
+    if len(steps) < 2:
+        return max_step
+    back, tried = np.asarray(steps[0][0], dtype=np.float64), np.asarray(steps[1][0], dtype=np.float64)
+    longest = largest_norm(tried)
+    if longest <= 0 or not np.allclose(back, -tried, rtol=0.0, atol=1e-9 * max(longest, 1e-12)):
+        return max_step
+    return min(max_step, REFUSED_STEP_SHRINK * longest)
 
 
 def lbfgs_step(forces: np.ndarray, pairs: list[tuple[np.ndarray, np.ndarray]], max_step: float) -> np.ndarray:

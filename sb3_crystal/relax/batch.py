@@ -53,6 +53,7 @@ from sb3_crystal.envs.observation import (
     SIGNAL_STEP_SCALE,
     ObservationLayout,
     lbfgs_step,
+    step_cap,
 )
 from sb3_crystal.envs.safeguard import TrustRegion
 from sb3_crystal.relax.agent_io import CrystalAgent, as_agent, check_calculator, load_default_agent
@@ -679,8 +680,9 @@ class HistoryBatch:
 
     def lbfgs_step(self, row: int, n_atoms: int, memory: int, max_step: float) -> np.ndarray:
         """:meth:`RelaxationHistory.lbfgs_step` of ``row``: (n_atoms, 3) Å."""
-        pairs = [(s.ravel(), -y.ravel()) for s, y in self.steps(row, memory, n_atoms)]
-        return lbfgs_step(self.forces[row, 0, :n_atoms], pairs[::-1], max_step)
+        steps = self.steps(row, memory, n_atoms)
+        pairs = [(s.ravel(), -y.ravel()) for s, y in steps]
+        return lbfgs_step(self.forces[row, 0, :n_atoms], pairs[::-1], step_cap(steps, max_step))
 
 
 def stack_observations(

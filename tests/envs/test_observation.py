@@ -165,3 +165,22 @@ def test_generated_starts_are_fresh_each_episode_and_reproducible():
         CrystalRelaxEnv(structures="AlFe-B2", generator=spec, generator_fraction=1.5)
     env.close()
     never.close()
+
+
+def test_a_refused_step_shortens_the_next_proposal():
+    from sb3_crystal.envs.observation import REFUSED_STEP_SHRINK, RelaxationHistory, step_cap
+
+    rng = np.random.default_rng(0)
+    base, forces = rng.normal(size=(4, 3)), rng.normal(size=(4, 3))
+    tried = 0.1 * rng.normal(size=(4, 3))
+    history = RelaxationHistory(8)
+    history.reset(base, forces, -1.0)
+    assert step_cap(history.steps(8), 0.2) == 0.2  # nothing refused yet
+    history.record(base + tried, forces + rng.normal(size=(4, 3)), -0.5)  # the refused try ...
+    history.record(base, forces, -1.0)  # ... and the way back, as the trust region records them
+    longest = float(np.linalg.norm(tried, axis=1).max())
+    assert step_cap(history.steps(8), 0.2) == pytest.approx(min(0.2, REFUSED_STEP_SHRINK * longest))
+    step = history.lbfgs_step(8, 0.2)
+    assert np.linalg.norm(step, axis=1).max() <= REFUSED_STEP_SHRINK * longest + 1e-12
+    history.record(base + 0.5 * tried, forces, -1.1)  # an accepted step: the cap is back
+    assert step_cap(history.steps(8), 0.2) == 0.2
