@@ -72,7 +72,7 @@ from ase.optimize.optimize import Optimizer
 
 from sb3_crystal.benchmark.classical import RELAXATION_FAILURES
 from sb3_crystal.calculators import ForceCallCounter, make_calculator
-from sb3_crystal.relax import CrystalAgent, HybridOptimizer, RLOptimizer
+from sb3_crystal.relax import CrystalAgent, HybridOptimizer, LearnedCurvature, RLOptimizer
 from sb3_crystal.relax.agent_io import load_default_agent
 from sb3_crystal.structures.families import START_MIN_DISTANCE, family_seed, test_family
 from sb3_crystal.structures.generators import SolidSolutionGenerator
@@ -106,6 +106,7 @@ PACKAGE: tuple[tuple[str, type, str, dict[str, Any]], ...] = (
     ("Hybrid (zero-action)", HybridOptimizer, "zero", {}),
     ("RL (shipped agent)", RLOptimizer, "shipped", {}),
     ("Hybrid (shipped agent)", HybridOptimizer, "shipped", {}),
+    ("LearnedCurvature", LearnedCurvature, "", {}),
 )
 OPTIMIZER_NAMES: tuple[str, ...] = (*CLASSICAL, *(entry[0] for entry in PACKAGE))
 
@@ -200,6 +201,8 @@ def make_optimizer(name: str, filt: FrechetCellFilter, agents: dict[str, Crystal
         return CLASSICAL[name](filt, logfile=None)
     for package_name, cls, agent, kwargs in PACKAGE:
         if package_name == name:
+            if not agent:  # a relaxer with no agent
+                return cls(filt, logfile=None, **kwargs)
             return cls(filt, model=agents[agent], logfile=None, **kwargs)
     raise ValueError(f"unknown optimizer {name!r}: choose from {', '.join(OPTIMIZER_NAMES)}")
 
