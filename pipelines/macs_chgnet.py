@@ -45,7 +45,12 @@ from sb3_crystal.benchmark.agents import AgentRelaxer, HybridRelaxer
 from sb3_crystal.benchmark.classical import Relaxer, make_relaxer
 from sb3_crystal.calculators import ForceCallCounter
 from sb3_crystal.envs.observation import ObservationLayout
-from sb3_crystal.relax import CrystalAgent
+from sb3_crystal.relax import CrystalAgent, ZeroPolicy
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the residual history recipe beside this script
+from train_history_agent import ENV_KWARGS as HISTORY_ENV_KWARGS
+from train_history_agent import TINY_TFN
+
 from sb3_crystal.structures.families import EVALUATION_SEEDS, check_training_seed
 from sb3_crystal.structures.generators import StructureGenerator
 from sb3_crystal.structures.geometry import closest_pair
@@ -62,22 +67,8 @@ MACS_CALLS, MACS_BFGSLS_CALLS = 182, 253
 
 #: The residual history recipe of ``pipelines/train_history_agent.py`` with CHGNet forces. ``min_distance`` is
 #: the closest approach a move may make (MACS's starts keep 1 Å; a move is shortened below 0.9 Å).
-ENV_KWARGS: dict[str, Any] = dict(
-    structures="AlFe-B2",  # never drawn (generator_fraction 1): every episode starts from a generated cell
-    calculator="chgnet",
-    history=2,
-    proposal="lbfgs",
-    action_mode="residual",
-    trust_region=True,
-    max_displacement=0.05,
-    action_scale="fixed",
-    epsilon=0.05,
-    reward="calls",
-    max_steps=60,
-    min_distance=0.9,
-)
-
-TINY_TFN = dict(n_layers=1, mul=8, lmax=1, num_basis=8, radial_neurons=16)
+#: ``structures`` is never drawn (generator_fraction 1): every episode starts from a generated cell.
+ENV_KWARGS: dict[str, Any] = {**HISTORY_ENV_KWARGS, "calculator": "chgnet", "min_distance": 0.9}
 
 CLASSICAL = ("BFGSLineSearch", "FIRE", "BFGS", "LBFGS", "GPMin", "PreconLBFGS")
 
@@ -170,13 +161,6 @@ class MACSRandomGenerator(StructureGenerator):
         if self.record:
             self.drawn.append(atoms.copy())
         return atoms
-
-
-class ZeroPolicy:
-    """The untrained residual agent: the observation's L-BFGS proposal, no correction."""
-
-    def predict(self, observation: dict[str, np.ndarray], deterministic: bool = True) -> tuple[np.ndarray, None]:
-        return np.zeros(3 * observation["mask"].shape[-1], np.float32), None
 
 
 def zero_action_agent(n_max: int, species: tuple[str, ...]) -> CrystalAgent:

@@ -34,7 +34,7 @@ from sb3_crystal import CrystalRelaxEnv
 from sb3_crystal.algorithms import CrystalTD3
 from sb3_crystal.calculators import make_calculator
 from sb3_crystal.envs.observation import ObservationLayout
-from sb3_crystal.relax import CrystalAgent, RLOptimizer, save_agent
+from sb3_crystal.relax import CrystalAgent, RLOptimizer, ZeroPolicy, save_agent
 from sb3_crystal.structures.families import check_training_seed, test_family
 
 GENERATORS = {
@@ -58,13 +58,6 @@ ENV_KWARGS = dict(
 )
 
 TINY_TFN = dict(n_layers=1, mul=8, lmax=1, num_basis=8, radial_neurons=16)
-
-
-class ZeroPolicy:
-    """The untrained residual agent: the observation's L-BFGS proposal, no correction."""
-
-    def predict(self, observation: dict[str, np.ndarray], deterministic: bool = True) -> tuple[np.ndarray, None]:
-        return np.zeros(3 * observation["mask"].shape[-1], np.float32), None
 
 
 def zero_action_agent(n_max: int, env_settings: dict | None = None) -> CrystalAgent:

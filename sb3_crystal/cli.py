@@ -716,10 +716,8 @@ def cmd_relax(args: argparse.Namespace) -> int:
     except (ValueError, TypeError) as err:
         raise UserError(f"{args.structure}: {err}") from None
     check_calculator_evaluates(atoms, args.calculator, args.structure)
-    if args.cell is not None:
-        _check_calculator_stress(atoms, args.calculator, args.structure)
+    target = _cell_target(atoms, args)
     _warn_calculator_mismatch(agent, args.calculator)
-    target: Any = atoms if args.cell is None else CELL_FILTERS[args.cell](atoms)
 
     logfile = None if args.quiet else "-"
     trajectory = os.fspath(args.trajectory) if args.trajectory is not None else None
@@ -761,26 +759,18 @@ def cmd_relax(args: argparse.Namespace) -> int:
     return 0 if converged else 1
 
 
-def _frechet(atoms: Any) -> Any:
-    from ase.filters import FrechetCellFilter
-
-    return FrechetCellFilter(atoms)
+#: ``relax --cell NAME``: the ASE filter (a class of ``ase.filters``) a variable-cell relaxation goes through.
+CELL_FILTERS: dict[str, str] = {"frechet": "FrechetCellFilter", "unit": "UnitCellFilter", "strain": "StrainFilter"}
 
 
-def _unit(atoms: Any) -> Any:
-    from ase.filters import UnitCellFilter
+def _cell_target(atoms: Any, args: argparse.Namespace) -> Any:
+    """What ``relax`` moves: the atoms, or with ``--cell`` the ASE filter around them (the stress checked first)."""
+    if args.cell is None:
+        return atoms
+    import ase.filters
 
-    return UnitCellFilter(atoms)
-
-
-def _strain(atoms: Any) -> Any:
-    from ase.filters import StrainFilter
-
-    return StrainFilter(atoms)
-
-
-#: ``relax --cell NAME``: the ASE filters a variable-cell relaxation goes through.
-CELL_FILTERS: dict[str, Any] = {"frechet": _frechet, "unit": _unit, "strain": _strain}
+    _check_calculator_stress(atoms, args.calculator, args.structure)
+    return getattr(ase.filters, CELL_FILTERS[args.cell])(atoms)
 
 
 def _check_calculator_stress(atoms: Any, calculator: str, source: str) -> None:

@@ -281,13 +281,16 @@ class CrystalRelaxEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
     def step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
         if self._atoms is None:
             raise RuntimeError("Call reset() before step()")
-        if self._path is not None:
-            return self._cell_step(action)
-        shifts, fraction = self.moves.move(self._atoms.positions, self._cell, self._forces, action, self.n_max, self._proposal)
         previous_fmax, calls_before = self._fmax, self._force_calls
-        shifts, self._rejected = self._move(shifts)
+        if self._path is not None:
+            shifts, fraction = self._cell_move(action)
+        else:
+            shifts, fraction = self.moves.move(
+                self._atoms.positions, self._cell, self._forces, action, self.n_max, self._proposal
+            )
+            shifts, self._rejected = self._move(shifts)
+            self._history.record(self._atoms.positions, self._forces, self._energy)
         self._episode_step += 1
-        self._history.record(self._atoms.positions, self._forces, self._energy)
         terminated = bool(self._fmax <= self.epsilon)
         step_calls = self._force_calls - calls_before
         reward = relaxation_reward(self.reward, self._fmax, terminated, self.reward_weights, previous_fmax, step_calls)
@@ -324,14 +327,15 @@ class CrystalRelaxEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         self._force_calls += 1
         return self._energy, forces
 
-    def _cell_step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
+    def _cell_move(self, action: np.ndarray) -> tuple[np.ndarray, float]:
+        """Move atoms and cell by a cell action through the filter (and the trust region), evaluate, record the
+        history; :return: the atoms' Cartesian shifts (before the cell's strain) and the contact rule's fraction."""
         assert self._atoms is not None and self._path is not None
         path, n = self._path, len(self._atoms)
         proposal = self._proposal
         atom_base, cell_base = (None, None) if proposal is None else (proposal[:n], proposal[n:])
         shifts, fraction = self.moves.move(self._atoms.positions, self._cell, self._forces, action, self.n_max, atom_base)
         move = np.vstack([shifts, self.moves.cell_step(action, self.n_max, path.cell_factor, cell_base)])
-        previous_fmax, calls_before = self._fmax, self._force_calls
         base = path.save()
         start = (self._energy, self._forces, self._generalised, self._fmax, self._cell)
 
@@ -348,14 +352,9 @@ class CrystalRelaxEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         else:
             outcome = self.trust_region.step(move, self._energy, self._generalised, evaluate, n_atoms=n)
             move, self._rejected = outcome.shifts, outcome.rejected
-        self._episode_step += 1
         x, f, _ = path.point()
         self._history.record(x, f, self._energy)
-        terminated = bool(self._fmax <= self.epsilon)
-        step_calls = self._force_calls - calls_before
-        reward = relaxation_reward(self.reward, self._fmax, terminated, self.reward_weights, previous_fmax, step_calls)
-        truncated = bool(not terminated and self._episode_step >= self.max_steps)
-        return self._observation(), float(reward), terminated, truncated, self._info(largest_norm(move[:n]), fraction)
+        return move[:n], fraction
 
     def _move(self, shifts: np.ndarray) -> tuple[np.ndarray, int]:
         """Move the atoms by ``shifts`` (through the trust region, if any) and evaluate; :return: the shifts made

@@ -26,6 +26,7 @@ from e3nn.nn import FullyConnectedNet, Gate
 from torch import nn
 from torch.nn import functional as F
 
+from sb3_crystal.envs.cell import VOIGT
 from sb3_crystal.policies.graph import PeriodicGraph, periodic_radius_graph, scatter_sum
 
 #: Ready-made TFN hyperparameters (plain data, usable as ``policy_kwargs``).
@@ -63,19 +64,16 @@ def tensor_from_irreps(irreps: th.Tensor) -> th.Tensor:
     return th.einsum("kij,...k->...ij", basis, irreps)
 
 
-#: Index pairs of the 6 strain numbers of a cell action (``sb3_crystal.envs.cell.VOIGT``).
-VOIGT_PAIRS: tuple[tuple[int, int], ...] = ((0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1))
-
-
 def voigt_from_tensor(tensor: th.Tensor) -> th.Tensor:
-    """(..., 3, 3) symmetric to its 6 numbers in :data:`VOIGT_PAIRS` order (off-diagonals not doubled)."""
-    return th.stack([tensor[..., i, j] for i, j in VOIGT_PAIRS], dim=-1)
+    """(..., 3, 3) symmetric to its 6 numbers in :data:`~sb3_crystal.envs.cell.VOIGT` order (off-diagonals not
+    doubled), as the environment reads a cell action."""
+    return th.stack([tensor[..., i, j] for i, j in VOIGT], dim=-1)
 
 
 def tensor_from_voigt(voigt: th.Tensor) -> th.Tensor:
     """(..., 6) strain numbers to the symmetric (..., 3, 3) tensor."""
     rows = [[None] * 3 for _ in range(3)]
-    for k, (i, j) in enumerate(VOIGT_PAIRS):
+    for k, (i, j) in enumerate(VOIGT):
         rows[i][j] = rows[j][i] = voigt[..., k]
     return th.stack([th.stack(row, dim=-1) for row in rows], dim=-2)  # type: ignore[arg-type]
 

@@ -53,6 +53,7 @@ __all__ = [
     "CrystalAgent",
     "NoDefaultAgentError",
     "PickleNotAllowedError",
+    "ZeroPolicy",
     "as_agent",
     "calculator_mismatch",
     "check_calculator",
@@ -113,6 +114,14 @@ def env_defaults() -> dict[str, Any]:
 
     parameters = inspect.signature(CrystalRelaxEnv.__init__).parameters
     return {name: parameters[name].default for name in MOVE_SETTINGS}
+
+
+class ZeroPolicy:
+    """A policy whose action is always zero: with a residual layout, the agent that takes the observation's
+    classical proposal unchanged (a residual agent before training)."""
+
+    def predict(self, observation: dict[str, np.ndarray], deterministic: bool = True) -> tuple[np.ndarray, None]:
+        return np.zeros(3 * observation["mask"].shape[-1], np.float32), None
 
 
 @dataclass

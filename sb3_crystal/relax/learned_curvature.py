@@ -19,12 +19,11 @@ from __future__ import annotations
 
 from typing import IO, Any
 
-import numpy as np
 from ase import Atoms
 from ase.filters import Filter
 
 from sb3_crystal.envs.observation import ObservationLayout
-from sb3_crystal.relax.agent_io import CrystalAgent
+from sb3_crystal.relax.agent_io import CrystalAgent, ZeroPolicy
 from sb3_crystal.relax.filters import unwrap
 from sb3_crystal.relax.rl_optimizer import RLOptimizer
 
@@ -38,13 +37,6 @@ _SETTINGS: dict[str, Any] = {
     "min_distance": 1.0,
     "trust_region": True,
 }
-
-
-class _ZeroPolicy:
-    """Takes the observation's proposal unchanged (a zero residual)."""
-
-    def predict(self, observation: dict[str, np.ndarray], deterministic: bool = True) -> tuple[np.ndarray, None]:
-        return np.zeros(3 * observation["mask"].shape[-1], np.float32), None
 
 
 class LearnedCurvature(RLOptimizer):
@@ -72,7 +64,7 @@ class LearnedCurvature(RLOptimizer):
     ) -> None:
         structure, _ = unwrap(atoms)
         layout = ObservationLayout(n_max=max(len(structure), 1), proposal="curvature", proposal_max_step=max_step)
-        agent = CrystalAgent(_ZeroPolicy(), layout.n_max, dict(_SETTINGS), ("Al", "Fe"), observation=layout.to_dict())
+        agent = CrystalAgent(ZeroPolicy(), layout.n_max, dict(_SETTINGS), ("Al", "Fe"), observation=layout.to_dict())
         super().__init__(
             atoms,
             model=agent,
@@ -82,7 +74,3 @@ class LearnedCurvature(RLOptimizer):
             trust_region=trust_region,
             patience=patience,
         )
-
-    def action(self, observation: dict[str, np.ndarray]) -> np.ndarray:
-        """A zero residual of the observation's size: the step is the proposal's."""
-        return np.zeros(3 * observation["mask"].shape[0], dtype=np.float64)

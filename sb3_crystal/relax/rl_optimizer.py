@@ -211,11 +211,7 @@ class RLOptimizer(CountedOptimizer):
             self._filtered_step()
             return
         forces = np.asarray(self.atoms.get_forces(), dtype=np.float64)
-        observation = self.observation(forces)
-        action = self.action(observation)
-        positions, cell = self.atoms.positions, np.array(self.atoms.cell)
-        shifts, fraction = self._moves.move(positions, cell, forces, action, observation["mask"].shape[0], self._proposal)
-        self.last_fraction = float(fraction)
+        shifts = self._agent_shifts(forces)
         if self.trust_region is not None and np.abs(shifts).max(initial=0.0) > 0:
             shifts = self._guarded(shifts, forces)
         elif np.abs(shifts).max(initial=0.0) > 0:  # a fully blocked move leaves the geometry (and the cache) alone

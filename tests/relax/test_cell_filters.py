@@ -14,7 +14,7 @@ from ase.optimize import BFGS
 from sb3_crystal.calculators import ForceCallCounter, make_calculator
 from sb3_crystal.envs.observation import ObservationLayout
 from sb3_crystal.relax import HybridOptimizer, RLOptimizer
-from sb3_crystal.relax.agent_io import CrystalAgent
+from sb3_crystal.relax.agent_io import CrystalAgent, ZeroPolicy
 from sb3_crystal.relax.filters import restore_geometry, save_geometry, unwrap
 
 RESIDUAL = {
@@ -26,13 +26,6 @@ RESIDUAL = {
     "action_scale": "fixed",
     "min_distance": 1.2,
 }
-
-
-class ZeroPolicy:
-    """The untrained residual agent: it always takes the observation's L-BFGS proposal."""
-
-    def predict(self, observation: dict[str, np.ndarray], deterministic: bool = True) -> tuple[np.ndarray, None]:
-        return np.zeros(3 * observation["mask"].shape[-1], np.float32), None
 
 
 def zero_agent(n_max: int = 8) -> CrystalAgent:
