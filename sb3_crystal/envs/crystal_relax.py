@@ -41,7 +41,9 @@ class CrystalRelaxEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
 
     **Action**: ``Box(−1, 1, (3·n_max,))``, one 3-vector per atom slot; padded slots are ignored. With
     ``action_scale="fixed"`` the shift is ``a_i·max_displacement`` Å; with ``"force"`` (MACS-like) it is
-    ``a_i·max_displacement·min(|f_i|, force_cap)/force_cap``, so steps shrink with the force near the minimum.
+    ``a_i·max_displacement·min(|f_i|, force_cap)/force_cap``, so steps shrink with the force near the minimum; with
+    ``"proposal"`` (for residual actions) it shrinks with the proposal's step instead
+    (:class:`~sb3_crystal.envs.moves.MoveRule`).
     With ``action_mode="residual"`` that shift is added to the observation's classical proposal: at a zero action
     the atoms take the L-BFGS step.
 
@@ -74,7 +76,7 @@ class CrystalRelaxEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
     :param reward: ``"force"``, ``"step"``, ``"log_force"`` or ``"hybrid"``.
     :param reward_weights: hybrid weights (w_force, w_step, w_log_force).
     :param max_displacement: largest shift per Cartesian component for an action of 1, Å.
-    :param action_scale: ``"fixed"`` or ``"force"`` (see above).
+    :param action_scale: ``"fixed"``, ``"force"`` or ``"proposal"`` (see above; ``"proposal"`` needs ``proposal``).
     :param force_cap: c_max of the force-adaptive scale, eV/Å.
     :param max_steps: step limit of an episode (paper: 1000 in training, 100 in tests).
     :param min_distance: closest approach allowed between atoms during an episode, Å.
@@ -138,6 +140,8 @@ class CrystalRelaxEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         self.render_mode = render_mode
         self._init_kwargs = {key: value for key, value in locals().items() if key not in {"self", "__class__", "render_mode"}}
         self.moves = MoveRule(max_displacement, action_scale, force_cap, min_distance, action_mode, max_strain)
+        if action_scale == "proposal" and proposal == "none":
+            raise ValueError("action_scale='proposal' scales corrections of a classical proposal: set proposal")
         if action_mode == "residual" and proposal == "none":
             raise ValueError("action_mode='residual' corrects a classical proposal: set proposal='lbfgs' or 'curvature'")
         ObservationLayout(n_max=1, history=history, proposal=proposal, cell=cell)  # validates before the dataset

@@ -15,7 +15,10 @@ from sb3_crystal.envs.cell import symmetric_from_voigt
 from sb3_crystal.envs.observation import CELL_ACTIONS
 from sb3_crystal.structures.geometry import has_pair_closer_than
 
-ACTION_SCALES = ("fixed", "force")
+ACTION_SCALES = ("fixed", "force", "proposal")
+#: Length of the classical proposal (Å) at and beyond which the ``"proposal"`` scale gives the full
+#: ``max_displacement``; below it the correction shrinks with the proposal, so it vanishes where the proposal does.
+PROPOSAL_REFERENCE = 0.1
 #: ``"absolute"``: the action is the step; ``"residual"``: the action corrects a classical proposal (at a zero action
 #: the atoms take the proposal's step).
 ACTION_MODES = ("absolute", "residual")
@@ -27,7 +30,10 @@ class MoveRule:
 
     :param max_displacement: shift per Cartesian component for an action of 1, Å.
     :param action_scale: ``"fixed"`` (shift = a·max_displacement) or ``"force"`` (MACS-like: shift =
-        a·max_displacement·min(|f_i|, force_cap)/force_cap, so steps shrink with the force near the minimum).
+        a·max_displacement·min(|f_i|, force_cap)/force_cap, so steps shrink with the force near the minimum) or
+        ``"proposal"`` (for corrections of a classical proposal p: shift = a·max_displacement·min(|p_i|,
+        :data:`PROPOSAL_REFERENCE`)/:data:`PROPOSAL_REFERENCE`, so a correction shrinks with the step it corrects and
+        cannot hold the atoms off a minimum where the proposal vanishes).
     :param force_cap: c_max of the force scale, eV/Å.
     :param min_distance: closest approach a move may create between two atoms (or an atom and an image), Å.
     :param action_mode: ``"absolute"`` (the shift is the scaled action) or ``"residual"`` (the shift is the
@@ -55,12 +61,18 @@ class MoveRule:
         if not (isinstance(self.min_distance, (int, float)) and self.min_distance >= 0):
             raise ValueError(f"min_distance must be ≥ 0 Å, got {self.min_distance!r}")
 
-    def scale(self, forces: np.ndarray) -> np.ndarray:
-        """Shift in Å per unit action for each atom, shape (n_atoms, 1)."""
+    def scale(self, forces: np.ndarray, base: np.ndarray | None = None) -> np.ndarray:
+        """Shift in Å per unit action for each atom, shape (n_atoms, 1).
+
+        :param base: the classical proposal (n_atoms, 3) Å, required by the ``"proposal"`` scale.
+        """
         scale = np.full((len(forces), 1), float(self.max_displacement))
         if self.action_scale == "force":
             norms = np.sqrt((np.asarray(forces, dtype=np.float64) ** 2).sum(axis=1, keepdims=True))
             scale *= np.minimum(norms, self.force_cap) / self.force_cap
+        elif self.action_scale == "proposal":
+            lengths = np.sqrt((self._base(base, len(forces)) ** 2).sum(axis=1, keepdims=True))
+            scale *= np.minimum(lengths, PROPOSAL_REFERENCE) / PROPOSAL_REFERENCE
         return scale
 
     def shifts(self, action: np.ndarray, forces: np.ndarray, n_slots: int, base: np.ndarray | None = None) -> np.ndarray:
@@ -77,7 +89,7 @@ class MoveRule:
         if bad.any():
             atom = int(np.argwhere(bad)[0, 0])
             raise ValueError(f"action holds NaN or inf for atom {atom}: {per_atom[atom].tolist()}")
-        shifts = np.clip(per_atom, -1.0, 1.0) * self.scale(forces)
+        shifts = np.clip(per_atom, -1.0, 1.0) * self.scale(forces, base)
         return shifts + self._base(base, len(forces)) if self.action_mode == "residual" else shifts
 
     def cell_step(self, action: np.ndarray, n_slots: int, cell_factor: float, base: np.ndarray | None = None) -> np.ndarray:
@@ -107,7 +119,9 @@ class MoveRule:
 
     def _base(self, base: np.ndarray | None, n_atoms: int) -> np.ndarray:
         if base is None:
-            raise ValueError("action_mode='residual' needs the classical proposal the action corrects")
+            raise ValueError(
+                "action_mode='residual' and action_scale='proposal' need the classical proposal the action corrects"
+            )
         base = np.asarray(base, dtype=np.float64)[:n_atoms]
         if base.shape != (n_atoms, 3):
             raise ValueError(f"the proposal must be ({n_atoms}, 3) Å, got shape {base.shape}")
@@ -121,7 +135,7 @@ class MoveRule:
         :param base: the classical proposal, subtracted in ``"residual"`` mode.
         """
         action = np.zeros((n_slots, 3), np.float32)
-        scale = np.maximum(self.scale(forces), 1e-12)
+        scale = np.maximum(self.scale(forces, base), 1e-12)
         target = np.asarray(displacement, dtype=np.float64)
         if self.action_mode == "residual":
             target = target - self._base(base, len(target))

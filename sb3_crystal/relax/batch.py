@@ -46,7 +46,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 
 from sb3_crystal.benchmark.classical import ForceCallCounter
 from sb3_crystal.calculators import CalculatorSpec, LammpsEAMCalculator, make_calculator
-from sb3_crystal.envs.moves import MoveRule
+from sb3_crystal.envs.moves import PROPOSAL_REFERENCE, MoveRule
 from sb3_crystal.envs.observation import (
     LOG_FMAX_FLOOR,
     N_SIGNALS,
@@ -799,6 +799,11 @@ def batched_shifts(
     if rule.action_scale == "force":
         norms = np.sqrt((np.asarray(forces, dtype=np.float64) ** 2).sum(axis=2, keepdims=True))
         scale *= np.minimum(norms, rule.force_cap) / rule.force_cap
+    elif rule.action_scale == "proposal":
+        if proposals is None:
+            raise ValueError("action_scale='proposal' needs the classical proposal the action corrects")
+        lengths = np.sqrt((np.where(atoms, proposals, 0.0) ** 2).sum(axis=2, keepdims=True))
+        scale *= np.minimum(lengths, PROPOSAL_REFERENCE) / PROPOSAL_REFERENCE
     shifts = np.clip(actions, -1.0, 1.0) * scale
     if rule.action_mode == "residual":
         if proposals is None:

@@ -106,7 +106,7 @@ def test_stacking_refuses_a_structure_larger_than_the_slots():
         )
 
 
-@pytest.mark.parametrize("scale", ["fixed", "force"])
+@pytest.mark.parametrize("scale", ["fixed", "force", "proposal"])
 @pytest.mark.parametrize("mode", ["absolute", "residual"])
 def test_batched_shifts_are_the_move_rules_shifts(scale, mode):
     rng = np.random.default_rng(3)
@@ -119,9 +119,10 @@ def test_batched_shifts_are_the_move_rules_shifts(scale, mode):
         forces[g, :n] = rng.normal(size=(n, 3))
         proposals[g, :n] = rng.normal(size=(n, 3)) * 0.1
     actions[2, 1:] = np.nan  # padding slots are ignored, whatever they hold
-    shifts = batched_shifts(rule, actions, forces, n_atoms, proposals if mode == "residual" else None)
+    given = mode == "residual" or scale == "proposal"
+    shifts = batched_shifts(rule, actions, forces, n_atoms, proposals if given else None)
     for g, n in enumerate(n_atoms):
-        expected = rule.shifts(actions[g].ravel(), forces[g, :n], width, proposals[g, :n] if mode == "residual" else None)
+        expected = rule.shifts(actions[g].ravel(), forces[g, :n], width, proposals[g, :n] if given else None)
         np.testing.assert_array_equal(shifts[g, :n], expected)
         assert not shifts[g, n:].any()
 

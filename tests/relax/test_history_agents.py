@@ -239,9 +239,10 @@ def test_every_crystal_policy_reads_the_history_layout(env, policy, algorithm):
     model.learn(8)
 
 
-def test_curvature_proposal_env_and_optimizer_agree_and_its_zero_action_relaxes():
+@pytest.mark.parametrize("action_scale", ["fixed", "proposal"])
+def test_curvature_proposal_env_and_optimizer_agree_and_its_zero_action_relaxes(action_scale):
     kwargs = {**HISTORY_ENV, "proposal": "curvature", "structures": "AlFe-B2", "trust_region": True, "max_steps": 30}
-    curved = CrystalRelaxEnv(**kwargs)
+    curved = CrystalRelaxEnv(**kwargs, action_scale=action_scale)
     assert curved.layout.proposal == "curvature" and curved.layout.proposal_max_step == 0.3
     agent = CrystalTD3("CrystalTFNPolicy", curved, policy_kwargs=dict(TINY_TFN), seed=0)
     start = distort(curved.dataset[0], 0.3, np.random.default_rng(7), min_distance=1.6)
@@ -255,10 +256,12 @@ def test_curvature_proposal_env_and_optimizer_agree_and_its_zero_action_relaxes(
     atoms = start.copy()
     atoms.calc = LammpsEAMCalculator()
     optimizer = Recorder(atoms, model=agent, logfile=None, patience=None)
+    assert optimizer.settings["action_scale"] == action_scale
     optimizer.run(fmax=1e-9, steps=len(seen) - 1)
     for step, (mine, theirs) in enumerate(zip(optimizer.seen, seen, strict=False)):
         for key in mine:
             np.testing.assert_allclose(mine[key], theirs[key], rtol=1e-5, atol=1e-6, err_msg=f"step {step}, {key}")
+    np.testing.assert_allclose(atoms.positions, curved.atoms.positions, atol=1e-9)
     # a zero action takes the learned Hessian's step: it relaxes B2 to 0.05 eV/Å within a few force calls
     obs, _ = curved.reset(options={"atoms": start})
     for _ in range(10):
