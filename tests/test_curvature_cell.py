@@ -8,6 +8,8 @@ import warnings
 import numpy as np
 import pytest
 from ase.filters import FrechetCellFilter
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy.spatial.transform import Rotation
 
 from sb3_crystal import LearnedCurvature
@@ -19,7 +21,6 @@ from sb3_crystal.envs.observation import ObservationLayout
 from sb3_crystal.structures.families import test_family
 from sb3_crystal.structures.generators import SolidSolutionGenerator
 from sb3_crystal.structures.geometry import distort
-
 
 
 def _random_model(seed: int = 0, embedding: bool = True) -> PairCurvatureModel:
@@ -99,10 +100,12 @@ def test_strain_hessian_is_the_quadratic_form_of_the_bond_changes() -> None:
     assert 0.5 * q @ h @ q == pytest.approx(energy, rel=1e-10)
 
 
-def test_strain_hessian_rotates_with_the_crystal() -> None:
-    atoms = _structure(size=1, rattle=0.15)
+@settings(max_examples=8, deadline=None)
+@given(st.integers(0, 2**31 - 1))
+def test_strain_hessian_rotates_with_the_crystal(seed: int) -> None:
+    atoms = _structure(seed=seed % 97, size=1, rattle=0.15)
     model = _random_model()
-    rotation = Rotation.random(random_state=8).as_matrix()
+    rotation = Rotation.random(random_state=seed).as_matrix()
     n = len(atoms)
     h = model.strain_hessian(atoms.numbers, atoms.cell.array, atoms.positions)
     turned = model.strain_hessian(atoms.numbers, atoms.cell.array @ rotation.T, atoms.positions @ rotation.T)
