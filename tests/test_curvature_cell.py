@@ -303,3 +303,18 @@ def test_env_zero_action_is_learned_curvature_through_the_filter(lammps) -> None
         if terminated:
             break
     env.close()
+
+
+@pytest.mark.parametrize("option", [{"hydrostatic_strain": True}, {"scalar_pressure": 0.001}, {"mask": [1, 1, 1, 0, 0, 0]}])
+def test_filter_options_fall_back_to_the_split_step(option, lammps) -> None:
+    """A FrechetCellFilter whose forces are not the plain energy's gradient (projected, masked, under pressure)
+    gets the fixed-cell step for the atoms and L-BFGS for the cell, and still relaxes."""
+    _, start = _cells()[0]
+    atoms = start.copy()
+    atoms.calc = lammps
+    filt = FrechetCellFilter(atoms, **option)
+    optimizer = LearnedCurvature(filt, logfile=None)
+    assert not optimizer.layout.cell
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert optimizer.run(fmax=0.05, steps=200)

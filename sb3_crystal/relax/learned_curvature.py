@@ -18,7 +18,9 @@ Through ``FrechetCellFilter`` the step moves atoms and cell together: the quasi-
 coordinates of the model's Hessian over atoms and a homogeneous deformation
 (:func:`sb3_crystal.curvature.cell_curvature_step`, the shipped cell model), the zero action of a residual agent
 that observes ``proposal="curvature"`` with ``cell=True``. Through the other cell filters (``UnitCellFilter``,
-``ExpCellFilter``, ``StrainFilter``) the atoms take the fixed-cell step and L-BFGS moves the cell rows
+``ExpCellFilter``, ``StrainFilter``), and through a ``FrechetCellFilter`` with a mask, ``hydrostatic_strain``,
+``constant_volume`` or a ``scalar_pressure`` (whose generalised forces are no longer the plain energy's gradient
+that the joint step models), the atoms take the fixed-cell step and L-BFGS moves the cell rows
 (:mod:`sb3_crystal.relax.filters`).
 """
 
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 from typing import IO, Any
 
+import numpy as np
 from ase import Atoms
 from ase.filters import Filter, FrechetCellFilter
 
@@ -72,7 +75,7 @@ class LearnedCurvature(RLOptimizer):
         patience: int | None = 10,
     ) -> None:
         structure, filt = unwrap(atoms)
-        cell = isinstance(filt, FrechetCellFilter)  # the model's cell block is written in this filter's coordinates
+        cell = _plain_frechet(filt)  # the model's cell block is written in this filter's coordinates
         layout = ObservationLayout(n_max=max(len(structure), 1), proposal="curvature", proposal_max_step=max_step, cell=cell)
         agent = CrystalAgent(ZeroPolicy(), layout.n_max, dict(_SETTINGS), ("Al", "Fe"), observation=layout.to_dict())
         super().__init__(
@@ -84,3 +87,16 @@ class LearnedCurvature(RLOptimizer):
             trust_region=trust_region,
             patience=patience,
         )
+
+
+def _plain_frechet(filt: Filter | None) -> bool:
+    """Whether ``filt`` is a ``FrechetCellFilter`` whose generalised forces are the energy's exact gradient in its
+    coordinates: every strain component free, no hydrostatic or constant-volume projection, no applied pressure."""
+    if not isinstance(filt, FrechetCellFilter):
+        return False
+    return bool(
+        np.all(np.asarray(filt.mask) == 1)
+        and not filt.hydrostatic_strain
+        and not filt.constant_volume
+        and float(filt.scalar_pressure) == 0.0
+    )
