@@ -99,6 +99,10 @@ class CrystalRelaxEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         observation adds ``cell_forces`` (and ``cell_proposal``), the action 6 strain numbers after the atoms' 3·n_max,
         the history holds the filter's generalised coordinates, and ε bounds the largest row of the filter's
         generalised forces (atoms and cell), as for ASE's optimizers on that filter. Needs a calculator with stress.
+        With ``proposal="curvature"`` the proposal is the learned Hessian's joint step of atoms and cell
+        (:func:`sb3_crystal.curvature.cell_curvature_step`; at a zero residual action this is
+        :class:`~sb3_crystal.relax.LearnedCurvature` through the filter). Refused tries of the trust region enter
+        the history, followed by the way back, as at fixed cell.
     :param max_strain: logarithmic strain of the cell per unit strain action (with ``cell``).
     :param render_mode: ``"rgb_array"`` makes :meth:`render` return a picture of the structure.
     """
