@@ -29,8 +29,9 @@ GPMin (cells of at most 20 atoms), and the package's :class:`~sb3_crystal.relax.
 and :class:`~sb3_crystal.relax.HybridOptimizer` (agent, then a classical finisher; its defaults) with two agents:
 the zero-action residual agent (``zero_action_agent`` of ``pipelines/train_history_agent.py``: the observation's
 L-BFGS proposal, trust region on) and the shipped default agent (what ``model=None`` loads, loaded once). Through
-a filter the package's relaxers move the atoms with the agent and the cell with an L-BFGS step
-(:mod:`sb3_crystal.relax.filters`).
+a filter these move the atoms with the agent and the cell with an L-BFGS step (:mod:`sb3_crystal.relax.filters`).
+:class:`~sb3_crystal.relax.LearnedCurvature` moves atoms and cell together with the learned Hessian's step in the
+filter's coordinates (:func:`sb3_crystal.curvature.cell_curvature_step`, the shipped cell model).
 
 **Counting.** The structure's calculator is one :class:`~sb3_crystal.calculators.ForceCallCounter` around the
 LAMMPS Mendelev Al–Fe EAM, reset before each run: a force call is one energy+forces+stress evaluation at a
@@ -442,7 +443,9 @@ def markdown(
         f"with ASE's defaults; GPMin only on cells of at most {gpmin_max_atoms} atoms. The package's relaxers: "
         "RL = `RLOptimizer` (the agent alone), Hybrid = `HybridOptimizer` (its defaults: the agent until fmax ≤ 0.1 "
         "or a stall, then the `auto` finisher); through the filter the agent moves the atoms and an L-BFGS step "
-        "moves the cell. Zero-action: the untrained residual agent (the observation's L-BFGS proposal, trust region "
+        "moves the cell. `LearnedCurvature` moves atoms and cell with one quasi-Newton step of the learned Hessian "
+        "over atoms and cell (the shipped cell model) in the filter's coordinates, inside the trust region. "
+        "Zero-action: the untrained residual agent (the observation's L-BFGS proposal, trust region "
         "on); shipped: the package's default agent (`model=None`); patience off: `RLOptimizer(..., patience=None)`, "
         "the agent alone without its stall stop. Failures (budget spent, stalled, error) count at "
         f"{max_calls} calls in the median, p10–p90 and mean; converged is the fraction of starts that converged "

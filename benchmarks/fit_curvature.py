@@ -5,6 +5,7 @@ Usage::
 
     python benchmarks/fit_curvature.py                      # writes sb3_crystal/curvature/alfe_pair_model.json
     python benchmarks/fit_curvature.py --out /tmp/model.json --scale 0.25   # a quick, smaller fit
+    python benchmarks/fit_curvature.py --cell               # writes sb3_crystal/curvature/alfe_cell_model.json
 
 Training structures come from the package's generators with seeds outside every reserved evaluation range
 (:func:`~sb3_crystal.structures.families.check_training_seed`), and are all away from minima:
@@ -20,6 +21,14 @@ structure is compared with every validation and test family cell with pymatgen's
 fifth of the structures (every fifth) is held out and the model's errors on it are written into the model's
 ``info`` and printed: the relative Frobenius error of the Hessian and the cosine and length ratio of its Newton
 step against the exact Hessian's.
+
+``--cell`` fits the model for relaxations of the cell too (:func:`~sb3_crystal.curvature.load_cell_model`): every
+structure above (after the family check) is first deformed homogeneously, a volume change U(±6 %) and a symmetric
+shear with off-diagonal strains U(±4 %) (its own seeds), and the fit targets the exact Hessian over atoms and the
+deformation (:func:`~sb3_crystal.curvature.fit.exact_strain_hessian`: matscipy's analytic atom block, the strain
+columns from central differences of the LAMMPS forces and stress), each block's error relative to its own size.
+The held-out errors then also hold the strain, mixed and relaxed-strain blocks and the cosine of the step of atoms
+and cell (:func:`~sb3_crystal.curvature.fit.strain_hessian_errors`), for this model and for the atoms-only one.
 """
 
 from __future__ import annotations
@@ -35,13 +44,25 @@ from ase import Atoms
 from ase.optimize import BFGSLineSearch
 
 from sb3_crystal.calculators import make_calculator, matscipy_eam
-from sb3_crystal.curvature import PairCurvatureModel
-from sb3_crystal.curvature.fit import NormalEquations, exact_hessian, hessian_errors, set_parameters
+from sb3_crystal.curvature import PairCurvatureModel, load_model
+from sb3_crystal.curvature.fit import (
+    NormalEquations,
+    exact_hessian,
+    exact_strain_hessian,
+    hessian_errors,
+    set_parameters,
+    strain_hessian_errors,
+)
 from sb3_crystal.structures.families import FAMILIES, check_training_seed, test_family, training_matches
 from sb3_crystal.structures.generators import RandomCellGenerator, SolidSolutionGenerator
 from sb3_crystal.structures.geometry import distort
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "sb3_crystal" / "curvature" / "alfe_pair_model.json"
+DEFAULT_CELL_OUT = DEFAULT_OUT.with_name("alfe_cell_model.json")
+#: ``--cell``: seed offset of each structure's homogeneous deformation, and its ranges.
+STRAIN_OFFSET = 30_000
+VOLUME_CHANGE = 0.06
+SHEAR = 0.04
 #: First master seed of the fitting structures (far below the reserved 7,000,000+).
 SEED = 20_000
 CUTOFF = 6.5  # the Mendelev potential's cutoff, Å
@@ -103,6 +124,20 @@ def training_structures(scale: float) -> list[tuple[str, Atoms, Atoms]]:
 SLOW_FAMILIES = {("test", "random_10-20_beta0.3"), ("test", "random_10-20_beta0.5")}
 
 
+def strained(atoms: Atoms, rng: np.random.Generator) -> Atoms:
+    """``atoms`` (a copy) deformed by a random volume change and symmetric shear, the atoms following the cell."""
+    shear = rng.uniform(-SHEAR, SHEAR, 3)
+    deformation = np.eye(3)
+    deformation[1, 2] = deformation[2, 1] = shear[0]
+    deformation[0, 2] = deformation[2, 0] = shear[1]
+    deformation[0, 1] = deformation[1, 0] = shear[2]
+    volume = 1.0 + float(rng.uniform(-VOLUME_CHANGE, VOLUME_CHANGE))
+    deformation *= (volume / np.linalg.det(deformation)) ** (1.0 / 3.0)
+    out = atoms.copy()
+    out.set_cell(np.array(atoms.cell) @ deformation, scale_atoms=True)
+    return out
+
+
 def family_cells(skip: set[tuple[str, str]]) -> list[tuple[str, Atoms]]:
     """The validation and test family cells, less the (split, family) pairs in ``skip``."""
     cells = []
@@ -117,13 +152,16 @@ def family_cells(skip: set[tuple[str, str]]) -> list[tuple[str, Atoms]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--out", type=Path, default=None, help="default: the shipped model's file")
+    parser.add_argument("--cell", action="store_true", help="fit the cell model to strained structures' strain Hessians")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every structure count (quick checks)")
     parser.add_argument("--ridge", type=float, default=1e-9)
     parser.add_argument("--no-embedding", action="store_true", help="pair term only")
     parser.add_argument("--all-family-cells", action="store_true", help="also the test split's random 10–20 cells")
     parser.add_argument("--no-family-check", action="store_true", help="skip the StructureMatcher check (quick checks)")
     args = parser.parse_args()
+    default_out = DEFAULT_CELL_OUT if args.cell else DEFAULT_OUT
+    args.out = default_out if args.out is None else args.out
     t0 = time.perf_counter()
     structures = training_structures(args.scale)
     print(f"{len(structures)} fitting structures in {time.perf_counter() - t0:.0f} s", flush=True)
@@ -152,7 +190,16 @@ def main() -> None:
 
     t1 = time.perf_counter()
     calc = matscipy_eam()
+    lammps = make_calculator("lammps")
+    if args.cell:  # each structure deformed homogeneously, by a seed of its index in the full list
+        kept = [k for k in range(len(structures) + len(bad)) if k not in set(bad)]
+        structures = [
+            (source, strained(atoms, _rng(STRAIN_OFFSET + k)), reference)
+            for k, (source, atoms, reference) in zip(kept, structures, strict=True)
+        ]
     hessians = [exact_hessian(calc, atoms) for _, atoms, _ in structures]
+    if args.cell:
+        hessians = [exact_strain_hessian(h, lammps, atoms) for h, (_, atoms, _) in zip(hessians, structures, strict=True)]
     print(f"exact Hessians in {time.perf_counter() - t1:.0f} s", flush=True)
 
     embedding = {} if args.no_embedding else {"embedding_centers": EMBEDDING_CENTERS, "embedding_width": EMBEDDING_WIDTH}
@@ -161,17 +208,29 @@ def main() -> None:
     equations = NormalEquations(model)
     for k, ((_, atoms, _), hessian) in enumerate(zip(structures, hessians, strict=True)):
         if k not in held_out:
-            # relative error per structure: compressed far-from-minimum cells do not drown the rest
-            equations.add(atoms, hessian, weight=len(atoms) / float(np.linalg.norm(hessian)) ** 2)
+            # relative error per structure: compressed far-from-minimum cells do not drown the rest (strain
+            # Hessians: per block, NormalEquations.add)
+            weight = 1.0 if args.cell else len(atoms) / float(np.linalg.norm(hessian)) ** 2
+            equations.add(atoms, hessian, weight=weight)
     set_parameters(model, equations.solve(args.ridge))
 
-    lammps = make_calculator("lammps")
     errors: dict[str, list[dict[str, float]]] = {}
+    atoms_only = load_model() if args.cell else None
     for k in sorted(held_out):
         source, atoms, _ = structures[k]
         work = atoms.copy()
         work.calc = lammps
-        errors.setdefault(source.split("_relaxed")[0], []).append(hessian_errors(model, atoms, hessians[k], work.get_forces()))
+        forces = work.get_forces()
+        m = 3 * len(atoms)
+        row = hessian_errors(model, atoms, hessians[k][:m, :m], forces)
+        if args.cell:
+            from ase.filters import FrechetCellFilter
+
+            generalised = FrechetCellFilter(work).get_forces()
+            row |= strain_hessian_errors(model, atoms, hessians[k], generalised)
+            theirs = strain_hessian_errors(atoms_only, atoms, hessians[k], generalised)
+            row |= {f"atoms_only_{key}": value for key, value in theirs.items()}
+        errors.setdefault(source.split("_relaxed")[0], []).append(row)
     report = {}
     for source, rows in errors.items():
         report[source] = {
@@ -186,14 +245,21 @@ def main() -> None:
     sizes = [len(atoms) for _, atoms, _ in structures]
     model.info = {
         "terms": "pair" if args.no_embedding else "pair + embedding",
-        "fitted_to": "exact Hessians of matscipy's EAM on the Mendelev Al–Fe potential (AlFe_mm.eam.fs)",
+        "fitted_to": (
+            "exact Hessians over atoms and a homogeneous deformation of strained structures (atom block: matscipy's "
+            "analytic EAM Hessian; strain columns: central differences of the LAMMPS EAM forces and stress), "
+            "Mendelev Al–Fe potential (AlFe_mm.eam.fs)"
+            if args.cell
+            else "exact Hessians of matscipy's EAM on the Mendelev Al–Fe potential (AlFe_mm.eam.fs)"
+        ),
         "command": "python benchmarks/fit_curvature.py"
+        + (" --cell" if args.cell else "")
         + ("" if args.scale == 1 else f" --scale {args.scale:g}")
         + (" --no-embedding" if args.no_embedding else "")
         + (" --no-family-check" if args.no_family_check else "")
         + (" --all-family-cells" if args.all_family_cells else "")
         + ("" if args.ridge == 1e-9 else f" --ridge {args.ridge:g}")
-        + ("" if args.out == DEFAULT_OUT else f" --out {args.out.name}"),
+        + ("" if args.out == default_out else f" --out {args.out.name}"),
         "ridge": args.ridge,
         "n_fit": len(structures) - len(held_out),
         "n_held_out": len(held_out),

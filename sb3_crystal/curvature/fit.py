@@ -23,7 +23,18 @@ from ase import Atoms
 from sb3_crystal.curvature.model import PairCurvatureModel, _checked
 from sb3_crystal.curvature.step import curvature_step
 
-__all__ = ["NormalEquations", "design_tensor", "exact_hessian", "fit_model", "hessian_errors", "parameters", "set_parameters"]
+__all__ = [
+    "NormalEquations",
+    "design_tensor",
+    "exact_hessian",
+    "exact_strain_hessian",
+    "fit_model",
+    "hessian_errors",
+    "parameters",
+    "set_parameters",
+    "strain_hessian_errors",
+    "strain_weights",
+]
 
 
 def exact_hessian(calculator: Any, atoms: Atoms) -> np.ndarray:
@@ -33,13 +44,54 @@ def exact_hessian(calculator: Any, atoms: Atoms) -> np.ndarray:
     return np.asarray(calculator.get_hessian(work, format="dense"), dtype=np.float64)
 
 
-def design_tensor(model: PairCurvatureModel, atoms: Atoms) -> np.ndarray:
+def exact_strain_hessian(hessian: np.ndarray, calculator: Any, atoms: Atoms, step: float = 1e-4) -> np.ndarray:
+    """The exact Hessian over (u, ε), (3N + 9, 3N + 9), in the layout of
+    :meth:`~sb3_crystal.curvature.PairCurvatureModel.strain_hessian`.
+
+    The atom block is ``hessian`` (the analytic one); the columns of the deformation ε are central differences (step
+    ``step``) of the calculator's gradient under the homogeneous deformation A = I + ε with the atoms following
+    (u = 0): −forces for the mixed block and ∂E/∂A = V σ A⁻ᵀ (σ the calculator's stress) for the strain block.
+
+    :param hessian: the exact (3N, 3N) Hessian at ``atoms``.
+    :param calculator: an ASE calculator with forces and stress (the LAMMPS EAM).
+    """
+    n = len(atoms)
+    out = np.zeros((3 * n + 9, 3 * n + 9))
+    out[: 3 * n, : 3 * n] = hessian
+    work = atoms.copy()
+    work.calc = calculator
+
+    def gradient(strain: np.ndarray) -> np.ndarray:
+        deformation = np.eye(3) + strain
+        work.set_cell(atoms.cell.array @ deformation.T, scale_atoms=False)
+        work.positions = atoms.positions @ deformation.T
+        g = np.empty(3 * n + 9)
+        g[: 3 * n] = -np.asarray(work.get_forces(), dtype=np.float64).ravel()
+        stress = np.asarray(work.get_stress(voigt=False), dtype=np.float64)
+        g[3 * n :] = (work.get_volume() * stress @ np.linalg.inv(deformation).T).ravel()
+        return g
+
+    for p in range(9):
+        unit = np.zeros(9)
+        unit[p] = step
+        out[:, 3 * n + p] = (gradient(unit.reshape(3, 3)) - gradient(-unit.reshape(3, 3))) / (2 * step)
+    out[3 * n :, : 3 * n] = out[: 3 * n, 3 * n :].T
+    out[3 * n :, 3 * n :] = 0.5 * (out[3 * n :, 3 * n :] + out[3 * n :, 3 * n :].T)
+    return out
+
+
+def design_tensor(model: PairCurvatureModel, atoms: Atoms, strain: bool = False) -> np.ndarray:
     """D with ``H(θ).ravel() = D θ``: shape ((3N)², n_parameters), H in its (3N, 3N) layout.
 
     Parameters are ordered as :func:`parameters` lays them out: the pair coefficients
     (``model.coefficients.ravel()``: pair, along/across, basis), then for each centre species the upper triangle
     (row by row) of its embedding matrix W.
+
+    :param strain: the design of :meth:`~sb3_crystal.curvature.PairCurvatureModel.strain_hessian` instead,
+        ((3N + 9)², n_parameters).
     """
+    if strain:
+        return _strain_design_tensor(model, atoms)
     numbers, cell, positions = _checked(atoms.numbers, atoms.cell.array, atoms.positions)
     i, j, vectors, kinds = model.pairs(numbers, cell, positions)
     n = len(numbers)
@@ -68,6 +120,61 @@ def design_tensor(model: PairCurvatureModel, atoms: Atoms) -> np.ndarray:
         sym[np.arange(size), np.arange(size)] *= 0.5
         columns.append(sym[upper].reshape(len(upper[0]), -1).T)
     return np.concatenate(columns, axis=1)
+
+
+def _strain_design_tensor(model: PairCurvatureModel, atoms: Atoms) -> np.ndarray:
+    """The design of the (3N + 9)² strain Hessian: every coefficient's unit model assembled as
+    :meth:`~sb3_crystal.curvature.PairCurvatureModel.strain_hessian` assembles the blocks."""
+    numbers, cell, positions = _checked(atoms.numbers, atoms.cell.array, atoms.positions)
+    i, _, vectors, kinds = model.pairs(numbers, cell, positions)
+    n = len(numbers)
+    size = 3 * n + 9
+    k_basis = model.centers.size
+    r = np.linalg.norm(vectors, axis=1)
+    phi = model.radial(r)
+    unit = vectors / np.maximum(r, 1e-12)[:, None]
+    along = unit[:, :, None] * unit[:, None, :]
+    across = np.eye(3) - along
+    atom = design_tensor(model, atoms)[:, : model.coefficients.size]  # the atom block's pair columns
+    pair = np.zeros((size, size, model.n_pair_types, 2, k_basis))
+    pair[: 3 * n, : 3 * n] = atom.reshape(3 * n, 3 * n, model.n_pair_types, 2, k_basis)
+    for t in range(model.n_pair_types):
+        mine = kinds == t
+        for m, shape in enumerate((along, across)):
+            blocks = shape[mine][:, :, :, None] * phi[mine][:, None, None, :]  # (pairs, 3, 3, K)
+            v = vectors[mine]
+            pair[3 * n :, 3 * n :, t, m] = 0.5 * np.einsum("pb,pack,pd->abcdk", v, blocks, v).reshape(9, 9, k_basis)
+            coupling = np.zeros((n, 3, 3, 3, k_basis))
+            np.add.at(coupling, i[mine], -np.einsum("pack,pd->pacdk", blocks, v))
+            pair[: 3 * n, 3 * n :, t, m] = coupling.reshape(3 * n, 9, k_basis)
+            pair[3 * n :, : 3 * n, t, m] = coupling.reshape(3 * n, 9, k_basis).transpose(1, 0, 2)
+    pair = pair.reshape(size * size, -1)
+    if model.embedding is None:
+        return pair
+    g, species = model.embedding_vectors(numbers, cell, positions, strain=True)
+    columns = [pair]
+    width = g.shape[1]
+    upper = np.triu_indices(width)
+    for c in range(len(model.elements)):
+        mine = g[species == c]
+        outer = np.einsum("nap,nbq->abpq", mine, mine)
+        sym = outer + outer.transpose(1, 0, 2, 3)
+        sym[np.arange(width), np.arange(width)] *= 0.5
+        columns.append(sym[upper].reshape(len(upper[0]), -1).T)
+    return np.concatenate(columns, axis=1)
+
+
+def strain_weights(n_atoms: int, strain_hessian: np.ndarray) -> np.ndarray:
+    """Per-entry weights of a (3N + 9)² strain Hessian in the fit: each block's squared error relative to its own
+    size (atom block ‖H_uu‖², strain block ‖H_εε‖², mixed blocks ‖H_uu‖ ‖H_εε‖), so the blocks count alike
+    whatever their units and however small the coupling of a symmetric cell."""
+    m = 3 * n_atoms
+    uu = float(np.linalg.norm(strain_hessian[:m, :m])) ** 2
+    ee = float(np.linalg.norm(strain_hessian[m:, m:])) ** 2
+    weights = np.full(strain_hessian.shape, 1.0 / np.sqrt(uu * ee))
+    weights[:m, :m] = 1.0 / uu
+    weights[m:, m:] = 1.0 / ee
+    return weights
 
 
 def parameters(model: PairCurvatureModel) -> np.ndarray:
@@ -114,11 +221,28 @@ class NormalEquations:
         self.n_structures = 0
 
     def add(self, atoms: Atoms, hessian: np.ndarray, weight: float = 1.0) -> None:
-        """Add one structure with its exact Hessian; its squared error counts ``weight / N``."""
+        """Add one structure with its exact Hessian; its squared error counts ``weight / N``.
+
+        A (3N + 9, 3N + 9) ``hessian`` is a strain Hessian (:func:`exact_strain_hessian`): it is fitted with the
+        blockwise relative weights of :func:`strain_weights` times ``weight``.
+        """
         n = len(atoms)
+        if np.shape(hessian) == (3 * n + 9, 3 * n + 9):
+            target = np.asarray(hessian, dtype=np.float64)
+            design = design_tensor(self.model, atoms, strain=True)
+            w = float(weight) * strain_weights(n, target).ravel()
+            target = target.ravel()
+            self.ata += design.T @ (w[:, None] * design)
+            self.atb += design.T @ (w * target)
+            self.btb += float(w @ target**2)
+            self.n_structures += 1
+            return
         hessian = np.asarray(hessian, dtype=np.float64)
         if hessian.shape != (3 * n, 3 * n):
-            raise ValueError(f"hessian of a {n}-atom structure must be ({3 * n}, {3 * n}), got {hessian.shape}")
+            raise ValueError(
+                f"hessian of a {n}-atom structure must be ({3 * n}, {3 * n}) or ({3 * n + 9}, {3 * n + 9}) (with the "
+                f"strain), got {hessian.shape}"
+            )
         design = design_tensor(self.model, atoms)
         target = hessian.ravel()
         w = float(weight) / n
@@ -174,4 +298,48 @@ def hessian_errors(model: PairCurvatureModel, atoms: Atoms, hessian: np.ndarray,
         "frobenius": frobenius,
         "step_cosine": cosine,
         "step_ratio": float(np.linalg.norm(mine) / max(np.linalg.norm(exact), 1e-300)),
+    }
+
+
+def strain_hessian_errors(
+    model: PairCurvatureModel, atoms: Atoms, strain_hessian: np.ndarray, generalised_forces: np.ndarray
+) -> dict[str, float]:
+    """How well ``model`` stands in for the exact strain Hessian at one structure (a fresh ``FrechetCellFilter``
+    around it: deformation I, ``exp_cell_factor`` N).
+
+    :param strain_hessian: the exact (3N + 9, 3N + 9) Hessian of :func:`exact_strain_hessian`.
+    :param generalised_forces: the filter's generalised forces (N + 3, 3).
+    :return: relative Frobenius errors of the atom block (``atoms``), the strain block (``strain``), the mixed block
+        (``coupling``, relative to ‖H_uu‖^½ ‖H_εε‖^½) and the relaxed strain response H_εε − H_εu H_uu⁺ H_uε
+        (``relaxed``); ``step_cosine``: cosine of the model's and the exact Hessian's step of atoms and cell
+        (:func:`~sb3_crystal.curvature.cell_curvature_step`, no history, no cap).
+    """
+    from sb3_crystal.curvature.step import cell_curvature_step
+
+    n = len(atoms)
+    m = 3 * n
+    mine = model.strain_hessian(atoms.numbers, atoms.cell.array, atoms.positions)
+    exact = np.asarray(strain_hessian, dtype=np.float64)
+
+    def relaxed(h: np.ndarray) -> np.ndarray:
+        return h[m:, m:] - h[m:, :m] @ np.linalg.pinv(h[:m, :m], rcond=1e-8, hermitian=True) @ h[:m, m:]
+
+    def error(a: np.ndarray, b: np.ndarray, scale: float | None = None) -> float:
+        return float(np.linalg.norm(a - b) / (np.linalg.norm(b) if scale is None else scale))
+
+    scale = float(np.sqrt(np.linalg.norm(exact[:m, :m]) * np.linalg.norm(exact[m:, m:])))
+    x = np.vstack([atoms.positions, float(n) * np.eye(3)])  # any cell rows: the step reads the deformation only
+    steps = [
+        cell_curvature_step(
+            atoms.numbers, atoms.cell.array, x, generalised_forces, np.eye(3), float(n), hessian=h, max_step=1e9
+        ).ravel()
+        for h in (mine, exact)
+    ]
+    cosine = float(steps[0] @ steps[1] / max(np.linalg.norm(steps[0]) * np.linalg.norm(steps[1]), 1e-300))
+    return {
+        "atoms": error(mine[:m, :m], exact[:m, :m]),
+        "strain": error(mine[m:, m:], exact[m:, m:]),
+        "coupling": error(mine[:m, m:], exact[:m, m:], scale),
+        "relaxed": error(relaxed(mine), relaxed(exact)),
+        "step_cosine": cosine,
     }

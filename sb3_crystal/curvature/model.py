@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 from ase.data import atomic_numbers, chemical_symbols
 
-__all__ = ["FORMAT", "PairCurvatureModel", "load_model"]
+__all__ = ["FORMAT", "PairCurvatureModel", "load_cell_model", "load_model"]
 
 #: Identifier written into model files.
 FORMAT = "sb3_crystal.curvature.PairCurvatureModel/1"
@@ -166,9 +166,15 @@ class PairCurvatureModel:
         gauss = np.exp(-0.5 * ((r[..., None] - centers) / width) ** 2)
         return gauss * cut[..., None]
 
-    def embedding_vectors(self, numbers: np.ndarray, cell: np.ndarray, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def embedding_vectors(
+        self, numbers: np.ndarray, cell: np.ndarray, positions: np.ndarray, strain: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
         """The embedding term's g vectors: array (N, K·T, 3N) (centre atom, basis × neighbour species, displacement)
-        and each atom's element index (N,)."""
+        and each atom's element index (N,).
+
+        :param strain: append 9 entries per vector, its component along a homogeneous deformation ε (row-major):
+            Σ_j φ_k(r_ij) r̂_ij ε r_ij (the coordinates of :meth:`strain_hessian`); shape (N, K·T, 3N + 9).
+        """
         i, j, vectors, _ = self.pairs(numbers, cell, positions)
         n = len(np.asarray(numbers).ravel())
         kinds = self.element_indices(numbers)
@@ -180,7 +186,12 @@ class PairCurvatureModel:
         g = np.zeros((n, len(self.elements), k_basis, n, 3))
         np.add.at(g, (i, kinds[j], slice(None), j), values)
         np.add.at(g, (i, kinds[j], slice(None), i), -values)
-        return g.reshape(n, len(self.elements) * k_basis, 3 * n), kinds
+        g = g.reshape(n, len(self.elements) * k_basis, 3 * n)
+        if strain:
+            along = np.zeros((n, len(self.elements), k_basis, 3, 3))
+            np.add.at(along, (i, kinds[j]), values[:, :, :, None] * vectors[:, None, None, :])
+            g = np.concatenate([g, along.reshape(n, len(self.elements) * k_basis, 9)], axis=2)
+        return g, kinds
 
     def stiffness(self, r: np.ndarray, pair: int) -> tuple[np.ndarray, np.ndarray]:
         """a(r) and b(r) of one pair type (its index as in ``coefficients``), eV/Å²."""
@@ -232,6 +243,47 @@ class PairCurvatureModel:
         hessian = _assemble(n, i, j, blocks)
         if self.embedding is not None:
             g, kinds = self.embedding_vectors(numbers, cell, positions)
+            weighted = np.einsum("nab,nbp->nap", self.embedding[kinds], g)
+            flat = g.shape[0] * g.shape[1]
+            hessian += g.reshape(flat, -1).T @ weighted.reshape(flat, -1)
+        return hessian
+
+    def strain_hessian(self, numbers: np.ndarray, cell: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        """The model Hessian over atomic displacements and a homogeneous deformation, (3N + 9, 3N + 9), eV/Å² on the
+        atom block and eV/Å and eV on the mixed and strain blocks, float64.
+
+        The coordinates are (u, ε): the structure goes to positions (I + ε) r_i + u_i and lattice vectors (I + ε) a_k
+        (columns; ε a general 3×3 matrix, its entries row by row after the 3N atomic ones). Every bond vector
+        r_ij (with its image offset) then changes by u_j − u_i + ε r_ij, and the model's quadratic form in those
+        changes (the pair force constants and the embedding term's ∇ρ-like vectors) gives every block; the atom block
+        is :meth:`hessian`. The map (u, ε) → geometry is linear, so no first-order (stress) term enters: the stress
+        part of the elastic response is the model's transverse stiffness b(r), as in a pair potential's φ'/r.
+
+        :param numbers: atomic numbers (N,).
+        :param cell: lattice vectors as rows (3, 3), Å (periodic along every axis).
+        :param positions: Cartesian positions (N, 3), Å.
+        """
+        i, j, vectors, kinds = self.pairs(numbers, cell, positions)
+        n = len(np.asarray(numbers).ravel())
+        r = np.linalg.norm(vectors, axis=1)
+        phi = self.radial(r)
+        a = np.einsum("pk,pk->p", phi, self.coefficients[kinds, 0])
+        b = np.einsum("pk,pk->p", phi, self.coefficients[kinds, 1])
+        blocks = _blocks(vectors, r, a, b)
+        size = 3 * n + 9
+        hessian = np.zeros((size, size))
+        hessian[: 3 * n, : 3 * n] = _assemble(n, i, j, blocks)
+        # A directed pair p's change under ε alone is ε r_p, i.e. S_p ε with S_p[a, (c, d)] = δ_ac r_d. Both directions
+        # of every pair are listed, so the energy ½ Σ_unordered dᵀ C d is ¼ Σ_directed: strain block ½ Σ_p S_pᵀ C_p S_p,
+        # mixed block −Σ_{p from i} C_p S_p on atom i (a self-image pair and its reverse cancel there).
+        strain = 0.5 * np.einsum("pb,pac,pd->abcd", vectors, blocks, vectors).reshape(9, 9)
+        coupling = np.zeros((n, 3, 3, 3))
+        np.add.at(coupling, i, -np.einsum("pac,pd->pacd", blocks, vectors))
+        hessian[: 3 * n, 3 * n :] = coupling.reshape(3 * n, 9)
+        hessian[3 * n :, : 3 * n] = coupling.reshape(3 * n, 9).T
+        hessian[3 * n :, 3 * n :] = strain
+        if self.embedding is not None:
+            g, kinds = self.embedding_vectors(numbers, cell, positions, strain=True)
             weighted = np.einsum("nab,nbp->nap", self.embedding[kinds], g)
             flat = g.shape[0] * g.shape[1]
             hessian += g.reshape(flat, -1).T @ weighted.reshape(flat, -1)
@@ -305,6 +357,17 @@ def load_model(path: str | os.PathLike | None = None) -> PairCurvatureModel:
     except json.JSONDecodeError as err:
         raise ValueError(f"curvature model file {path} is not JSON: {err}") from None
     return PairCurvatureModel.from_dict(data, where=str(path))
+
+
+def load_cell_model(path: str | os.PathLike | None = None) -> PairCurvatureModel:
+    """Read a model file for relaxations of the cell too; ``None`` for the shipped Al–Fe cell model: the same form
+    as :func:`load_model`'s, fitted to the Mendelev EAM's exact Hessians over atoms *and* a homogeneous deformation
+    of strained cells (:meth:`PairCurvatureModel.strain_hessian`). The atoms-only model is kept for fixed cells.
+
+    :raises FileNotFoundError: no such file.
+    :raises ValueError: the file is not a curvature model (naming it).
+    """
+    return load_model(Path(__file__).with_name("alfe_cell_model.json") if path is None else path)
 
 
 # -- helpers ----------------------------------------------------------------------------------------------------------

@@ -127,10 +127,35 @@ class FilteredPath:
         ``exp_cell_factor``, by default the number of atoms)."""
         return float(getattr(self.filter, "exp_cell_factor", getattr(self.filter, "cell_factor", 1.0)))
 
+    def frame(self) -> tuple[np.ndarray, float]:
+        """The filter's deformation gradient from its original cell (3, 3) and :attr:`cell_factor`: what maps its
+        coordinates to the structure (the curvature proposal of atoms and cell needs both)."""
+        return np.asarray(self.filter.deform_grad(), dtype=np.float64), self.cell_factor
+
     def cell_step(self) -> np.ndarray:
         """The cell rows of the L-BFGS step over all generalised coordinates (rows beyond the atoms, 3)."""
         step = self.history.lbfgs_step(self.memory, self.max_step)
         return step[self.atom_rows :]
+
+    def record_refused(
+        self, tried: list[np.ndarray], refused: tuple[tuple[np.ndarray, float, np.ndarray], ...], base: Geometry
+    ) -> None:
+        """Record each refused try of a trust region's step in :attr:`history`, each followed by the way back to
+        ``base`` (as :meth:`~sb3_crystal.envs.safeguard.TrustRegion.record_rejected` does at fixed cell), so the
+        curvature along a refused move enters the next proposal and the proposal after a refusal is shorter
+        (:func:`~sb3_crystal.envs.observation.step_cap`).
+
+        :param tried: the generalised coordinates (rows, 3) of each try, in order (the refused ones first).
+        :param refused: the outcome's ``rejected_points`` (move, energy, generalised forces) of the refused tries.
+        :param base: the geometry the step started from (the history's current point).
+        """
+        if not refused:
+            return
+        x, f, energy = self.history.current
+        assert base[2] is not None and np.array_equal(base[2], x), "the history's current point is not the step's base"
+        for point, (_, trial_energy, trial_forces) in zip(tried, refused, strict=False):
+            self.history.record(point, trial_forces, trial_energy)
+            self.history.record(x, f, energy)
 
     # -- moving -----------------------------------------------------------------------------------------------------
     def to_rows(self, shifts: np.ndarray) -> np.ndarray:

@@ -101,6 +101,10 @@ class CrystalRelaxEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         observation adds ``cell_forces`` (and ``cell_proposal``), the action 6 strain numbers after the atoms' 3·n_max,
         the history holds the filter's generalised coordinates, and ε bounds the largest row of the filter's
         generalised forces (atoms and cell), as for ASE's optimizers on that filter. Needs a calculator with stress.
+        With ``proposal="curvature"`` the proposal is the learned Hessian's joint step of atoms and cell
+        (:func:`sb3_crystal.curvature.cell_curvature_step`; at a zero residual action this is
+        :class:`~sb3_crystal.relax.LearnedCurvature` through the filter). Refused tries of the trust region enter
+        the history, followed by the way back, as at fixed cell.
     :param max_strain: logarithmic strain of the cell per unit strain action (with ``cell``).
     :param render_mode: ``"rgb_array"`` makes :meth:`render` return a picture of the structure.
     """
@@ -342,12 +346,14 @@ class CrystalRelaxEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         move = np.vstack([shifts, self.moves.cell_step(action, self.n_max, path.cell_factor, cell_base)])
         base = path.save()
         start = (self._energy, self._forces, self._generalised, self._fmax, self._cell)
+        tried: list[np.ndarray] = []
 
         def evaluate(trial: np.ndarray) -> tuple[float, np.ndarray]:
             path.move(base, trial)
             if not trial.any():  # back where the step began: known already, no force call
                 self._energy, self._forces, self._generalised, self._fmax, self._cell = start
                 return self._energy, self._generalised
+            tried.append(np.asarray(path.filter.get_positions(), dtype=np.float64).reshape(-1, 3).copy())
             return self._evaluate_cell()
 
         if self.trust_region is None:
@@ -356,6 +362,7 @@ class CrystalRelaxEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         else:
             outcome = self.trust_region.step(move, self._energy, self._generalised, evaluate, n_atoms=n)
             move, self._rejected = outcome.shifts, outcome.rejected
+            path.record_refused(tried, outcome.rejected_points, base)  # as the optimizer does
         x, f, _ = path.point()
         self._history.record(x, f, self._energy)
         return move[:n], fraction
@@ -465,7 +472,8 @@ class CrystalRelaxEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
 
     def _observation(self) -> dict[str, np.ndarray]:
         assert self._atoms is not None
-        self._proposal = self.layout.proposal_step(self._history, self._atoms.numbers, self._cell)
+        frame = None if self._path is None else self._path.frame()
+        self._proposal = self.layout.proposal_step(self._history, self._atoms.numbers, self._cell, frame)
         structure = (self._atoms.positions, self._forces) if self._path is not None else None
         return self.layout.build(self._atoms.numbers, self._cell, self._history, proposal=self._proposal, structure=structure)
 

@@ -17,11 +17,13 @@ here, so an agent sees the same thing in training and in use.
 - with ``proposal = "curvature"``: ``proposal`` (n, 3) Å, the quasi-Newton step of the learned Hessian model
   (:func:`sb3_crystal.curvature.curvature_step`, the shipped Al–Fe model), with the last step's secant pair folded in
   only after a step without progress (:func:`~sb3_crystal.curvature.wants_secant_pairs`), capped at
-  ``proposal_max_step``. Not with ``cell``.
+  ``proposal_max_step``. With ``cell``: the step of atoms and cell together from the model's Hessian over atoms and
+  a homogeneous deformation in the filter's coordinates (:func:`sb3_crystal.curvature.cell_curvature_step`, the
+  shipped cell model), its atom rows as Cartesian shifts.
 
 - with ``cell = True`` (a relaxation of the cell too, through ``FrechetCellFilter``; :mod:`sb3_crystal.envs.cell`):
   ``cell_forces`` (3, 3) eV, the filter's generalised forces on the cell (the virial per atom, symmetric), and with a
-  proposal ``cell_proposal`` (3, 3), the cell rows of the L-BFGS step. The history then holds the filter's
+  proposal ``cell_proposal`` (3, 3), the cell rows of the L-BFGS (or curvature) step. The history then holds the filter's
   generalised coordinates (N atom rows, 3 cell rows), so its secant pairs couple atoms and cell; ``positions`` and
   ``forces`` stay Cartesian, and the action gains 6 numbers, a symmetric strain step (:func:`~sb3_crystal.envs.cell.
   symmetric_from_voigt`).
@@ -128,8 +130,6 @@ class ObservationLayout:
             raise ValueError(f"proposal_max_step must be a finite number > 0 Å, got {step!r}")
         if not isinstance(self.cell, (bool, np.bool_)):
             raise ValueError(f"cell must be True or False, got {self.cell!r}")
-        if self.cell and self.proposal == "curvature":
-            raise ValueError("proposal='curvature' models the atoms' Hessian only: use proposal='lbfgs' with cell=True")
 
     # -- description --------------------------------------------------------------------------------------------
     @property
@@ -241,19 +241,32 @@ class ObservationLayout:
 
     # -- building -----------------------------------------------------------------------------------------------
     def proposal_step(
-        self, history: RelaxationHistory, numbers: np.ndarray | None = None, cell: np.ndarray | None = None
+        self,
+        history: RelaxationHistory,
+        numbers: np.ndarray | None = None,
+        cell: np.ndarray | None = None,
+        frame: tuple[np.ndarray, float] | None = None,
     ) -> np.ndarray | None:
         """The classical proposal (n_atoms, 3) Å, float64, at the newest point of ``history`` (``None`` without);
         for a cell layout (n_atoms + 3, 3), the atom rows then the cell rows.
 
         :param numbers: atomic numbers (the curvature proposal's model needs them).
         :param cell: lattice vectors as rows, Å (likewise).
+        :param frame: the cell filter's deformation gradient (3, 3) and ``exp_cell_factor``
+            (:meth:`~sb3_crystal.envs.cell.FilteredPath.frame`): the curvature proposal of a cell layout needs them.
         """
         if self.proposal == "none":
             return None
         if self.proposal == "curvature":
             if numbers is None or cell is None:
                 raise ValueError("the curvature proposal needs the structure's atomic numbers and cell")
+            if self.cell:
+                if frame is None:
+                    raise ValueError(
+                        "the curvature proposal of a cell layout needs the filter's frame (deformation gradient, "
+                        "exp_cell_factor): pass frame=FilteredPath.frame()"
+                    )
+                return history.cell_curvature_step(numbers, cell, frame, self.proposal_max_step)
             return history.curvature_step(numbers, cell, self.proposal_max_step)
         return history.lbfgs_step(self.proposal_memory, self.proposal_max_step)
 
@@ -265,6 +278,7 @@ class ObservationLayout:
         n_slots: int | None = None,
         proposal: np.ndarray | None = None,
         structure: tuple[np.ndarray, np.ndarray] | None = None,
+        frame: tuple[np.ndarray, float] | None = None,
     ) -> dict[str, np.ndarray]:
         """The observation of the newest point of ``history``.
 
@@ -275,6 +289,7 @@ class ObservationLayout:
         :param proposal: :meth:`proposal_step` when already computed (default: computed here).
         :param structure: for a cell layout, the Cartesian (positions, forces) of the current geometry (the history
             holds the filter's generalised coordinates).
+        :param frame: for a cell layout's curvature proposal computed here, as in :meth:`proposal_step`.
         :return: a dict of fresh float32 arrays.
         """
         n = len(numbers)
@@ -309,7 +324,7 @@ class ObservationLayout:
             observation["force_changes"] = force_changes
             observation["signals"] = history.signals(n)
         if self.proposal != "none":
-            step = self.proposal_step(history, numbers, cell) if proposal is None else proposal
+            step = self.proposal_step(history, numbers, cell, frame) if proposal is None else proposal
             assert step is not None
             observation["proposal"] = _padded(step[:n], slots)
             if self.cell:
@@ -406,6 +421,26 @@ class RelaxationHistory:
         pairs = secant_pairs(steps) if wants_secant_pairs(forces, steps) else []
         cap = step_cap(steps, max_step)
         return curvature_step(np.asarray(numbers), np.asarray(cell), positions, forces, pairs, max_step=cap)
+
+    def cell_curvature_step(
+        self, numbers: np.ndarray, cell: np.ndarray, frame: tuple[np.ndarray, float], max_step: float
+    ) -> np.ndarray:
+        """The learned Hessian's step of atoms and cell from the current point of a history of a cell filter's
+        generalised coordinates (n_atoms + 3, 3): :func:`sb3_crystal.curvature.cell_curvature_step`, with the
+        secant pair and the cap chosen as in :meth:`curvature_step`.
+
+        :param frame: the filter's deformation gradient (3, 3) and ``exp_cell_factor``.
+        """
+        from sb3_crystal.curvature import cell_curvature_step, secant_pairs, wants_secant_pairs
+
+        positions, forces, _ = self.current
+        steps = self.steps(CURVATURE_MEMORY)
+        pairs = secant_pairs(steps) if wants_secant_pairs(forces, steps) else []
+        deformation, factor = frame
+        cap = step_cap(steps, max_step)
+        return cell_curvature_step(
+            np.asarray(numbers), np.asarray(cell), positions, forces, deformation, factor, pairs, max_step=cap
+        )
 
     def lbfgs_step(self, memory: int, max_step: float) -> np.ndarray:
         """The L-BFGS step from the current point with the secant pairs of the last ``memory`` steps (n_atoms, 3)."""

@@ -42,7 +42,7 @@ from ase.data import atomic_numbers, chemical_symbols
 from gymnasium import spaces
 from stable_baselines3.common.policies import BasePolicy
 
-from sb3_crystal.envs.observation import ObservationLayout
+from sb3_crystal.envs.observation import CELL_ACTIONS, ObservationLayout
 
 __all__ = [
     "DEFAULT_AGENT_DIR",
@@ -121,7 +121,8 @@ class ZeroPolicy:
     classical proposal unchanged (a residual agent before training)."""
 
     def predict(self, observation: dict[str, np.ndarray], deterministic: bool = True) -> tuple[np.ndarray, None]:
-        return np.zeros(3 * observation["mask"].shape[-1], np.float32), None
+        strain = CELL_ACTIONS if "cell_forces" in observation else 0  # a cell layout's action ends in a strain
+        return np.zeros(3 * observation["mask"].shape[-1] + strain, np.float32), None
 
 
 @dataclass

@@ -4,7 +4,7 @@
 
     atoms.calc = LammpsEAMCalculator()
     LearnedCurvature(atoms).run(fmax=0.05)
-    LearnedCurvature(FrechetCellFilter(atoms)).run(fmax=0.05)  # the cell too (L-BFGS on the cell rows)
+    LearnedCurvature(FrechetCellFilter(atoms)).run(fmax=0.05)  # the cell too, with the model's cell block
 
 Each step is the quasi-Newton step of the shipped Al–Fe Hessian model (:func:`sb3_crystal.curvature.curvature_step`:
 the model's Hessian made positive definite, the newest secant pair folded in only after a step without progress),
@@ -13,14 +13,24 @@ force call). It is exactly the zero action of a residual agent that observes ``p
 starting point that RL refines, and a relaxer in its own right. The model was fitted by least squares to exact EAM
 Hessians of generated structures (supervised, not RL; ``docs/curvature.md``), so it is meant for the Mendelev
 Al–Fe EAM and for Al–Fe structures; other elements are refused.
+
+Through ``FrechetCellFilter`` the step moves atoms and cell together: the quasi-Newton step in the filter's
+coordinates of the model's Hessian over atoms and a homogeneous deformation
+(:func:`sb3_crystal.curvature.cell_curvature_step`, the shipped cell model), the zero action of a residual agent
+that observes ``proposal="curvature"`` with ``cell=True``. Through the other cell filters (``UnitCellFilter``,
+``ExpCellFilter``, ``StrainFilter``), and through a ``FrechetCellFilter`` with a mask, ``hydrostatic_strain``,
+``constant_volume`` or a ``scalar_pressure`` (whose generalised forces are no longer the plain energy's gradient
+that the joint step models), the atoms take the fixed-cell step and L-BFGS moves the cell rows
+(:mod:`sb3_crystal.relax.filters`).
 """
 
 from __future__ import annotations
 
 from typing import IO, Any
 
+import numpy as np
 from ase import Atoms
-from ase.filters import Filter
+from ase.filters import Filter, FrechetCellFilter
 
 from sb3_crystal.envs.observation import ObservationLayout
 from sb3_crystal.relax.agent_io import CrystalAgent, ZeroPolicy
@@ -42,11 +52,13 @@ _SETTINGS: dict[str, Any] = {
 class LearnedCurvature(RLOptimizer):
     """Relax with the learned Hessian's quasi-Newton steps (see the module docstring).
 
-    :param atoms: the structure (an Al–Fe ``Atoms`` with a calculator), or a cell filter around it.
+    :param atoms: the structure (an Al–Fe ``Atoms`` with a calculator), or a cell filter around it
+        (``FrechetCellFilter``: atoms and cell take the model's joint step).
     :param logfile: as in ASE.
     :param trajectory: as in ASE.
     :param append_trajectory: append to an existing trajectory file.
-    :param max_step: longest atomic step, Å (the cap the model was measured with by default).
+    :param max_step: longest atomic step, Å (the cap the model was measured with by default); through
+        ``FrechetCellFilter`` the longest row, a cell row counted in the filter's units.
     :param trust_region: the safeguard (``True``: the agents' default rule; a dict of its settings; ``False``: off).
     :param patience: stop unconverged after this many steps without progress (``None``: never), as
         :class:`RLOptimizer`.
@@ -62,8 +74,9 @@ class LearnedCurvature(RLOptimizer):
         trust_region: Any = True,
         patience: int | None = 10,
     ) -> None:
-        structure, _ = unwrap(atoms)
-        layout = ObservationLayout(n_max=max(len(structure), 1), proposal="curvature", proposal_max_step=max_step)
+        structure, filt = unwrap(atoms)
+        cell = _plain_frechet(filt)  # the model's cell block is written in this filter's coordinates
+        layout = ObservationLayout(n_max=max(len(structure), 1), proposal="curvature", proposal_max_step=max_step, cell=cell)
         agent = CrystalAgent(ZeroPolicy(), layout.n_max, dict(_SETTINGS), ("Al", "Fe"), observation=layout.to_dict())
         super().__init__(
             atoms,
@@ -74,3 +87,16 @@ class LearnedCurvature(RLOptimizer):
             trust_region=trust_region,
             patience=patience,
         )
+
+
+def _plain_frechet(filt: Filter | None) -> bool:
+    """Whether ``filt`` is a ``FrechetCellFilter`` whose generalised forces are the energy's exact gradient in its
+    coordinates: every strain component free, no hydrostatic or constant-volume projection, no applied pressure."""
+    if not isinstance(filt, FrechetCellFilter):
+        return False
+    return bool(
+        np.all(np.asarray(filt.mask) == 1)
+        and not filt.hydrostatic_strain
+        and not filt.constant_volume
+        and float(filt.scalar_pressure) == 0.0
+    )

@@ -235,7 +235,9 @@ class RLOptimizer(CountedOptimizer):
         """A cell-aware agent's move: its atomic shifts (Å) then the filter's cell rows, (n_atoms + 3, 3)."""
         assert self.path is not None
         structure, n = self.structure, len(self.structure)
-        self._proposal = self.layout.proposal_step(self.history, structure.numbers, np.array(structure.cell))
+        self._proposal = self.layout.proposal_step(
+            self.history, structure.numbers, np.array(structure.cell), self.path.frame()
+        )
         slots = max(n, self.agent.n_max)
         observation = self.layout.build(
             structure.numbers,
@@ -267,14 +269,19 @@ class RLOptimizer(CountedOptimizer):
         base = path.save()
         energy, forces = self._current()
         if self.trust_region is not None and np.any(move):
+            tried: list[np.ndarray] = []
 
             def evaluate(trial: np.ndarray) -> tuple[float, np.ndarray]:
                 path.move(base, trial)
+                if np.any(trial):
+                    tried.append(np.asarray(path.filter.get_positions(), dtype=np.float64).reshape(-1, 3).copy())
                 return self._current()
 
             outcome = self.trust_region.step(move, energy, forces, evaluate, n_atoms=len(self.structure))
             self.rejected += outcome.rejected
             move = outcome.shifts
+            if self.layout.cell:  # the observed history learns from refused tries, as at fixed cell
+                path.record_refused(tried, outcome.rejected_points, base)
         elif np.any(move):
             path.move(base, move)
         self.last_max_shift = largest_norm(move[:n]) if n else 0.0
