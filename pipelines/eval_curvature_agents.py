@@ -24,8 +24,8 @@ from sb3_crystal.relax import load_agent
 from sb3_crystal.structures.families import FAMILIES, test_family
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_curvature_agent import zero_action_agent  # noqa: E402
-from train_history_agent import relax_starts  # noqa: E402
+from train_curvature_agent import zero_action_agent
+from train_history_agent import relax_starts
 
 
 def stats(rows: list[dict]) -> dict:
@@ -70,7 +70,7 @@ def main() -> None:
         "",
         "`python pipelines/eval_curvature_agents.py " + " ".join(sys.argv[1:]) + "`",
         "",
-        "| family @ fmax | relaxer | success | median (p10–p90) | mean | starts where it needs fewer / more calls than the zero action |",
+        "| family @ fmax | relaxer | success | median (p10–p90) | mean | starts: fewer / more calls than zero action |",
         "|---|---|---|---|---|---|",
     ]
     for key, by_relaxer in results.items():
@@ -80,9 +80,8 @@ def main() -> None:
             if zero is not None and label != "zero action":
                 diff = np.array(s["calls"]) - np.array(zero["calls"])
                 versus = f"{int((diff < 0).sum())} / {int((diff > 0).sum())}"
-            lines.append(
-                f"| {key} | {label} | {s['success']:.0%} | {s['median']:g} ({s['p10']:g}–{s['p90']:g}) | {s['mean']:.2f} | {versus} |"
-            )
+            spread = f"{s['median']:g} ({s['p10']:g}–{s['p90']:g})"
+            lines.append(f"| {key} | {label} | {s['success']:.0%} | {spread} | {s['mean']:.2f} | {versus} |")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     args.out.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")

@@ -24,7 +24,8 @@ def load(folder: Path) -> dict:
 
 def table(runs: dict[str, dict]) -> str:
     lines = [
-        "| run | command | steps | CPU time | zero action: success, mean (median) | agent at each evaluation: steps → success, mean (median) |",
+        "| run | command | steps | CPU time | zero action: success, mean (median) "
+        "| agent at each evaluation: steps → success, mean (median) |",
         "|---|---|---|---|---|---|",
     ]
     for name, run in runs.items():

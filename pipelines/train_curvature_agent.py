@@ -8,8 +8,9 @@ proposal (``proposal="curvature"``, :mod:`sb3_crystal.curvature`) and actions th
 (``action_mode="residual"``: a zero action is that step, i.e. :class:`~sb3_crystal.relax.LearnedCurvature`), the
 trust region on (refused tries cost force calls), ε 0.05 eV/Å. A correction is scaled by the proposal's length
 (``action_scale="proposal"``): a fixed-size correction holds the atoms off the minimum (in a first try with
-``"fixed"`` corrections of 0.05 Å, fmax hovered at 0.05–0.3 eV/Å and 21 of 24 validation starts stalled). The actor's output layer starts at zero, so the
-untrained agent is the zero action and RL only has to find corrections that pay.
+``"fixed"`` corrections of 0.05 Å, fmax hovered at 0.05–0.3 eV/Å and 21 of 24 validation starts stalled). The
+actor's output layer starts at zero, so the untrained agent is the zero action and RL only has to find corrections
+that pay.
 
 Exploration is Gaussian noise on the action (``--action-noise``, in action units). State noise alone cannot
 explore here: with a zero output layer the actor answers every perturbed state with the same zero action, which
@@ -52,7 +53,7 @@ from sb3_crystal.structures.families import check_training_seed, test_family
 from sb3_crystal.structures.generators import RandomCellGenerator, RattledCellGenerator, parse_generator_spec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_history_agent import TINY_TFN, relax_starts, summary  # noqa: E402
+from train_history_agent import TINY_TFN, relax_starts, summary
 
 FRESH = "generate:random_cell,atoms=4-8,rattle=0.2"
 
@@ -172,7 +173,9 @@ def main() -> None:
     )
     if args.pool > 0:
         pool = training_pool(args.pool, args.pool_seed, args.pool_file)
-        generator = RattledCellGenerator(pool, beta=args.rattle, min_distance=settings["min_distance"], relaxed=False, names=["pool"])
+        generator = RattledCellGenerator(
+            pool, beta=args.rattle, min_distance=settings["min_distance"], relaxed=False, names=["pool"]
+        )
     else:
         generator = parse_generator_spec(FRESH)
 
