@@ -306,16 +306,21 @@ def load_batch_agent(model: Any, allow_pickle: bool = False) -> Any:
 
 
 class _Relaxer:
-    """What a worker holds: its agent and calculator, built once; relaxes chunks of structures."""
+    """What a worker holds: its agent and calculator, built once; relaxes chunks of structures.
 
-    def __init__(self, model: Any, calculator: Any, threads: int | None, allow_pickle: bool = False) -> None:
+    :param agent: the agent already loaded from ``model`` (in this process), else ``None``: loaded here.
+    """
+
+    def __init__(
+        self, model: Any, calculator: Any, threads: int | None, allow_pickle: bool = False, agent: Any = None
+    ) -> None:
         if threads:
             import torch as th
 
             th.set_num_threads(threads)
         from sb3_crystal.calculators import LammpsEAMCalculator, make_calculator
 
-        self.agent = load_batch_agent(model, allow_pickle)
+        self.agent = load_batch_agent(model, allow_pickle) if agent is None else agent
         self.calculator = make_calculator(calculator)
         if isinstance(self.calculator, LammpsEAMCalculator):
             self.calculator.max_instances = max(self.calculator.max_instances, 256)
@@ -510,13 +515,14 @@ def run_batch(
         cell = cell.lower()
     if isinstance(model, (str, os.PathLike)) and not os.path.exists(os.fspath(model)):
         _shipped_name(os.fspath(model))  # an unknown name fails before any work
-    if cell is not None:  # a cell-aware agent takes FrechetCellFilter only: said before any work
+    jobs = collect_jobs(inputs)
+    agent = None
+    if cell is not None:  # the stress, and a cell-aware agent takes FrechetCellFilter only: said before any work
         from sb3_crystal.relax.batch import check_cell_setting
 
-        check_cell_setting(load_batch_agent(model, allow_pickle), cell)
-    jobs = collect_jobs(inputs)
-    if cell is not None:
         _check_stress(jobs, calculator)
+        agent = load_batch_agent(model, allow_pickle)  # loaded once: a run in this process relaxes with it
+        check_cell_setting(agent, cell)
     folder = Path(out_dir)
     settings = {"fmax": float(fmax), "steps": int(steps), "hybrid": hybrid if isinstance(hybrid, bool) else dict(hybrid)}
     if cell is not None:  # absent at fixed cell: folders of earlier fixed-cell batches resume
@@ -544,7 +550,7 @@ def run_batch(
             bar.update(1)
 
         relax_settings = {**settings, "batch_size": batch_size}
-        _relax_all(items, sink, workers, ray_address, model, calculator, relax_settings, threads, allow_pickle)
+        _relax_all(items, sink, workers, ray_address, model, calculator, relax_settings, threads, allow_pickle, agent)
     finally:
         bar.close()
         output.write_summary()
@@ -582,12 +588,14 @@ def _relax_all(
     settings: dict[str, Any],
     threads: int | None,
     allow_pickle: bool = False,
+    agent: Any = None,
 ) -> None:
-    """Relax the jobs in this process, worker processes or on Ray; ``sink`` gets each result as it arrives."""
+    """Relax the jobs in this process, worker processes or on Ray; ``sink`` gets each result as it arrives
+    (``agent``: the agent of ``model`` when already loaded here, for a run in this process)."""
     if not items:
         return
     if ray_address is None and workers == 1:
-        relaxer = _Relaxer(model, calculator, threads, allow_pickle)
+        relaxer = _Relaxer(model, calculator, threads, allow_pickle, agent)
         relaxer.relax(items, settings, on_done=lambda entry: sink(*entry))  # each result as its structure finishes
         return
     parallel = workers if ray_address is None or workers > 1 else None

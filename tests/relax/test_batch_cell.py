@@ -20,7 +20,6 @@ from sb3_crystal.relax.batch_runner import run_batch
 from sb3_crystal.relax.filters import check_gives_stress
 from sb3_crystal.structures.io import write_structure
 from sb3_crystal.structures.prototypes import build_prototype
-
 from tests.relax.test_cell_filters import RESIDUAL, strained_b2, zero_agent
 
 FMAX = 0.02
