@@ -196,3 +196,26 @@ def test_run_batch_writes_the_relaxed_cells_and_resumes_only_the_same_setting(tm
     with pytest.raises(ValueError, match=r"cell: None there, 'frechet' now"):  # ... and refuses a cell batch
         run_batch([folder], fixed, steps=3, cell="frechet", **settings)
     assert relaxed_again and all(row["cell_filter"] is None for row in json.loads((fixed / "summary.json").read_text()))
+
+
+def test_a_cell_aware_agent_predicts_per_structure_as_alone():
+    """An agent trained with CrystalRelaxEnv(cell=True) (here untrained, tiny) moves atoms and cell itself: the batch
+    leaves its prediction to each structure's optimizer, and each result is what RLOptimizer gives alone."""
+    from sb3_crystal.algorithms import CrystalTD3
+    from sb3_crystal.envs import CrystalRelaxEnv
+
+    tiny = dict(n_layers=1, mul=4, lmax=1, num_basis=4, radial_neurons=8, species_dim=4, force_basis=4, action_basis=4)
+    env = CrystalRelaxEnv(cell=True, history=2, proposal="lbfgs", action_mode="residual", max_displacement=0.05)
+    model = CrystalTD3("CrystalTFNPolicy", env, policy_kwargs=tiny, seed=0)
+    env.close()
+    cells = strained_cells()
+    results = relax_many(cells, model, fmax=FMAX, steps=4, cell="frechet", calculator="lammps")
+    for start, result in zip(cells, results, strict=True):
+        atoms = start.copy()
+        atoms.calc = LammpsEAMCalculator()
+        optimizer = RLOptimizer(FrechetCellFilter(atoms), model, logfile=None)
+        optimizer.run(fmax=FMAX, steps=4)
+        assert result.force_calls == optimizer.force_calls and result.steps == optimizer.nsteps
+        np.testing.assert_allclose(result.structure.cell.array, atoms.cell.array, atol=1e-10)
+        np.testing.assert_allclose(result.structure.positions, atoms.positions, atol=1e-10)
+        assert not np.allclose(result.structure.cell.array, start.cell.array)  # it moved the cell
