@@ -219,3 +219,17 @@ def test_a_cell_aware_agent_predicts_per_structure_as_alone():
         np.testing.assert_allclose(result.structure.cell.array, atoms.cell.array, atol=1e-10)
         np.testing.assert_allclose(result.structure.positions, atoms.positions, atol=1e-10)
         assert not np.allclose(result.structure.cell.array, start.cell.array)  # it moved the cell
+
+
+def test_a_pymatgen_structure_relaxes_its_cell_too():
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    from sb3_crystal.relax import relax_structure
+
+    start = strained_cells()[1]
+    relaxed = relax_structure(AseAtomsAdaptor.get_structure(start), zero_agent(), fmax=FMAX, cell="frechet")
+    (expected,) = relax_many([start], zero_agent(), fmax=FMAX, cell="frechet", calculator="lammps")
+    assert relaxed.properties["cell_filter"] == "frechet" and relaxed.properties["converged"]
+    assert relaxed.properties["force_calls"] == expected.force_calls
+    np.testing.assert_allclose(relaxed.lattice.matrix, expected.cell, atol=1e-8)
+    assert relaxed.properties["volume"] == pytest.approx(relaxed.volume)
