@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import math
 import os
 import shutil
 import sys
@@ -694,8 +693,6 @@ def cmd_relax(args: argparse.Namespace) -> int:
             raise UserError(f"{len(args.structures)} inputs: give --out-dir for their relaxed structures and summary")
         if args.trajectory is not None:
             raise UserError("--trajectory is for one structure; a batch writes one relaxed file per structure")
-        if args.cell is not None:
-            raise UserError("--cell relaxes one structure; a batch (several inputs or --out-dir) is at fixed cell")
         args.inputs = args.structures
         return cmd_relax_batch(args)
     args.structure = args.structures[0]
@@ -759,28 +756,17 @@ def cmd_relax(args: argparse.Namespace) -> int:
     return 0 if converged else 1
 
 
-#: ``relax --cell NAME``: the ASE filter (a class of ``ase.filters``) a variable-cell relaxation goes through.
-CELL_FILTERS: dict[str, str] = {"frechet": "FrechetCellFilter", "unit": "UnitCellFilter", "strain": "StrainFilter"}
-
-
 def _cell_target(atoms: Any, args: argparse.Namespace) -> Any:
     """What ``relax`` moves: the atoms, or with ``--cell`` the ASE filter around them (the stress checked first)."""
     if args.cell is None:
         return atoms
-    import ase.filters
+    from sb3_crystal.relax.filters import cell_filter, check_gives_stress
 
-    _check_calculator_stress(atoms, args.calculator, args.structure)
-    return getattr(ase.filters, CELL_FILTERS[args.cell])(atoms)
-
-
-def _check_calculator_stress(atoms: Any, calculator: str, source: str) -> None:
-    """Raise a :class:`UserError` unless the calculator gives a finite stress for ``atoms`` (``--cell`` needs it)."""
     try:
-        stress = atoms.get_stress()
-    except Exception as err:  # any calculator's failure becomes one line
-        raise UserError(f"{source}: --cell needs the stress, and calculator {calculator!r} gives none ({err})") from None
-    if not all(map(math.isfinite, stress)):
-        raise UserError(f"{source}: calculator {calculator!r} gives a non-finite stress")
+        check_gives_stress(atoms, args.calculator)
+    except ValueError as err:
+        raise UserError(f"{args.structure}: --cell: {err}") from None
+    return cell_filter(args.cell)(atoms)
 
 
 def _remove(path: Path | None) -> None:
@@ -797,10 +783,10 @@ def _add_relax(subparsers: Any) -> None:
             "Relax a structure at fixed cell (--cell: the cell too): the agent moves the atoms until fmax ≤ "
             "--switch-fmax (or it stalls), "
             "then the finisher, a classical optimizer (--finisher), converges (the hybrid, the dependable mode); "
-            "several inputs (files, folders, globs, multi-frame files) with --out-dir relax as a resumable batch; "
-            "--agent-only lets the agent relax alone. Reads CIF, POSCAR, extended XYZ and whatever ASE or pymatgen "
-            "read. Writes the relaxed structure (with energy and forces) and, if asked, the trajectory. Exit status "
-            "0 when converged, 1 when not, 2 on user errors (checked before the first step; nothing written)."
+            "several inputs (files, folders, globs, multi-frame files) with --out-dir relax as a resumable batch "
+            "(--cell too); --agent-only lets the agent relax alone. Reads CIF, POSCAR, extended XYZ and whatever ASE "
+            "or pymatgen read. Writes the relaxed structure (with energy and forces) and, if asked, the trajectory. "
+            "Exit status 0 when converged, 1 when not, 2 on user errors (checked before the first step; nothing written)."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -822,15 +808,7 @@ def _add_relax(subparsers: Any) -> None:
         help="refuse a structure with two atoms closer than this, Å (the environment's input rule; 0 = no check)",
     )
     parser.add_argument("--out", type=Path, default=Path("relaxed.extxyz"), help="relaxed structure file")
-    parser.add_argument(
-        "--cell",
-        nargs="?",
-        const="frechet",
-        default=None,
-        choices=sorted(CELL_FILTERS),
-        help="relax the cell too, through this ASE filter (alone: frechet, FrechetCellFilter); converged means every "
-        "force and the filter's cell forces ≤ --fmax; the agent moves the atoms, L-BFGS the cell",
-    )
+    _add_cell_option(parser)
     parser.add_argument("--trajectory", type=Path, default=None, help="ASE trajectory of every step (a .traj file)")
     parser.add_argument("--quiet", action="store_true", help="no per-step log")
     parser.add_argument(
@@ -843,10 +821,15 @@ def _add_relax(subparsers: Any) -> None:
 # -- relax-batch: many structures, streamed to a folder, resumable (sb3_crystal.relax.batch_runner) -------------------
 def cmd_relax_batch(args: argparse.Namespace) -> int:
     """``sb3-crystal relax-batch``: relax every structure of many inputs into an output folder; a rerun resumes."""
+    from sb3_crystal.relax.batch import check_cell_setting
     from sb3_crystal.relax.batch_runner import run_batch
 
-    load_cli_agent(args.model, allow_pickle=args.allow_pickle)  # a bad --model fails here, before any work
+    agent = load_cli_agent(args.model, allow_pickle=args.allow_pickle)  # a bad --model fails here, before any work
     make_cli_calculator(args.calculator)  # so does a bad --calculator
+    try:
+        check_cell_setting(agent, args.cell)  # a cell-aware agent relaxes through FrechetCellFilter only
+    except ValueError as err:
+        raise UserError(f"--model {args.model}: {err}") from None
     shipped = SHIPPED_MODEL_NAMES.get(args.model.lower())
     model = shipped[0] if shipped else args.model
     hybrid: Any = False if args.agent_only else {"switch_fmax": args.switch_fmax, "finisher": args.finisher}
@@ -865,15 +848,19 @@ def cmd_relax_batch(args: argparse.Namespace) -> int:
             retry_errors=args.retry_errors,
             allow_pickle=args.allow_pickle,
             progress=False if args.no_progress else None,
+            cell=args.cell,
         )
     except (FileNotFoundError, ValueError, ImportError) as err:
-        raise UserError(str(err)) from err
+        raise UserError(str(err) if args.cell is None else f"--cell {args.cell}: {err}") from err
     converged = sum(bool(row["converged"]) for row in rows)
     errors = [row for row in rows if row["error"] is not None]
     print(
         f"{len(rows)} structure(s): {converged} converged, {len(rows) - converged - len(errors)} not converged, "
         f"{len(errors)} error(s); summary in {args.out_dir / 'summary.csv'}"
     )
+    stresses = [row["max_stress"] for row in rows if row.get("max_stress") is not None]
+    if args.cell is not None and stresses:
+        print(f"cell ({args.cell} filter): largest stress component at the end ≤ {max(stresses):.3g} eV/Å³")
     for row in errors[:10]:
         print(f"  {row['source']}: {row['error']}", file=sys.stderr)
     return 0 if converged == len(rows) else 1
@@ -885,8 +872,9 @@ def _add_relax_batch(subparsers: Any) -> None:
         help="relax many structures into an output folder (resumable, parallel, Ray)",
         description=(
             "Relax every structure of the inputs (structure files, folders, glob patterns, multi-frame extended XYZ, "
-            "the dataset CSV) at fixed cell with a trained agent then a classical finisher (--agent-only: the agent "
-            "alone), in lockstep batches. Each result is written to "
+            "the dataset CSV) at fixed cell (--cell: the cell too, each structure through an ASE cell filter) with a "
+            "trained agent then a classical finisher (--agent-only: the agent alone), in lockstep batches. Each "
+            "result is written to "
             "--out-dir as it finishes (<name>.extxyz, summary.csv, summary.json, each atomically); rerunning the same "
             "command skips what is done. A bad input is reported in the summary and the others go on. Exit status 0 "
             "when every structure converged, 1 otherwise, 2 on user errors."
@@ -900,8 +888,27 @@ def _add_relax_batch(subparsers: Any) -> None:
         "--agent-only", action="store_true", help="the agent alone, no classical finisher (default: the hybrid)"
     )
     _add_hybrid_options(parser)
+    _add_cell_option(parser)
     _add_batch_options(parser)
     parser.set_defaults(func=cmd_relax_batch)
+
+
+def _add_cell_option(parser: argparse.ArgumentParser) -> None:
+    """``--cell [NAME]``, shared by ``relax`` and ``relax-batch``."""
+    from sb3_crystal.relax.filters import CELL_FILTERS
+
+    parser.add_argument(
+        "--cell",
+        nargs="?",
+        const="frechet",
+        default=None,
+        choices=sorted(CELL_FILTERS),
+        help="relax the cell too, through this ASE filter (alone: frechet, FrechetCellFilter; unit: UnitCellFilter; "
+        "strain: StrainFilter, the cell alone); converged means every force and the filter's cell forces ≤ --fmax; "
+        "the agent moves the atoms, L-BFGS the cell; the calculator must give the stress. In a batch each structure "
+        "relaxes through its own filter, and the summary adds the filter's largest cell row, the largest stress "
+        "component, the volume and the cell",
+    )
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:

@@ -118,11 +118,13 @@ def env_defaults() -> dict[str, Any]:
 
 class ZeroPolicy:
     """A policy whose action is always zero: with a residual layout, the agent that takes the observation's
-    classical proposal unchanged (a residual agent before training)."""
+    classical proposal unchanged (a residual agent before training). Takes one observation or a stacked batch, as
+    SB3's ``predict`` does."""
 
     def predict(self, observation: dict[str, np.ndarray], deterministic: bool = True) -> tuple[np.ndarray, None]:
+        mask = np.asarray(observation["mask"])
         strain = CELL_ACTIONS if "cell_forces" in observation else 0  # a cell layout's action ends in a strain
-        return np.zeros(3 * observation["mask"].shape[-1] + strain, np.float32), None
+        return np.zeros((*mask.shape[:-1], 3 * mask.shape[-1] + strain), np.float32), None
 
 
 @dataclass

@@ -25,12 +25,20 @@ the same floating-point operations as the per-structure code (the tests check th
 calculator is called per structure, through the structure's force-call counter. With ``hybrid`` each structure
 keeps its own optimizer object, driven by ASE's step loop, and only the agent's forward pass is batched.
 
+With ``cell`` (a name of :data:`~sb3_crystal.relax.filters.CELL_FILTERS`) the cell relaxes too: each structure
+relaxes through its own ASE filter, as ``RLOptimizer(FrechetCellFilter(atoms))`` (or the hybrid) relaxes it alone,
+and converges when the filter's generalised forces (atomic forces and cell rows) are all below ``fmax``. Such
+relaxations do not take the array path: they keep one optimizer object per structure (:class:`_Lockstep`), and only
+the policy pass of a fixed-cell agent's atom moves is batched; a cell-aware agent, and ``StrainFilter`` (no atoms to
+move), predict per structure.
+
 :func:`relax_structure` does the same for a pymatgen ``Structure``; :func:`relax_many` takes ``Structure`` inputs too
 and gives ``Structure`` results for them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 import warnings
@@ -43,6 +51,7 @@ import numpy as np
 import torch as th
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
+from ase.cell import Cell
 
 from sb3_crystal.benchmark.classical import ForceCallCounter
 from sb3_crystal.calculators import CalculatorSpec, LammpsEAMCalculator, make_calculator
@@ -58,9 +67,11 @@ from sb3_crystal.envs.observation import (
 from sb3_crystal.envs.safeguard import TrustRegion
 from sb3_crystal.relax.agent_io import CrystalAgent, as_agent, check_calculator, load_default_agent
 from sb3_crystal.relax.counted import _COUNTER_MEMORY, _checked_run_arguments, check_agent_can_relax
+from sb3_crystal.relax.filters import cell_filter, cell_fmax, check_gives_stress
 from sb3_crystal.relax.hybrid_optimizer import HybridOptimizer
 from sb3_crystal.relax.rl_optimizer import RLOptimizer
 from sb3_crystal.structures.geometry import closest_pair, max_force
+from sb3_crystal.threads import blas_threads
 
 __all__ = [
     "BatchProfile",
@@ -101,6 +112,12 @@ class RelaxationResult:
     :param error: the error message (``"TypeName: message"``) when ``stop_reason`` is ``"error"``.
     :param source: ``info["source"]`` of the input when it had one.
     :param handover: with ``hybrid``: why the agent handed over to the classical optimizer (``None``: it did not).
+    :param cell_filter: the ASE filter the cell relaxed through (a name of
+        :data:`~sb3_crystal.relax.filters.CELL_FILTERS`; ``None``: fixed cell).
+    :param cell: through a filter: the cell at the end, Å (rows are the lattice vectors).
+    :param stress: through a filter: the stress at the end, Voigt order (xx, yy, zz, yz, xz, xy), eV/Å³.
+    :param cell_fmax: through a filter: its largest cell row at the end, in the filter's units (what it compares with
+        ``fmax``, :func:`~sb3_crystal.relax.filters.cell_fmax`).
     """
 
     index: int
@@ -115,9 +132,16 @@ class RelaxationResult:
     error: str | None = None
     source: str | None = None
     handover: str | None = None
+    cell_filter: str | None = None
+    cell: np.ndarray | None = None
+    stress: np.ndarray | None = None
+    cell_fmax: float | None = None
 
     def summary(self) -> dict[str, Any]:
-        """The scalar fields as plain data (for a summary table)."""
+        """The scalar fields as plain data (for a summary table); through a filter also the largest stress component
+        (``max_stress``, eV/Å³), the volume (Å³) and the cell's lengths and angles (``cellpar``: a, b, c in Å, α, β,
+        γ in degrees) at the end (``None`` at fixed cell)."""
+        cell = None if self.cell is None else Cell(self.cell)
         return {
             "index": self.index,
             "source": self.source,
@@ -130,6 +154,11 @@ class RelaxationResult:
             "stop_reason": self.stop_reason,
             "handover": self.handover,
             "error": self.error,
+            "cell_filter": self.cell_filter,
+            "cell_fmax": self.cell_fmax,
+            "max_stress": float(np.abs(self.stress).max()) if self.stress is not None else None,
+            "volume": float(cell.volume) if cell is not None else None,
+            "cellpar": [float(v) for v in cell.cellpar()] if cell is not None else None,
         }
 
 
@@ -171,7 +200,8 @@ class _LockstepRL(RLOptimizer):
 
     :meth:`prepare` builds the observation of the current geometry (recording it in the history exactly as
     :meth:`step` would); the batch computes the action; :meth:`step` then uses both instead of building and
-    predicting them itself. Without a prepared observation it behaves as :class:`RLOptimizer`.
+    predicting them itself. Without a prepared observation it behaves as :class:`RLOptimizer`. Through a filter the
+    observation is that of the atoms (a fixed-cell agent's atom moves, :meth:`RLOptimizer._filtered_step`).
     """
 
     _prepared_observation: dict[str, np.ndarray] | None = None
@@ -179,7 +209,7 @@ class _LockstepRL(RLOptimizer):
 
     def prepare(self) -> dict[str, np.ndarray]:
         """The observation for the next step (the one :meth:`step` will use)."""
-        forces = np.asarray(self.atoms.get_forces(), dtype=np.float64)
+        forces = np.asarray((self.atoms if self.path is None else self.structure).get_forces(), dtype=np.float64)
         self._prepared_observation = RLOptimizer.observation(self, forces)
         self._prepared_action = None
         return self._prepared_observation
@@ -320,15 +350,24 @@ class _Run:
         self.converged = False
         self.seconds = 0.0
         self.energy, self.forces = math.nan, None
+        #: through a filter: the stress (Voigt, eV/Å³) and the filter's largest cell row at the end.
+        self.stress: np.ndarray | None = None
+        self.cell_fmax: float | None = None
 
     @property
     def agent(self) -> _LockstepRL | None:
-        """The optimizer that takes the batch's action at the next step (``None``: no agent step is due)."""
+        """The optimizer that takes the batch's action at the next step (``None``: no agent step is due, or its
+        agent predicts for itself: a cell-aware agent, or a filter without atom rows)."""
         optimizer = self.optimizer
         if isinstance(optimizer, HybridOptimizer):
             # An agent-phase hybrid may still hand over in this step: the prepared action is then not used.
-            return optimizer.agent_optimizer if optimizer.phase == "agent" else None  # type: ignore[return-value]
-        return optimizer  # type: ignore[return-value]
+            agent = optimizer.agent_optimizer if optimizer.phase == "agent" else None
+        else:
+            agent = optimizer
+        path = agent.path if agent is not None else None
+        if path is not None and (agent.layout.cell or path.atom_rows == 0):  # type: ignore[union-attr]
+            return None
+        return agent  # type: ignore[return-value]
 
     @property
     def will_step(self) -> bool:
@@ -343,6 +382,9 @@ class _Run:
             if not self.will_step:  # the end: read the final results (free) while the counter still holds them
                 self.energy = float(self.atoms.get_potential_energy())
                 self.forces = np.array(self.atoms.get_forces(), dtype=np.float64)
+                if self.optimizer.filter is not None:  # evaluated with the forces: free
+                    self.stress = np.array(self.atoms.get_stress(), dtype=np.float64)
+                    self.cell_fmax = cell_fmax(self.optimizer.filter)
                 for _ in self.generator:  # ASE's loop ends without a step
                     pass
                 return False
@@ -366,9 +408,11 @@ def relax_many(
     on_error: str = "raise",
     on_result: Callable[[RelaxationResult], None] | None = None,
     profile: BatchProfile | None = None,
+    cell: str | None = None,
     **optimizer_kwargs: Any,
 ) -> list[RelaxationResult]:
-    """Relax many structures at fixed cell with one agent, in lockstep (see the module docstring).
+    """Relax many structures with one agent, in lockstep (see the module docstring): at fixed cell, or with ``cell``
+    the cell too.
 
     The inputs are not changed: each structure is copied and the copy relaxed.
 
@@ -388,9 +432,17 @@ def relax_many(
         either becomes a result with ``stop_reason="error"`` and the other structures go on.
     :param on_result: called with each result as its structure finishes (in finishing order).
     :param profile: a :class:`BatchProfile` to fill with timings.
+    :param cell: relax the cell too, each structure through this ASE filter (a name of
+        :data:`~sb3_crystal.relax.filters.CELL_FILTERS`: ``"frechet"``, ``"unit"``, ``"strain"``), as ``RLOptimizer``
+        (or ``HybridOptimizer``) relaxes ``FrechetCellFilter(atoms)`` alone; converged means every atomic force and
+        every cell row of the filter ≤ ``fmax``. Not the vectorised array path: one optimizer object per structure,
+        the policy pass of a fixed-cell agent batched. The calculator must give the stress (checked on one structure
+        per calculator before any relaxation, whatever ``on_error``). ``None``: fixed cell.
     :param optimizer_kwargs: arguments of :class:`RLOptimizer` (``trust_region``, ``patience``, ``min_improvement``,
         move settings) or, with ``hybrid``, of :class:`HybridOptimizer`; ``logfile`` and ``trajectory`` are not taken.
     :return: one :class:`RelaxationResult` per input, in input order.
+    :raises ValueError: bad settings (an unknown ``cell``, a cell-aware agent without ``cell="frechet"``), a
+        calculator without stress for ``cell``, and with ``on_error="raise"`` a structure the agent cannot relax.
     """
     t_start = time.perf_counter()
     if on_error not in ("raise", "record"):
@@ -404,17 +456,23 @@ def relax_many(
     taken = sorted({"logfile", "trajectory", "append_trajectory"} & set(optimizer_kwargs))
     if taken:
         raise TypeError(f"relax_many does not take {', '.join(taken)} (many structures share one call)")
+    if cell is not None:
+        cell_filter(cell)  # an unknown name fails here
+        cell = cell.lower()
     settings = {**optimizer_kwargs, **(dict(hybrid) if isinstance(hybrid, Mapping) else {})}
     agent = load_default_agent() if model is None else as_agent(model)
     agent = _BatchAgent(**{item.name: getattr(agent, item.name) for item in fields(agent)})
+    check_cell_setting(agent, cell)
     if hybrid:
-        lockstep = _Lockstep(agent, fmax, steps, _LockstepHybrid, settings, on_error, on_result)
-    elif agent.layout.proposal == "curvature":  # the learned Hessian's step is per structure: no array path
-        lockstep = _Lockstep(agent, fmax, steps, _LockstepRL, settings, on_error, on_result)
+        lockstep = _Lockstep(agent, fmax, steps, _LockstepHybrid, settings, on_error, on_result, cell)
+    elif cell is not None or agent.layout.proposal == "curvature":
+        # through a filter, and the learned Hessian's step: per structure, no array path
+        lockstep = _Lockstep(agent, fmax, steps, _LockstepRL, settings, on_error, on_result, cell)
     else:
         lockstep = _ArrayLockstep(agent, fmax, steps, _LockstepRL, settings, on_error, on_result)
-    with warnings.catch_warnings():
-        # The agent's stall stop is reported in each result's stop_reason rather than once per structure.
+    with warnings.catch_warnings(), blas_threads(1) if cell is not None else contextlib.nullcontext():
+        # The agent's stall stop is reported in each result's stop_reason rather than once per structure; a cell
+        # filter's 3×3 matrix functions run fastest on one BLAS thread.
         warnings.filterwarnings("ignore", message=r".*stopping unconverged.*")
         results = lockstep.relax(list(structures), calculator, batch_size)
     if profile is not None:
@@ -429,9 +487,31 @@ def relax_many(
     return results
 
 
+def check_cell_setting(agent: CrystalAgent, cell: str | None) -> None:
+    """Raise unless ``agent`` can relax with this ``cell`` setting of :func:`relax_many`: a cell-aware agent (trained
+    with ``CrystalRelaxEnv(cell=True)``) moves the cell through ``FrechetCellFilter``'s coordinates only.
+
+    :param agent: the agent.
+    :param cell: a name of :data:`~sb3_crystal.relax.filters.CELL_FILTERS`, or ``None`` (fixed cell).
+    :raises ValueError: an unknown name, or a cell-aware agent without ``cell="frechet"``.
+    """
+    if cell is not None:
+        cell_filter(cell)
+    if agent.layout.cell and (cell is None or cell.lower() != "frechet"):
+        given = "at fixed cell" if cell is None else f"with cell={cell!r}"
+        raise ValueError(
+            f"this agent relaxes the cell through FrechetCellFilter's coordinates, as it was trained; asked {given}: "
+            "use cell='frechet'"
+        )
+
+
 class _Lockstep:
-    """The loop of :func:`relax_many` with one optimizer object per structure (``hybrid``): admits structures, makes
-    the batched policy pass, steps each through ASE's loop, collects."""
+    """The loop of :func:`relax_many` with one optimizer object per structure (``hybrid``, a cell filter): admits
+    structures, makes the batched policy pass, steps each through ASE's loop, collects.
+
+    :param cell: a name of :data:`~sb3_crystal.relax.filters.CELL_FILTERS`: each optimizer relaxes that filter
+        around its structure (``None``: the structure at fixed cell).
+    """
 
     def __init__(
         self,
@@ -442,7 +522,10 @@ class _Lockstep:
         settings: dict[str, Any],
         on_error: str,
         on_result: Callable[[RelaxationResult], None] | None,
+        cell: str | None = None,
     ) -> None:
+        self.cell = cell
+        self.filter_class = None if cell is None else cell_filter(cell)
         self.agent, self.fmax, self.max_steps = agent, fmax, steps
         self.optimizer_class, self.settings = optimizer_class, settings
         self.on_error, self.on_result = on_error, on_result
@@ -490,7 +573,7 @@ class _Lockstep:
             self._failed(run.index, err, run.seconds, optimizer.force_calls, optimizer.nsteps)
             return
         atoms = run.atoms.copy()
-        atoms.calc = SinglePointCalculator(atoms, energy=run.energy, forces=run.forces)
+        atoms.calc = SinglePointCalculator(atoms, energy=run.energy, forces=run.forces, stress=run.stress)
         forces = run.forces if run.forces is not None else np.zeros((0, 3))
         reason = "converged" if run.converged else getattr(optimizer, "stop_reason", None) or "max_steps"
         result = RelaxationResult(
@@ -505,6 +588,10 @@ class _Lockstep:
             stop_reason=reason,
             source=run.atoms.info.get("source"),
             handover=optimizer.handover_reason if isinstance(optimizer, HybridOptimizer) else None,
+            cell_filter=self.cell,
+            cell=np.array(atoms.cell, dtype=np.float64) if self.cell is not None else None,
+            stress=run.stress,
+            cell_fmax=run.cell_fmax,
         )
         if self.from_structure[run.index]:
             properties = {key: value for key, value in result.summary().items() if key not in ("index", "error")}
@@ -534,6 +621,24 @@ class _Lockstep:
                 if self.on_error == "raise":
                     raise type(err)(f"structure {index} ({_describe(item)}): {err}") from err
                 self._failed(index, err)
+        if self.cell is not None:
+            self._check_stress(items)
+
+    def _check_stress(self, items: list[Any]) -> None:
+        """Through a filter: each calculator gives the stress (asked once, of the first structure using it that the
+        agent can relax; not counted), before any relaxation."""
+        checked: set[int] = set()
+        for index, atoms in enumerate(self.inputs):
+            if atoms is None or self.results[index] is not None:
+                continue
+            calc = _inner(atoms.calc)
+            if id(calc) in checked:
+                continue
+            checked.add(id(calc))
+            try:
+                check_gives_stress(atoms)
+            except ValueError as err:
+                raise ValueError(f"structure {index} ({_describe(items[index])}), cell={self.cell!r}: {err}") from None
 
     def relax(self, items: list[Any], calculator: CalculatorSpec, batch_size: int | None) -> list[RelaxationResult]:
         self._check_inputs(items, calculator, batch_size)
@@ -559,7 +664,8 @@ class _Lockstep:
         atoms = self.inputs[index]
         assert atoms is not None
         try:
-            optimizer = self.optimizer_class(atoms, self.agent, logfile=None, **self.settings)
+            target = atoms if self.filter_class is None else self.filter_class(atoms)
+            optimizer = self.optimizer_class(target, self.agent, logfile=None, **self.settings)
         except Exception as err:  # settings the optimizer refuses, a calculator that fails to start
             if self.on_error == "raise":
                 raise
@@ -1372,9 +1478,11 @@ def relax_structure(
     steps: int = 200,
     calculator: CalculatorSpec = None,
     hybrid: bool | Mapping[str, Any] = False,
+    cell: str | None = None,
     **optimizer_kwargs: Any,
 ) -> Any:
-    """Relax a pymatgen ``Structure`` at fixed cell with an agent (the machinery of :func:`relax_many`).
+    """Relax a pymatgen ``Structure`` with an agent, at fixed cell or with ``cell`` the cell too (the machinery of
+    :func:`relax_many`).
 
     :param structure: a fully periodic pymatgen ``Structure`` (an ``ase.Atoms`` works too and gives ``Atoms``).
     :param model: as for :class:`RLOptimizer`.
@@ -1382,13 +1490,15 @@ def relax_structure(
     :param steps: step cap.
     :param calculator: calculator spec (``None``: ``"lammps"``).
     :param hybrid: as for :func:`relax_many`.
+    :param cell: as for :func:`relax_many` (``"frechet"``, ``"unit"``, ``"strain"``; ``None``: fixed cell).
     :param optimizer_kwargs: as for :func:`relax_many`.
     :return: the relaxed ``Structure``: site property ``forces`` (eV/Å), and in ``properties`` the run's
         ``converged``, ``force_calls``, ``fmax``, ``energy``, ``steps``, ``wall_time``, ``stop_reason``,
-        ``handover`` and ``source``.
+        ``handover`` and ``source`` (with ``cell`` also ``cell_filter``, ``cell_fmax``, ``max_stress``, ``volume``,
+        ``cellpar``).
     :raises ValueError: the agent cannot relax it (unseen species ...), or the relaxation failed.
     """
     (result,) = relax_many(
-        [structure], model, fmax=fmax, steps=steps, calculator=calculator, hybrid=hybrid, **optimizer_kwargs
+        [structure], model, fmax=fmax, steps=steps, calculator=calculator, hybrid=hybrid, cell=cell, **optimizer_kwargs
     )
     return result.structure

@@ -8,9 +8,10 @@ The inputs are structure files, folders (their structure files), glob patterns, 
 the dataset CSV (every structure file :func:`~sb3_crystal.structures.io.read_structures` reads). Each structure
 (each frame, each CSV row) is one job with a stable name; its result goes to the output folder as it finishes:
 
-- ``<name>.extxyz``: the relaxed structure with its energy and forces;
+- ``<name>.extxyz``: the relaxed structure with its energy and forces (with ``cell``: its relaxed cell and stress);
 - ``.records/<name>.json``: the job's summary (force calls, converged, final fmax, energy, steps, wall time, stop
-  reason, error), the mark that the job is done;
+  reason, error; with ``cell`` also the filter, its largest cell row, the largest stress component, the volume and
+  the cell's lengths and angles), the mark that the job is done;
 - ``summary.csv`` and ``summary.json``: every finished job in input order, refreshed as jobs finish.
 
 Each file is written atomically (a temporary file, then ``os.replace``), so a killed run leaves only whole files;
@@ -19,7 +20,9 @@ results of different settings. An input that cannot be read, or a structure the 
 an error in the summary; the others go on.
 
 Relaxations run in lockstep batches (:func:`~sb3_crystal.relax.batch.relax_many`) in this process, in ``workers``
-processes of this machine (each with its own agent and calculator), or over a Ray cluster (``ray_address``).
+processes of this machine (each with its own agent and calculator), or over a Ray cluster (``ray_address``). With
+``cell`` (``"frechet"``, ``"unit"``, ``"strain"``) each structure relaxes through that ASE cell filter, as
+``sb3-crystal relax --cell`` relaxes one.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from typing import Any
 from ase import Atoms
 
 from sb3_crystal.files import atomic_file
+from sb3_crystal.relax.filters import cell_filter, check_gives_stress
 from sb3_crystal.structures.io import StructureFileError, read_structures, write_structure
 
 __all__ = ["SUMMARY_FIELDS", "BatchJob", "collect_jobs", "run_batch"]
@@ -60,6 +64,11 @@ SUMMARY_FIELDS = (
     "stop_reason",
     "handover",
     "error",
+    "cell_filter",
+    "cell_fmax",
+    "max_stress",
+    "volume",
+    "cellpar",
 )
 RECORDS_DIR = ".records"
 SETTINGS_FILE = "run.json"
@@ -175,6 +184,15 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _csv_value(value: Any) -> Any:
+    """A summary value as a CSV cell: ``None`` empty, a list (``cellpar``) its numbers separated by spaces."""
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        return " ".join(map(repr, value))
+    return value
+
+
 class _Output:
     """The output folder: records of finished jobs, relaxed structures, the summary."""
 
@@ -245,7 +263,7 @@ class _Output:
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=SUMMARY_FIELDS, lineterminator="\n")
         writer.writeheader()
-        writer.writerows({key: "" if row.get(key) is None else row[key] for key in SUMMARY_FIELDS} for row in rows)
+        writer.writerows({key: _csv_value(row.get(key)) for key in SUMMARY_FIELDS} for row in rows)
         _write_text(self.folder / "summary.csv", buffer.getvalue())
         self._last_summary = time.monotonic()
 
@@ -288,16 +306,21 @@ def load_batch_agent(model: Any, allow_pickle: bool = False) -> Any:
 
 
 class _Relaxer:
-    """What a worker holds: its agent and calculator, built once; relaxes chunks of structures."""
+    """What a worker holds: its agent and calculator, built once; relaxes chunks of structures.
 
-    def __init__(self, model: Any, calculator: Any, threads: int | None, allow_pickle: bool = False) -> None:
+    :param agent: the agent already loaded from ``model`` (in this process), else ``None``: loaded here.
+    """
+
+    def __init__(
+        self, model: Any, calculator: Any, threads: int | None, allow_pickle: bool = False, agent: Any = None
+    ) -> None:
         if threads:
             import torch as th
 
             th.set_num_threads(threads)
         from sb3_crystal.calculators import LammpsEAMCalculator, make_calculator
 
-        self.agent = load_batch_agent(model, allow_pickle)
+        self.agent = load_batch_agent(model, allow_pickle) if agent is None else agent
         self.calculator = make_calculator(calculator)
         if isinstance(self.calculator, LammpsEAMCalculator):
             self.calculator.max_instances = max(self.calculator.max_instances, 256)
@@ -448,6 +471,7 @@ def run_batch(
     allow_pickle: bool = False,
     progress: bool | None = None,
     summary_every: float = 1.0,
+    cell: str | None = None,
     **optimizer_kwargs: Any,
 ) -> list[dict[str, Any]]:
     """Relax every structure of ``inputs`` and stream the results to ``out_dir`` (see the module docstring).
@@ -470,8 +494,13 @@ def run_batch(
     :param allow_pickle: let ``model`` be an SB3 zip (loading one unpickles it, which runs code stored in it).
     :param progress: progress bar with ETA on stderr (default: when stderr is a terminal).
     :param summary_every: refresh the summary files at most this often, s (and always at the end).
+    :param cell: relax the cell too, each structure through this ASE filter (``"frechet"``, ``"unit"``,
+        ``"strain"``; :func:`~sb3_crystal.relax.batch.relax_many`: not its vectorised array path); the calculator is
+        checked to give the stress, on the first structure it covers, before any work. A folder of a batch with
+        another ``cell`` setting is refused as any other change of settings. ``None``: fixed cell.
     :param optimizer_kwargs: as for :func:`~sb3_crystal.relax.batch.relax_many`.
     :return: the summary rows of every job, in input order.
+    :raises ValueError: bad settings, a calculator without stress for ``cell``, an output folder of other settings.
     """
     if not (isinstance(workers, int) and workers >= 1):
         raise ValueError(f"workers must be a positive integer, got {workers!r}")
@@ -481,11 +510,23 @@ def run_batch(
         raise ValueError(f"fmax must be > 0 eV/Å, got {fmax!r}")
     if not (isinstance(steps, int) and steps >= 0):
         raise ValueError(f"steps must be an integer ≥ 0, got {steps!r}")
+    if cell is not None:
+        cell_filter(cell)  # an unknown name fails before any work
+        cell = cell.lower()
     if isinstance(model, (str, os.PathLike)) and not os.path.exists(os.fspath(model)):
         _shipped_name(os.fspath(model))  # an unknown name fails before any work
     jobs = collect_jobs(inputs)
+    agent = None
+    if cell is not None:  # the stress, and a cell-aware agent takes FrechetCellFilter only: said before any work
+        from sb3_crystal.relax.batch import check_cell_setting
+
+        _check_stress(jobs, calculator)
+        agent = load_batch_agent(model, allow_pickle)  # loaded once: a run in this process relaxes with it
+        check_cell_setting(agent, cell)
     folder = Path(out_dir)
     settings = {"fmax": float(fmax), "steps": int(steps), "hybrid": hybrid if isinstance(hybrid, bool) else dict(hybrid)}
+    if cell is not None:  # absent at fixed cell: folders of earlier fixed-cell batches resume
+        settings["cell"] = cell
     settings.update(optimizer_kwargs)
     recorded = {
         "model": _describe_model(model),
@@ -509,11 +550,32 @@ def run_batch(
             bar.update(1)
 
         relax_settings = {**settings, "batch_size": batch_size}
-        _relax_all(items, sink, workers, ray_address, model, calculator, relax_settings, threads, allow_pickle)
+        _relax_all(items, sink, workers, ray_address, model, calculator, relax_settings, threads, allow_pickle, agent)
     finally:
         bar.close()
         output.write_summary()
     return output.rows()
+
+
+def _check_stress(jobs: Sequence[BatchJob], calculator: Any) -> None:
+    """Raise unless ``calculator`` gives the stress: asked of the first readable structure whose elements it covers
+    (of the first readable one when it does not say which it covers; none readable: nothing to check)."""
+    from sb3_crystal.calculators import calculator_elements, make_calculator
+
+    readable = [job for job in jobs if job.atoms is not None]
+    if not readable:
+        return
+    calc = make_calculator(calculator)
+    elements = calculator_elements(calc)
+    covered = [job for job in readable if elements is None or set(job.atoms.get_chemical_symbols()) <= set(elements)]
+    job = (covered or readable)[0]
+    atoms = job.atoms.copy()
+    atoms.calc = calc
+    name = calculator if isinstance(calculator, str) else None
+    try:
+        check_gives_stress(atoms, name)
+    except ValueError as err:
+        raise ValueError(f"{job.source}: {err}") from None
 
 
 def _relax_all(
@@ -526,12 +588,14 @@ def _relax_all(
     settings: dict[str, Any],
     threads: int | None,
     allow_pickle: bool = False,
+    agent: Any = None,
 ) -> None:
-    """Relax the jobs in this process, worker processes or on Ray; ``sink`` gets each result as it arrives."""
+    """Relax the jobs in this process, worker processes or on Ray; ``sink`` gets each result as it arrives
+    (``agent``: the agent of ``model`` when already loaded here, for a run in this process)."""
     if not items:
         return
     if ray_address is None and workers == 1:
-        relaxer = _Relaxer(model, calculator, threads, allow_pickle)
+        relaxer = _Relaxer(model, calculator, threads, allow_pickle, agent)
         relaxer.relax(items, settings, on_done=lambda entry: sink(*entry))  # each result as its structure finishes
         return
     parallel = workers if ray_address is None or workers > 1 else None

@@ -17,18 +17,41 @@ the work, and say so in their log:
 The whole move goes through the filter's ``set_positions``, so constraints (``FixAtoms``, ``FixSymmetry``) act as
 they act for ASE's optimizers. The trust region guards the combined move on the filter's energy and generalised
 forces.
+
+By name (``sb3-crystal relax --cell NAME``, ``relax_many(..., cell=NAME)``, ``run_batch(..., cell=NAME)``) a
+variable-cell relaxation goes through one of :data:`CELL_FILTERS`; :func:`check_gives_stress` refuses, before any
+work, a calculator that gives no stress.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 from ase import Atoms
-from ase.filters import Filter, StrainFilter, UnitCellFilter
+from ase.filters import Filter, FrechetCellFilter, StrainFilter, UnitCellFilter
 
+from sb3_crystal.calculators import ForceCallCounter
 from sb3_crystal.envs.cell import FilteredPath, Geometry, restore_geometry, same_geometry, save_geometry
 
-__all__ = ["FilteredPath", "Geometry", "describe_filter", "restore_geometry", "same_geometry", "save_geometry", "unwrap"]
+__all__ = [
+    "CELL_FILTERS",
+    "FilteredPath",
+    "Geometry",
+    "cell_filter",
+    "cell_fmax",
+    "check_gives_stress",
+    "describe_filter",
+    "restore_geometry",
+    "same_geometry",
+    "save_geometry",
+    "unwrap",
+]
+
+#: Variable-cell relaxation by name: the ASE filter it goes through (``frechet``, the everyday protocol of Materials
+#: Project and Matbench Discovery; ``unit``, ASE's ``UnitCellFilter``; ``strain``, the cell alone, atoms fixed in
+#: fractional coordinates).
+CELL_FILTERS: dict[str, type[Filter]] = {"frechet": FrechetCellFilter, "unit": UnitCellFilter, "strain": StrainFilter}
 
 
 def unwrap(atoms: Any) -> tuple[Atoms, Filter | None]:
@@ -58,3 +81,55 @@ def describe_filter(filt: Filter) -> str:
     if isinstance(filt, StrainFilter):
         return f"{name}: only the cell moves (L-BFGS on the strain); the agent has no atoms to move"
     return f"{name}: the agent moves the atoms, L-BFGS on the filter's coordinates moves the cell"
+
+
+def cell_filter(name: str) -> type[Filter]:
+    """The filter class of a name of :data:`CELL_FILTERS`.
+
+    :raises ValueError: an unknown name (the known ones listed).
+    """
+    if not isinstance(name, str) or name.lower() not in CELL_FILTERS:
+        raise ValueError(f"cell must be one of {', '.join(CELL_FILTERS)} (or None: fixed cell), got {name!r}")
+    return CELL_FILTERS[name.lower()]
+
+
+def cell_fmax(filt: Filter) -> float:
+    """The largest cell row of the filter's generalised forces: what ASE compares with ``fmax`` for the cell, in the
+    filter's units (``FrechetCellFilter``, ``UnitCellFilter``: the virial over the number of atoms, eV;
+    ``StrainFilter``: the virial, eV)."""
+    forces = np.asarray(filt.get_forces(), dtype=np.float64).reshape(-1, 3)
+    rows = forces[0 if isinstance(filt, StrainFilter) else len(filt.atoms) :]
+    return float(np.sqrt((rows**2).sum(axis=1)).max(initial=0.0))
+
+
+def check_gives_stress(atoms: Atoms, calculator: str | None = None) -> None:
+    """Raise unless the calculator of ``atoms`` gives a finite stress for them, as a variable-cell relaxation needs.
+
+    The stress is asked once, of a copy of ``atoms`` (of a force-call counter, of the calculator it counts: the
+    check is not counted), so call it before any work.
+
+    :param atoms: a structure with its calculator.
+    :param calculator: how the calculator is named in the message (default: its class name).
+    :raises ValueError: no calculator, one that does not compute the stress, or a non-finite stress.
+    """
+    calc = atoms.calc.calculator if isinstance(atoms.calc, ForceCallCounter) else atoms.calc
+    if calc is None:
+        raise ValueError(f"{atoms.get_chemical_formula()}: attach a calculator (atoms.calc) before relaxing")
+    label = repr(calculator) if calculator is not None else type(calc).__name__
+    declared = getattr(calc, "implemented_properties", None)
+    if declared is not None and "stress" not in declared:
+        raise ValueError(
+            f"a variable-cell relaxation needs the stress, and calculator {label} gives none (it computes "
+            f"{', '.join(declared)})"
+        )
+    probe = atoms.copy()
+    probe.calc = calc
+    try:
+        stress = np.asarray(probe.get_stress(), dtype=np.float64)
+    except Exception as err:  # any calculator's failure becomes one line
+        message = " ".join(f"{type(err).__name__}: {err}".split())
+        raise ValueError(
+            f"a variable-cell relaxation needs the stress, and calculator {label} gives none ({message})"
+        ) from None
+    if not np.all(np.isfinite(stress)):
+        raise ValueError(f"calculator {label} gives a non-finite stress for {atoms.get_chemical_formula()}")
