@@ -303,6 +303,8 @@ def check_output_folder(path: Path, option: str) -> None:
 #: ``--model`` names of the shipped agents (any case) -> (name in agent_io.SHIPPED_AGENTS, relaxer label). These never
 #: mean a file of that name: ``./b2`` does.
 SHIPPED_MODEL_NAMES = {"default": ("alfe", "RL"), "alfe": ("alfe", "RL"), "b2": ("b2", "RL-B2")}
+#: ``relax --model`` value for :class:`~sb3_crystal.relax.LearnedCurvature` (the learned-Hessian relaxer, alone).
+LEARNED_CURVATURE = "learned-curvature"
 
 
 def load_cli_agent(name: str, allow_pickle: bool = False) -> Any:
@@ -696,6 +698,8 @@ def cmd_relax(args: argparse.Namespace) -> int:
         args.inputs = args.structures
         return cmd_relax_batch(args)
     args.structure = args.structures[0]
+    if args.model.lower() == LEARNED_CURVATURE:
+        return _relax_learned_curvature(args)
 
     from sb3_crystal.relax import HybridOptimizer, RLOptimizer, check_agent_can_relax
     from sb3_crystal.relax.agent_io import CalculatorMismatchWarning
@@ -752,6 +756,52 @@ def cmd_relax(args: argparse.Namespace) -> int:
             print(f"handover to {name}: after {optimizer.agent_steps} agent steps ({optimizer.handover_reason})")
         else:
             print(f"handover: none (the agent relaxed it in {optimizer.agent_steps} steps)")
+    print(f"wrote {args.out}" + (f" and {args.trajectory}" if args.trajectory else ""))
+    return 0 if converged else 1
+
+
+def _relax_learned_curvature(args: argparse.Namespace) -> int:
+    """``relax --model learned-curvature``: :class:`~sb3_crystal.relax.LearnedCurvature` alone (no finisher), at fixed
+    cell or through the ``--cell`` filter; the same checks before the first step as with an agent."""
+    from sb3_crystal.relax import LearnedCurvature
+    from sb3_crystal.structures.io import write_structure
+
+    if args.hybrid or args.finisher != "auto":
+        raise UserError(f"--model {LEARNED_CURVATURE} relaxes alone: --hybrid and --finisher do not apply")
+    atoms = read_one_structure(args.structure)
+    check_relax_input(atoms, args.structure, args.input_min_distance)
+    unknown = sorted(set(atoms.get_chemical_symbols()) - {"Al", "Fe"})
+    if unknown:
+        raise UserError(f"{args.structure}: the learned curvature models Al–Fe only, not {', '.join(unknown)}")
+    check_output_file(args.out, "--out", atoms)
+    if args.trajectory is not None:
+        check_trajectory_file(args.trajectory)
+    atoms.calc = make_cli_calculator(args.calculator)
+    check_calculator_evaluates(atoms, args.calculator, args.structure)
+    target = _cell_target(atoms, args)
+    logfile = None if args.quiet else "-"
+    trajectory = os.fspath(args.trajectory) if args.trajectory is not None else None
+    try:
+        optimizer = LearnedCurvature(target, logfile=logfile, trajectory=trajectory)
+        with optimizer, blas_threads(1) if args.cell is not None else contextlib.nullcontext():
+            converged = optimizer.run(fmax=args.fmax, steps=args.steps)
+    except (ValueError, TypeError) as err:
+        _remove(args.trajectory)
+        raise UserError(f"{args.structure}: {err}") from None
+    except BaseException:
+        _remove(args.trajectory)
+        raise
+    forces = target.get_forces()
+    fmax = float((forces**2).sum(axis=1).max() ** 0.5) if len(forces) else 0.0
+    try:
+        write_structure(atoms, args.out)
+    except (OSError, ValueError) as err:
+        raise UserError(f"cannot write '{args.out}': {err}") from err
+    print(f"converged: {'yes' if converged else 'no'} (fmax {fmax:.4g} eV/Å, target {args.fmax:g})")
+    print(f"force calls: {optimizer.force_calls}, steps: {optimizer.nsteps}, energy: {atoms.get_potential_energy():.6f} eV")
+    if args.cell is not None:
+        largest, volume = abs(atoms.get_stress()).max(), atoms.get_volume()
+        print(f"cell ({args.cell} filter): largest stress component {largest:.3g} eV/Å³, volume {volume:.4f} Å³")
     print(f"wrote {args.out}" + (f" and {args.trajectory}" if args.trajectory else ""))
     return 0 if converged else 1
 
@@ -824,6 +874,8 @@ def cmd_relax_batch(args: argparse.Namespace) -> int:
     from sb3_crystal.relax.batch import check_cell_setting
     from sb3_crystal.relax.batch_runner import run_batch
 
+    if args.model.lower() == LEARNED_CURVATURE:
+        raise UserError(f"--model {LEARNED_CURVATURE} relaxes one structure per call; a batch needs an agent")
     agent = load_cli_agent(args.model, allow_pickle=args.allow_pickle)  # a bad --model fails here, before any work
     make_cli_calculator(args.calculator)  # so does a bad --calculator
     try:
@@ -918,7 +970,9 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         default="default",
         metavar="MODEL",
         help="'default' (or 'alfe') = the shipped Al-Fe agent, 'b2' = the shipped B2 AlFe specialist (these names never "
-        "mean a file: write ./b2 for one); else an agent folder (weights only), or an SB3 zip with --allow-pickle",
+        "mean a file: write ./b2 for one); else an agent folder (weights only), or an SB3 zip with --allow-pickle; "
+        f"'{LEARNED_CURVATURE}' (one structure, not a batch) = the learned-Hessian relaxer LearnedCurvature alone, no "
+        "finisher (Al-Fe; with --cell it moves atoms and cell together through frechet)",
     )
     parser.add_argument(
         "--allow-pickle",

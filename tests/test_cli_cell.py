@@ -123,3 +123,40 @@ def test_relax_cell_batch_with_a_calculator_without_stress_is_one_line(strained_
 def test_relax_cell_with_an_unknown_filter_is_an_argument_error(strained, capsys):
     assert main(["relax", str(strained), "--cell", "bogus"]) == 2
     assert "invalid choice: 'bogus'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("cell", [[], ["--cell"]])
+def test_relax_with_the_learned_curvature_alone(strained, cell, tmp_path, capsys):
+    """``--model learned-curvature``: LearnedCurvature relaxes the structure (and with --cell its cell) alone."""
+    from ase.filters import FrechetCellFilter
+
+    from sb3_crystal.calculators import make_calculator
+    from sb3_crystal.relax import LearnedCurvature
+
+    out = tmp_path / "relaxed.extxyz"
+    argv = ["relax", str(strained), "--model", "learned-curvature", *cell, "--quiet", "--fmax", "0.02", "--out", str(out)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "converged: yes" in printed and "handover" not in printed
+    calls = int(printed.split("force calls: ")[1].split(",")[0])
+    atoms = read(strained)  # the same relaxation through the Python API: the same force calls, the same minimum
+    atoms.calc = make_calculator("lammps")
+    optimizer = LearnedCurvature(FrechetCellFilter(atoms) if cell else atoms, logfile=None)
+    assert optimizer.run(fmax=0.02, steps=200)
+    assert optimizer.force_calls == calls
+    relaxed = read(out)
+    assert relaxed.get_potential_energy() == pytest.approx(atoms.get_potential_energy(), abs=1e-3)
+    np.testing.assert_allclose(relaxed.cell.cellpar(), atoms.cell.cellpar(), atol=1e-6)
+
+
+def test_learned_curvature_refuses_what_does_not_apply(strained, tmp_path, capsys):
+    out = str(tmp_path / "x.extxyz")
+    assert main(["relax", str(strained), "--model", "learned-curvature", "--finisher", "FIRE", "--out", out]) == 2
+    assert "relaxes alone" in capsys.readouterr().err
+    assert main(["relax", str(strained), str(strained), "--model", "learned-curvature", "--out-dir", str(tmp_path / "o")]) == 2
+    assert "one structure per call" in capsys.readouterr().err
+    copper = bulk("Cu", "fcc", a=3.6, cubic=True)
+    write(tmp_path / "cu.cif", copper)
+    assert main(["relax", str(tmp_path / "cu.cif"), "--model", "learned-curvature", "--calculator", "emt", "--out", out]) == 2
+    assert "Al–Fe only" in capsys.readouterr().err
+    assert not (tmp_path / "x.extxyz").exists()
