@@ -703,7 +703,6 @@ def cmd_relax(args: argparse.Namespace) -> int:
 
     from sb3_crystal.relax import HybridOptimizer, RLOptimizer, check_agent_can_relax
     from sb3_crystal.relax.agent_io import CalculatorMismatchWarning
-    from sb3_crystal.structures.io import write_structure
 
     atoms = read_one_structure(args.structure)
     check_relax_input(atoms, args.structure, args.input_min_distance)
@@ -722,17 +721,37 @@ def cmd_relax(args: argparse.Namespace) -> int:
 
     logfile = None if args.quiet else "-"
     trajectory = os.fspath(args.trajectory) if args.trajectory is not None else None
-    try:
+
+    def build() -> Any:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", CalculatorMismatchWarning)  # said above, in one line
             if args.agent_only:
-                optimizer: Any = RLOptimizer(target, agent, logfile=logfile, trajectory=trajectory)
-            else:
-                optimizer = HybridOptimizer(
-                    target, agent, switch_fmax=args.switch_fmax, finisher=args.finisher, logfile=logfile, trajectory=trajectory
-                )
-            with optimizer, blas_threads(1) if args.cell is not None else contextlib.nullcontext():
-                converged = optimizer.run(fmax=args.fmax, steps=args.steps)  # the cell filter's 3×3 algebra: 1 thread
+                return RLOptimizer(target, agent, logfile=logfile, trajectory=trajectory)
+            return HybridOptimizer(
+                target, agent, switch_fmax=args.switch_fmax, finisher=args.finisher, logfile=logfile, trajectory=trajectory
+            )
+
+    optimizer, converged = _run_and_write(build, atoms, target, args)
+    if not args.agent_only:
+        if optimizer.handover_reason:
+            name = optimizer.finisher_class.__name__
+            print(f"handover to {name}: after {optimizer.agent_steps} agent steps ({optimizer.handover_reason})")
+        else:
+            print(f"handover: none (the agent relaxed it in {optimizer.agent_steps} steps)")
+    print(f"wrote {args.out}" + (f" and {args.trajectory}" if args.trajectory else ""))
+    return 0 if converged else 1
+
+
+def _run_and_write(build: Any, atoms: Any, target: Any, args: argparse.Namespace) -> tuple[Any, bool]:
+    """Run the optimizer ``build()`` makes on ``target`` (``atoms`` or its cell filter), write ``atoms`` to ``--out``
+    and print the result; a relaxer's own check of the input becomes a :class:`UserError`, and a failed run leaves no
+    trajectory behind."""
+    from sb3_crystal.structures.io import write_structure
+
+    try:
+        optimizer = build()
+        with optimizer, blas_threads(1) if args.cell is not None else contextlib.nullcontext():
+            converged = optimizer.run(fmax=args.fmax, steps=args.steps)  # the cell filter's 3×3 algebra: 1 thread
     except (ValueError, TypeError) as err:  # the relaxers' own checks of the agent and the structure
         _remove(args.trajectory)
         raise UserError(f"{args.structure}: {err}") from None
@@ -750,21 +769,13 @@ def cmd_relax(args: argparse.Namespace) -> int:
     if args.cell is not None:
         largest, volume = abs(atoms.get_stress()).max(), atoms.get_volume()
         print(f"cell ({args.cell} filter): largest stress component {largest:.3g} eV/Å³, volume {volume:.4f} Å³")
-    if not args.agent_only:
-        if optimizer.handover_reason:
-            name = optimizer.finisher_class.__name__
-            print(f"handover to {name}: after {optimizer.agent_steps} agent steps ({optimizer.handover_reason})")
-        else:
-            print(f"handover: none (the agent relaxed it in {optimizer.agent_steps} steps)")
-    print(f"wrote {args.out}" + (f" and {args.trajectory}" if args.trajectory else ""))
-    return 0 if converged else 1
+    return optimizer, bool(converged)
 
 
 def _relax_learned_curvature(args: argparse.Namespace) -> int:
     """``relax --model learned-curvature``: :class:`~sb3_crystal.relax.LearnedCurvature` alone (no finisher), at fixed
     cell or through the ``--cell`` filter; the same checks before the first step as with an agent."""
     from sb3_crystal.relax import LearnedCurvature
-    from sb3_crystal.structures.io import write_structure
 
     if args.hybrid or args.finisher != "auto":
         raise UserError(f"--model {LEARNED_CURVATURE} relaxes alone: --hybrid and --finisher do not apply")
@@ -781,27 +792,9 @@ def _relax_learned_curvature(args: argparse.Namespace) -> int:
     target = _cell_target(atoms, args)
     logfile = None if args.quiet else "-"
     trajectory = os.fspath(args.trajectory) if args.trajectory is not None else None
-    try:
-        optimizer = LearnedCurvature(target, logfile=logfile, trajectory=trajectory)
-        with optimizer, blas_threads(1) if args.cell is not None else contextlib.nullcontext():
-            converged = optimizer.run(fmax=args.fmax, steps=args.steps)
-    except (ValueError, TypeError) as err:
-        _remove(args.trajectory)
-        raise UserError(f"{args.structure}: {err}") from None
-    except BaseException:
-        _remove(args.trajectory)
-        raise
-    forces = target.get_forces()
-    fmax = float((forces**2).sum(axis=1).max() ** 0.5) if len(forces) else 0.0
-    try:
-        write_structure(atoms, args.out)
-    except (OSError, ValueError) as err:
-        raise UserError(f"cannot write '{args.out}': {err}") from err
-    print(f"converged: {'yes' if converged else 'no'} (fmax {fmax:.4g} eV/Å, target {args.fmax:g})")
-    print(f"force calls: {optimizer.force_calls}, steps: {optimizer.nsteps}, energy: {atoms.get_potential_energy():.6f} eV")
-    if args.cell is not None:
-        largest, volume = abs(atoms.get_stress()).max(), atoms.get_volume()
-        print(f"cell ({args.cell} filter): largest stress component {largest:.3g} eV/Å³, volume {volume:.4f} Å³")
+    _, converged = _run_and_write(
+        lambda: LearnedCurvature(target, logfile=logfile, trajectory=trajectory), atoms, target, args
+    )
     print(f"wrote {args.out}" + (f" and {args.trajectory}" if args.trajectory else ""))
     return 0 if converged else 1
 

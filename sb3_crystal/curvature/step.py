@@ -141,19 +141,7 @@ def curvature_step(
     if hessian.shape != (3 * n, 3 * n):
         raise ValueError(f"hessian must be ({3 * n}, {3 * n}) for {n} atoms, got {hessian.shape}")
     basis, b = regularised_hessian(hessian, min_curvature)
-    for k, (s, y) in enumerate(history_pairs):
-        s = np.asarray(s, dtype=np.float64).ravel()
-        y = np.asarray(y, dtype=np.float64).ravel()
-        if s.shape != (3 * n,) or y.shape != (3 * n,):
-            raise ValueError(f"history_pairs[{k}]: s {s.shape} and y {y.shape} must hold 3N = {3 * n} numbers each")
-        if not (np.all(np.isfinite(s)) and np.all(np.isfinite(y))):
-            raise ValueError(f"history_pairs[{k}] holds NaN or infinite entries")
-        s, y = basis.T @ s, basis.T @ y
-        sy, ss = float(s @ y), float(s @ s)
-        if ss <= 1e-20 or sy < MIN_PAIR_CURVATURE * ss:
-            continue
-        bs = b @ s
-        b = b - np.outer(bs, bs) / float(s @ bs) + np.outer(y, y) / sy
+    b = _bfgs_update(b, basis, history_pairs, 3 * n)
     gradient_free = basis.T @ forces.ravel()
     step = (basis @ np.linalg.solve(0.5 * (b + b.T), gradient_free)).reshape(n, 3)
     longest = float(np.linalg.norm(step, axis=1).max()) if n else 0.0
