@@ -6,9 +6,11 @@ Usage::
 
     python benchmarks/cell_relaxation.py                          # the documented run (about 15 min on 2 cores)
     python benchmarks/cell_relaxation.py --groups b2_2 --starts-per-cell 2 --out results/cell_quick   # a quick look
+    python benchmarks/cell_relaxation.py --split test             # the one-time test-split report
 
 **Starts.** Fixed before the run and drawn from the *validation* split only
-(:func:`sb3_crystal.structures.families.test_family`):
+(:func:`sb3_crystal.structures.families.test_family`), or with ``--split test`` from the *test* split only (the same
+recipe with the test split's cells and master seeds; for the final report, never for choosing anything):
 
 - ``random_4-8``: the first cells of ``random_4-8_beta0.3`` (random Al–Fe cells of 4–8 atoms, fixed-cell minima);
 - ``b2_defect_16`` and ``bcc_solid_solution_16``: the first cells of those families (ideal sites);
@@ -20,7 +22,7 @@ off-diagonal strains ``ε_yz, ε_xz, ε_xy ~ U(−3 %, +3 %)`` (the deformation 
 the volume changes by exactly ``v``; atoms follow the cell), then a rattle ``0.05·U(−1, 1)`` Å per coordinate
 (:func:`~sb3_crystal.structures.geometry.distort`, no two atoms closer than 1.5 Å). Start ``k`` of cell ``j`` of a
 group draws ``v``, then ``ε``, then the rattle from ``default_rng(SeedSequence(S, spawn_key=(15, g, j, k)))``, where
-``S`` is the validation master seed of the group's family (:func:`~sb3_crystal.structures.families.family_seed`;
+``S`` is the validation (or test) master seed of the group's family (:func:`~sb3_crystal.structures.families.family_seed`;
 ``b2_defect_16``'s for the two B2 groups) and ``g`` is 0 for a family's own cells, 1 for ``b2_2`` and 2 for
 ``b2_16``; the spawn key keeps these draws apart from the family's own cells and starts, which use other keys.
 
@@ -40,7 +42,13 @@ filter's generalised forces (atoms in eV/Å, cell rows in the filter's units) is
 ``--max-calls`` force calls; a failure (budget spent, agent stalled, optimizer error) counts in the statistics at
 the budget, so medians and means never drop a start.
 
-Writes ``<out>.md`` (tables, command, seeds), ``<out>.csv`` (one row per run) and ``<out>.png``.
+**Test split.** Before any relaxation every cell is compared with pymatgen's ``StructureMatcher`` (the settings of
+``fit_curvature.py``'s check) with the shipped curvature models' fitting structures, rebuilt by
+``benchmarks/fit_curvature.py`` (:func:`check_cells`, under a minute); a matching cell is left out of the run and
+named on the page, which also lists the cells matching the validation split's cells and every failed run.
+
+Writes ``<out>.md`` (tables, command, seeds), ``<out>.csv`` (one row per run) and ``<out>.png``; by default
+``docs/data/cell_relaxation`` (validation) or ``docs/data/cell_relaxation_test`` (test).
 """
 
 from __future__ import annotations
@@ -60,7 +68,7 @@ import shlex
 import sys
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,7 +83,7 @@ from sb3_crystal.benchmark.classical import RELAXATION_FAILURES
 from sb3_crystal.calculators import ForceCallCounter, make_calculator
 from sb3_crystal.relax import CrystalAgent, HybridOptimizer, LearnedCurvature, RLOptimizer
 from sb3_crystal.relax.agent_io import load_default_agent
-from sb3_crystal.structures.families import START_MIN_DISTANCE, family_seed, test_family
+from sb3_crystal.structures.families import SPLITS, START_MIN_DISTANCE, family_seed, test_family, training_matches
 from sb3_crystal.structures.generators import SolidSolutionGenerator
 from sb3_crystal.structures.geometry import distort
 
@@ -91,6 +99,7 @@ VOLUME_CHANGE = 0.05
 SHEAR = 0.03
 RATTLE = 0.05
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "docs" / "data" / "cell_relaxation"
+DEFAULT_TEST_OUT = DEFAULT_OUT.with_name("cell_relaxation_test")
 
 CLASSICAL: dict[str, type[Optimizer]] = {
     "FIRE": FIRE,
@@ -142,11 +151,14 @@ GROUPS: dict[str, Group] = {
 }
 
 
-def group_cells(group: Group, n_cells: int | None = None) -> list[Atoms]:
-    """The cells of a group (the first ``n_cells``, default the group's), each with ``info["name"]``."""
+def group_cells(group: Group, n_cells: int | None = None, split: str = "validation") -> list[Atoms]:
+    """The cells of a group (the first ``n_cells``, default the group's), each with ``info["name"]``.
+
+    :param split: the family split the cells come from (the B2 cells have no random draw: the same in both).
+    """
     count = group.n_cells if n_cells is None else min(int(n_cells), group.n_cells)
     if group.variant == 0:
-        cells = test_family(group.family, "validation", n_cells=count).cells
+        cells = test_family(group.family, split, n_cells=count).cells
     else:
         size = 1 if group.name == "b2_2" else 2
         cell = SolidSolutionGenerator("b2", size=size, rattle=0.0).ideal(np.random.default_rng(0))  # no random draw
@@ -174,11 +186,14 @@ def strained_start(cell: Atoms, rng: np.random.Generator) -> tuple[Atoms, float,
     return start, volume_change, shear
 
 
-def group_starts(group: Group, starts_per_cell: int, n_cells: int | None = None) -> list[Atoms]:
-    """The starts of a group (see the module docstring), with ``info`` naming cell, seed, volume change and shear."""
-    base = family_seed(group.family, "validation")
+def group_starts(group: Group, starts_per_cell: int, n_cells: int | None = None, split: str = "validation") -> list[Atoms]:
+    """The starts of a group (see the module docstring), with ``info`` naming cell, seed, volume change and shear.
+
+    :param split: ``"validation"`` or ``"test"``: the split of the cells and of the master seed ``S``.
+    """
+    base = family_seed(group.family, split)
     starts = []
-    for j, cell in enumerate(group_cells(group, n_cells)):
+    for j, cell in enumerate(group_cells(group, n_cells, split)):
         for k in range(starts_per_cell):
             key = (SPAWN_PREFIX, group.variant, j, k)
             start, volume_change, shear = strained_start(
@@ -194,6 +209,97 @@ def group_starts(group: Group, starts_per_cell: int, n_cells: int | None = None)
             }
             starts.append(start)
     return starts
+
+
+def fitting_sets(left_out: bool = False) -> list[tuple[str, Atoms]]:
+    """The structures the shipped curvature models were fitted to, as ``benchmarks/fit_curvature.py`` builds them,
+    each named: the atoms-only model's (``alfe_pair_model.json``: the distorted structures), the cell model's
+    (``alfe_cell_model.json``: the same structures under their homogeneous deformations) and the undistorted cells
+    both were made from (the fit's own family check compares those too).
+
+    :param left_out: instead, the structures the fits left out (their family check against the validation and
+        test family cells, recorded in each model's ``info``), to show that check at work. Without it the count
+        that remains is checked against the models' ``n_fit + n_held_out``.
+    """
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import fit_curvature as fit
+
+    from sb3_crystal.curvature import load_cell_model, load_model
+
+    structures = fit.training_structures(1.0)
+    out: list[tuple[str, Atoms]] = []
+    for label, model in (("atoms model", load_model()), ("cell model", load_cell_model())):
+        info = model.info
+        dropped = {int(note.split()[2]) for note in info["family_check"]["matches_left_out"]}
+        kept = [k for k in range(len(structures)) if (k in dropped) == left_out]
+        if not left_out and len(kept) != info["n_fit"] + info["n_held_out"]:
+            raise RuntimeError(
+                f"{label}: {len(kept)} fitting structures rebuilt, the model file says "
+                f"{info['n_fit'] + info['n_held_out']}: fit_curvature.py no longer builds what the model was fitted to"
+            )
+        what = "left out of the fit" if left_out else "fitting structure"
+        for k in kept:
+            source, atoms, reference = structures[k]
+            if label == "cell model":
+                atoms = fit.strained(atoms, fit._rng(fit.STRAIN_OFFSET + k))
+            out.append((f"{label}: {what} {k} ({source})", atoms))
+            if label == "atoms model":  # the cell model's are the same cells
+                out.append((f"undistorted cell of {what} {k} ({source})", reference))
+    return out
+
+
+def fitting_matches(cells: Sequence[Atoms], others: Sequence[tuple[str, Atoms]]) -> dict[str, list[str]]:
+    """Cell name → the names of the structures of ``others`` (e.g. :func:`fitting_sets`) that pymatgen's
+    ``StructureMatcher`` calls the same structure (:func:`~sb3_crystal.structures.families.training_matches`, the
+    tolerances of the fits' own check: volume scaled, primitive cells); cells with no match are absent."""
+    matches: dict[str, list[str]] = {}
+    for i, k in training_matches(cells, [atoms for _, atoms in others]):
+        matches.setdefault(cells[i].info["name"], []).append(others[k][0])
+    return matches
+
+
+@dataclass
+class FitCheck:
+    """What :func:`check_cells` found for the cells of a split.
+
+    :param cells: the cells checked, by name.
+    :param n_fitting: structures compared (both models' fitting structures and their undistorted cells).
+    :param fitted: cell → matching fitting structures (these cells are left out of the run).
+    :param n_left_out: structures the fits left out by their own family check.
+    :param left_out: cell → matching structures among those left out (the fits' check at work; not a problem).
+    :param validation: cell → matching cells of the validation split's groups (the starts the method was
+        developed on; listed, not left out).
+    :param seconds: time the check took.
+    """
+
+    cells: list[str]
+    n_fitting: int
+    fitted: dict[str, list[str]]
+    n_left_out: int
+    left_out: dict[str, list[str]]
+    validation: dict[str, list[str]]
+    seconds: float
+
+
+def check_cells(groups: Sequence[Group], split: str, n_cells: int | None = None) -> FitCheck:
+    """Compare every cell of ``groups`` in ``split`` with the curvature models' fitting structures
+    (:func:`fitting_sets`), with the structures the fits left out, and with the validation split's cells."""
+    t0 = time.perf_counter()
+    cells = [cell for group in groups for cell in group_cells(group, n_cells, split)]
+    fitting = fitting_sets()
+    dropped = fitting_sets(left_out=True)
+    validation = [
+        (f"validation:{cell.info['name']}", cell) for group in groups for cell in group_cells(group, n_cells, "validation")
+    ]
+    return FitCheck(
+        cells=[cell.info["name"] for cell in cells],
+        n_fitting=len(fitting),
+        fitted=fitting_matches(cells, fitting),
+        n_left_out=len(dropped),
+        left_out=fitting_matches(cells, dropped),
+        validation=fitting_matches(cells, validation),
+        seconds=time.perf_counter() - t0,
+    )
 
 
 def make_optimizer(name: str, filt: FrechetCellFilter, agents: dict[str, CrystalAgent]) -> Optimizer:
@@ -284,12 +390,16 @@ def run(
     max_calls: int = MAX_CALLS,
     gpmin_max_atoms: int = GPMIN_MAX_ATOMS,
     progress: Callable[[str], None] | None = print,
+    split: str = "validation",
+    skip_cells: Collection[str] = (),
 ) -> tuple[list[dict[str, Any]], list[list[Atoms]]]:
     """Every start of every group with every optimizer of ``optimizers`` (names of :data:`OPTIMIZER_NAMES`).
 
     The shipped agent is loaded once; the zero-action agent is built per group with ``n_max`` the group's
     largest cell (its observation slots; the zero action does not depend on them).
 
+    :param split: the split of the cells and seeds (:func:`group_starts`).
+    :param skip_cells: names of cells whose starts are left out (cells that match a fitting structure).
     :return: the rows (:func:`relax_start`) and the starts of each group.
     """
     unknown = [name for name in optimizers if name not in OPTIMIZER_NAMES]
@@ -301,7 +411,13 @@ def run(
     all_starts, rows = [], []
     for group in groups:
         t0 = time.perf_counter()
-        starts = group_starts(group, starts_per_cell[group.name], n_cells)
+        starts = [
+            start
+            for start in group_starts(group, starts_per_cell[group.name], n_cells, split)
+            if start.info["cell"] not in skip_cells
+        ]
+        if not starts:
+            raise ValueError(f"group {group.name}: every cell is in skip_cells, no start left")
         all_starts.append(starts)
         n_max = max(len(start) for start in starts)
         agents: dict[str, CrystalAgent] = {} if shipped is None else {"shipped": shipped}
@@ -414,6 +530,113 @@ def stop_counts(rows: list[dict[str, Any]], group: str, optimizer: str) -> str:
     return ", ".join(f"{what}: {n}" for what, n in sorted(counts.items(), key=lambda item: -item[1]))
 
 
+def higher_than_best(rows: list[dict[str, Any]], summary: list[dict[str, Any]]) -> dict[tuple[str, str], tuple[int, int]]:
+    """(group, optimizer) → (converged runs ending more than :data:`HIGHER_MINIMUM` meV/atom above the final energy
+    of the group's best classical optimizer (:func:`best_classical`) from the same start, converged runs compared);
+    a start counts only where that optimizer converged too."""
+    best = {}
+    for group in dict.fromkeys(s["group"] for s in summary):
+        found = best_classical([s for s in summary if s["group"] == group])
+        if found is not None:
+            best[group] = found["optimizer"]
+    reference = {
+        (row["group"], row["cell"], int(row["start"])): float(row["final_energy_per_atom"])
+        for row in rows
+        if row["success"] and best.get(row["group"]) == row["optimizer"]
+    }
+    out: dict[tuple[str, str], tuple[int, int]] = {}
+    for row in rows:
+        energy = reference.get((row["group"], row["cell"], int(row["start"])))
+        if not row["success"] or energy is None:
+            continue
+        higher, compared = out.get((row["group"], row["optimizer"]), (0, 0))
+        above = 1e3 * (float(row["final_energy_per_atom"]) - energy) > HIGHER_MINIMUM
+        out[(row["group"], row["optimizer"])] = (higher + int(above), compared + 1)
+    return out
+
+
+def _matches_text(matches: dict[str, list[str]]) -> str:
+    return "; ".join(
+        f"{cell}: {len(found)} ({', '.join(found[:3])}{', …' if len(found) > 3 else ''})" for cell, found in matches.items()
+    )
+
+
+def _test_sections(
+    rows: list[dict[str, Any]],
+    summary: list[dict[str, Any]],
+    groups: Sequence[Group],
+    check: FitCheck | None,
+    max_calls: int,
+) -> list[str]:
+    """The test page's extra sections (see :func:`markdown`)."""
+    lines = ["", "## Unseen by the curvature fits", ""]
+    if check is None:
+        lines.append("Not checked in this run (`--no-fit-check`).")
+    else:
+        lines += [
+            f"Every cell of this run ({len(check.cells)}) was compared, before any relaxation, with pymatgen's "
+            "`StructureMatcher` (ltol 0.2, stol 0.3, angle_tol 5°, primitive cells, volume scaled: the settings of "
+            f"`benchmarks/fit_curvature.py`'s own check) with the {check.n_fitting} structures of the shipped "
+            "curvature models' fits (the atoms-only model's fitting structures, their undistorted cells, and the "
+            f"cell model's strained fitting structures), rebuilt by `fit_curvature.py` ({check.seconds:.0f} s).",
+            "",
+            f"- **Cells matching a fitting structure: {len(check.fitted)}**"
+            + (f", left out of the run: {_matches_text(check.fitted)}." if check.fitted else "."),
+            f"- The fits' own check at work: against the {check.n_left_out} structures the fits left out because they "
+            f"matched a validation or test family cell, {len(check.left_out)} of the {len(check.cells)} cells match"
+            + (f": {_matches_text(check.left_out)}." if check.left_out else "."),
+            f"- Against the validation split's cells of the same groups (the starts the relaxers were developed on; "
+            f"listed, not left out): {len(check.validation)} of the {len(check.cells)} cells match"
+            + (f": {_matches_text(check.validation)}." if check.validation else "."),
+        ]
+    higher = higher_than_best(rows, summary)
+    ratio = ratios(summary)
+    lines += [
+        "",
+        "## The package's relaxers against the best classical optimizer",
+        "",
+        "Higher minimum (best): converged runs ending more than "
+        f"{HIGHER_MINIMUM:g} meV/atom above the final energy of the group's best classical optimizer from the same "
+        "start, of the runs compared (starts where both converged).",
+        "",
+        "| group | best classical (median) | relaxer | median | ratio | converged | failed | higher minimum (best) |",
+        "|---|---|---|--:|--:|--:|--:|--:|",
+    ]
+    for group in groups:
+        block = [s for s in summary if s["group"] == group.name]
+        best = best_classical(block)
+        best_text = f"{best['optimizer']} ({_number(best['median'])})" if best else "–"
+        for s in block:
+            if s["optimizer"] in CLASSICAL:
+                continue
+            k, n = higher.get((group.name, s["optimizer"]), (0, 0))
+            failed = round((1.0 - s["converged"]) * s["n"])
+            lines.append(
+                f"| {group.name} | {best_text} | {s['optimizer']} | {_number(s['median'])} | "
+                f"{_number(ratio[(group.name, s['optimizer'])], 2)} | {s['converged']:.0%} | {failed} of {s['n']} | "
+                f"{k} of {n} |"
+            )
+    failures = [row for row in rows if not row["success"]]
+    lines += [
+        "",
+        "## Failed runs",
+        "",
+        f"Every run that did not converge within {max_calls} force calls ({len(failures)} of {len(rows)}).",
+        "",
+    ]
+    if failures:
+        lines += [
+            "| group | optimizer | cell | start | force calls | final fmax | stop | error |",
+            "|---|---|---|--:|--:|--:|---|---|",
+        ]
+        for row in failures:
+            lines.append(
+                f"| {row['group']} | {row['optimizer']} | {row['cell']} | {row['start']} | {row['force_calls']} | "
+                f"{float(row['final_fmax']):.3g} | {row['stop'] or '–'} | {row['error'] or '–'} |"
+            )
+    return lines
+
+
 def markdown(
     rows: list[dict[str, Any]],
     summary: list[dict[str, Any]],
@@ -424,14 +647,21 @@ def markdown(
     fmax: float,
     max_calls: int,
     gpmin_max_atoms: int,
+    split: str = "validation",
+    check: FitCheck | None = None,
 ) -> str:
-    """The results page: command, starts, the table per group, the target check."""
+    """The results page: command, starts, the table per group, the target check.
+
+    Beyond the validation page, a test page (``split`` not ``"validation"``) has the cells' check against the
+    curvature fits (``check``), a table of each package relaxer against the group's best classical optimizer
+    start by start, and every failed run.
+    """
     ratio = ratios(summary)
     lines = [
         "# Variable-cell relaxation through FrechetCellFilter",
         "",
-        f"Validation split. Produced by (from the repository root, {elapsed / 60:.1f} min on this machine's shared CPU, "
-        f"{platform.processor() or platform.machine()}):",
+        f"{split.capitalize()} split. Produced by (from the repository root, {elapsed / 60:.1f} min on this machine's "
+        f"shared CPU, {platform.processor() or platform.machine()}):",
         "",
         "```",
         command,
@@ -453,9 +683,9 @@ def markdown(
         "",
         "## Starts",
         "",
-        "Seeded from the validation split only (see the script's docstring): start k of cell j of a group is drawn "
-        f"from `default_rng(SeedSequence(S, spawn_key=({SPAWN_PREFIX}, g, j, k)))`, S the validation master seed "
-        "of the group's family (`family_seed(family, 'validation')`), g 0 for a family's own cells, 1 for b2_2, 2 "
+        f"Seeded from the {split} split only (see the script's docstring): start k of cell j of a group is drawn "
+        f"from `default_rng(SeedSequence(S, spawn_key=({SPAWN_PREFIX}, g, j, k)))`, S the {split} master seed "
+        f"of the group's family (`family_seed(family, '{split}')`), g 0 for a family's own cells, 1 for b2_2, 2 "
         f"for b2_16; volume change U(±{VOLUME_CHANGE:.0%}), off-diagonal strains U(±{SHEAR:.0%}), then a "
         f"{RATTLE:g}·U(−1, 1) Å rattle.",
         "",
@@ -467,7 +697,7 @@ def markdown(
         span = f"{sizes[0]}" if len(sizes) == 1 else f"{sizes[0]}–{sizes[-1]}"
         n_cells = len({s.info["cell"] for s in group_starts_})
         lines.append(
-            f"| {group.name} | {group.family} ({family_seed(group.family, 'validation')}) | {n_cells} | "
+            f"| {group.name} | {group.family} ({family_seed(group.family, split)}) | {n_cells} | "
             f"{len(group_starts_)} | {span} | {group.description} |"
         )
     lines += [
@@ -528,11 +758,19 @@ def markdown(
         for name, *_ in PACKAGE:
             if any(s["group"] == group.name and s["optimizer"] == name for s in summary):
                 lines.append(f"| {group.name} | {name} | {stop_counts(rows, group.name, name)} |")
+    if split != "validation":
+        lines += _test_sections(rows, summary, groups, check, max_calls)
     lines.append("")
     return "\n".join(lines)
 
 
-def plot(summary: list[dict[str, Any]], groups: Sequence[Group], path: Path, max_calls: int = MAX_CALLS) -> None:
+def plot(
+    summary: list[dict[str, Any]],
+    groups: Sequence[Group],
+    path: Path,
+    max_calls: int = MAX_CALLS,
+    split: str = "validation",
+) -> None:
     """Bars of median force calls per group and optimizer, p10–p90 whiskers, converged fraction written when < 100 %."""
     import matplotlib
 
@@ -560,7 +798,7 @@ def plot(summary: list[dict[str, Any]], groups: Sequence[Group], path: Path, max
     ax.set_yscale("log")
     ax.set_ylim(top=2.2 * max_calls)
     ax.set_ylabel(f"force calls to fmax (median, p10–p90; failures at {max_calls})")
-    ax.set_title("FrechetCellFilter, validation starts (% at the top: converged fraction, when below 100 %)")
+    ax.set_title(f"FrechetCellFilter, {split} starts (% at the top: converged fraction, when below 100 %)")
     ax.grid(True, axis="y", which="both", alpha=0.3)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=5, fontsize="x-small")
     fig.tight_layout()
@@ -578,17 +816,20 @@ def write_outputs(
     fmax: float = FMAX,
     max_calls: int = MAX_CALLS,
     gpmin_max_atoms: int = GPMIN_MAX_ATOMS,
+    split: str = "validation",
+    check: FitCheck | None = None,
 ) -> list[dict[str, Any]]:
-    """Write ``<out>.csv``, ``<out>.md`` and ``<out>.png``; :return: the summary."""
+    """Write ``<out>.csv``, ``<out>.md`` and ``<out>.png`` (``split`` and ``check``: see :func:`markdown`);
+    :return: the summary."""
     summary = summarize(rows, max_calls)
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out.with_suffix(".csv"), "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    text = markdown(rows, summary, groups, starts, command, elapsed, fmax, max_calls, gpmin_max_atoms)
+    text = markdown(rows, summary, groups, starts, command, elapsed, fmax, max_calls, gpmin_max_atoms, split, check)
     out.with_suffix(".md").write_text(text, encoding="utf-8")
-    plot(summary, groups, out.with_suffix(".png"), max_calls)
+    plot(summary, groups, out.with_suffix(".png"), max_calls, split)
     return summary
 
 
@@ -627,24 +868,60 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fmax", type=float, default=FMAX, help="eV/Å, atoms and the filter's cell rows")
     parser.add_argument("--max-calls", type=int, default=MAX_CALLS, help="force-call budget per run")
     parser.add_argument("--gpmin-max-atoms", type=int, default=GPMIN_MAX_ATOMS)
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output path without suffix")
+    parser.add_argument(
+        "--split",
+        choices=SPLITS,
+        default="validation",
+        help="cells and seeds of this split (test: the one-time final report, checked against the curvature fits)",
+    )
+    parser.add_argument("--no-fit-check", action="store_true", help="test split: skip the check against the fits")
+    parser.add_argument(
+        "--out", type=Path, default=None, help=f"output path without suffix (default {DEFAULT_OUT.name}[_test])"
+    )
     args = parser.parse_args(argv)
+    out = args.out if args.out is not None else DEFAULT_OUT if args.split == "validation" else DEFAULT_TEST_OUT
     given = sys.argv[1:] if argv is None else argv
     command = shlex.join(["python", "benchmarks/cell_relaxation.py", *given])
     groups = [GROUPS[name] for name in args.groups]
     counts = _starts_per_cell(args.starts_per_cell, args.groups)
     optimizers = [name for name in OPTIMIZER_NAMES if name in args.optimizers]
+    check = None
+    if args.split != "validation" and not args.no_fit_check:
+        check = check_cells(groups, args.split, args.n_cells)
+        print(
+            f"{len(check.cells)} {args.split} cells against {check.n_fitting} fitting structures: "
+            f"{len(check.fitted)} match{' (left out): ' + _matches_text(check.fitted) if check.fitted else ''}; "
+            f"against the {check.n_left_out} the fits left out: {len(check.left_out)} match; against the validation "
+            f"cells: {len(check.validation)} match ({check.seconds:.0f} s)",
+            flush=True,
+        )
+        names = {group.name: {cell.info["name"] for cell in group_cells(group, args.n_cells, args.split)} for group in groups}
+        groups = [group for group in groups if not names[group.name] <= set(check.fitted)]
+        if not groups:
+            raise SystemExit("every cell matches a fitting structure: nothing left to run")
     t0 = time.perf_counter()
-    rows, starts = run(groups, optimizers, counts, args.n_cells, args.fmax, args.max_calls, args.gpmin_max_atoms)
+    rows, starts = run(
+        groups,
+        optimizers,
+        counts,
+        args.n_cells,
+        args.fmax,
+        args.max_calls,
+        args.gpmin_max_atoms,
+        split=args.split,
+        skip_cells=set(check.fitted) if check else (),
+    )
     elapsed = time.perf_counter() - t0
-    summary = write_outputs(rows, groups, starts, args.out, command, elapsed, args.fmax, args.max_calls, args.gpmin_max_atoms)
+    summary = write_outputs(
+        rows, groups, starts, out, command, elapsed, args.fmax, args.max_calls, args.gpmin_max_atoms, args.split, check
+    )
     ratio = ratios(summary)
     for s in summary:
         print(
             f"{s['group']:<22s} {s['optimizer']:<24s} median {s['median']:6.1f}  converged {s['converged']:4.0%}  "
             f"ratio {ratio[(s['group'], s['optimizer'])]:.2f}"
         )
-    print(f"wrote {args.out}.md/.csv/.png in {elapsed / 60:.1f} min")
+    print(f"wrote {out}.md/.csv/.png in {elapsed / 60:.1f} min")
 
 
 if __name__ == "__main__":

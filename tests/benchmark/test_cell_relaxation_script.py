@@ -139,3 +139,62 @@ def test_failures_count_at_the_budget_and_higher_minima_are_named(script):
 def test_unknown_optimizer_is_refused_before_any_work(script):
     with pytest.raises(ValueError, match="unknown optimizer"):
         script.run([script.GROUPS["b2_2"]], ["BFGS", "Newton"], {"b2_2": 1}, progress=None)
+
+
+def test_test_split_starts_are_seeded_from_the_test_split_only(script):
+    """The same recipe on the test split: the test split's master seeds and cells, other draws than validation's."""
+    for name in ("b2_defect_16", "b2_2"):
+        group = script.GROUPS[name]
+        test = script.group_starts(group, 2, n_cells=2, split="test")
+        validation = script.group_starts(group, 2, n_cells=2, split="validation")
+        assert len(test) == 2 * group_size(group)
+        for start in test:
+            assert int(start.info["seed"].split("/")[0]) == script.family_seed(group.family, "test")
+            assert abs(start.info["volume_change"]) <= script.VOLUME_CHANGE
+        for mine, theirs in zip(test, validation, strict=True):  # other draws
+            assert mine.info["volume_change"] != theirs.info["volume_change"]
+            assert not np.allclose(mine.positions, theirs.positions)
+    assert script.family_seed("b2_defect_16", "test") in EVALUATION_SEEDS["test"]
+
+
+def group_size(group) -> int:
+    return min(2, group.n_cells)
+
+
+def test_fitting_matches_names_the_matching_structures(script):
+    """The check against the fits finds a strained, rattled copy of a cell and nothing for another structure."""
+    from sb3_crystal.structures.geometry import distort
+
+    b2 = script.group_cells(script.GROUPS["b2_16"])[0]
+    copy = script.strained_start(b2, np.random.default_rng(3))[0]
+    other = distort(script.group_cells(script.GROUPS["b2_2"])[0].repeat((2, 2, 2)), 0.05, np.random.default_rng(4))
+    other.symbols[list(other.symbols).index("Fe")] = "Al"  # Al9Fe7: another formula, no match
+    found = script.fitting_matches([b2], [("copy", copy), ("other", other)])
+    assert found == {"b2_16[0]": ["copy"]}
+
+
+def test_test_page_lists_failures_and_higher_minima_against_the_best(script):
+    rows = [
+        _row("BFGS", 10, True, -3.0, 0),
+        _row("BFGS", 12, True, -3.0, 1),
+        _row("FIRE", 40, True, -3.2, 0),  # the lowest minimum, but not the best optimizer
+        _row("FIRE", 60, True, -3.0, 1),
+        _row("LearnedCurvature", 4, True, -3.1, 0),  # below BFGS's minimum: not higher
+        _row("LearnedCurvature", 30, False, -2.9, 1),
+    ]
+    for row in rows:
+        row |= {"final_fmax": 0.01, "stop": "", "error": ""}
+    rows[-1]["error"] = "budget"
+    summary = script.summarize(rows, max_calls=500)
+    assert script.higher_than_best(rows, summary)[("g", "LearnedCurvature")] == (0, 1)
+    assert script.higher_than_best(rows, summary)[("g", "FIRE")] == (0, 2)
+    group = script.Group("g", "b2_defect_16", 0, "test group", 1)
+    check = script.FitCheck(["g[0]"], 10, {}, 3, {"g[0]": ["x"]}, {}, 1.0)
+    starts = [script.group_starts(script.GROUPS["b2_2"], 1)]
+    text = script.markdown(rows, summary, [group], starts, "cmd", 60.0, 0.05, 500, 20, split="test", check=check)
+    assert text.startswith("# Variable-cell relaxation") and "Test split." in text
+    assert "**Cells matching a fitting structure: 0**." in text and "1 of the 1 cells match: g[0]: 1 (x)" in text
+    assert "| g | BFGS (11.0) | LearnedCurvature | 252.0 | 22.91 | 50% | 1 of 2 | 0 of 1 |" in text
+    assert "| g | LearnedCurvature | g[0] | 1 | 30 | 0.01 | – | budget |" in text  # the failure, named
+    plain = script.markdown(rows, summary, [group], starts, "cmd", 60.0, 0.05, 500, 20)
+    assert "Validation split." in plain and "## Failed runs" not in plain  # the validation page is unchanged
