@@ -198,14 +198,15 @@ def starts_of(
     return starts
 
 
-def excluded_cells(path: Path | None) -> dict[str, list[str]]:
-    """Cell name -> why, from a ``fit_curvature.py --overlap`` report (``None``: nothing excluded)."""
+def excluded_cells(path: Path | None) -> tuple[dict[str, list[str]], str]:
+    """Cell name -> why, and the command that wrote it, from a ``fit_curvature.py --overlap`` report (``None``:
+    nothing excluded)."""
     if path is None:
-        return {}
+        return {}, ""
     report = json.loads(Path(path).read_text(encoding="utf-8"))
     if "exclude" not in report:
         raise SystemExit(f"--exclude-cells {path}: no 'exclude' entry (write it with fit_curvature.py --overlap)")
-    return dict(report["exclude"])
+    return dict(report["exclude"]), str(report.get("command", ""))
 
 
 def classical_on(rows: list[dict[str, Any]], family: str, fmax: float, seeds: list[int]) -> dict[str, Any]:
@@ -310,7 +311,7 @@ def main() -> None:
     t_start = time.perf_counter()
     model = load_model(args.model)
     rows = baseline_rows(args.baselines)
-    exclude = excluded_cells(args.exclude_cells)
+    exclude, exclude_command = excluded_cells(args.exclude_cells)
     common = dict(max_step=args.max_step, min_curvature=args.min_curvature, stall=args.stall)
     learned = [
         CurvatureRelaxer(model, m, name="learned Newton + TR" if m == 0 else f"learned QN (m={m}) + TR", **common)
@@ -363,6 +364,7 @@ def main() -> None:
         "settings": settings,
         "model_info": model.info,
         "excluded_cells": exclude,
+        "excluded_by": exclude_command,
         "results": results,
         "classical": classical,
     }
@@ -420,7 +422,7 @@ def markdown(payload: dict[str, Any], families: list[str]) -> str:
         named = "; ".join(f"{cell}: {', '.join(why)}" for cell, why in excluded.items()) or "none"
         lines += [
             f"Cells left out because they match the curvature model's fitting set (`{payload['settings']['exclude_cells']}`, "
-            f"from `python benchmarks/fit_curvature.py --overlap {split}`), with their starts: {named}.",
+            f"from `{payload.get('excluded_by', '')}`), with their starts: {named}.",
             "",
         ]
     if payload.get("classical"):
@@ -573,7 +575,8 @@ def plot_ratios(payload: dict[str, Any], families: list[str], path: Path) -> Non
                 )
                 shown.add(label)
         ax.axhline(1.0, color="k", lw=0.8)
-        ax.axhline(TARGETS[fmax], color="r", ls="--", lw=1, label=f"target {TARGETS[fmax]:g}×")
+        target = ", ".join(f"{TARGETS[f]:g}× at {f:g}" for f in FMAXES)
+        ax.axhline(TARGETS[fmax], color="r", ls="--", lw=1, label=f"target ({target} eV/Å)")
         ax.set_xticks(range(len(families)), families, rotation=25, ha="right", fontsize="small")
         ax.set_yscale("log")
         ax.set_ylabel("median force calls / best classical")
