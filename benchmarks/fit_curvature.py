@@ -6,6 +6,7 @@ Usage::
     python benchmarks/fit_curvature.py                      # writes sb3_crystal/curvature/alfe_pair_model.json
     python benchmarks/fit_curvature.py --out /tmp/model.json --scale 0.25   # a quick, smaller fit
     python benchmarks/fit_curvature.py --cell               # writes sb3_crystal/curvature/alfe_cell_model.json
+    python benchmarks/fit_curvature.py --overlap test --overlap-out overlap.json  # check only, no fit
 
 Training structures come from the package's generators with seeds outside every reserved evaluation range
 (:func:`~sb3_crystal.structures.families.check_training_seed`), and are all away from minima:
@@ -29,12 +30,20 @@ deformation (:func:`~sb3_crystal.curvature.fit.exact_strain_hessian`: matscipy's
 columns from central differences of the LAMMPS forces and stress), each block's error relative to its own size.
 The held-out errors then also hold the strain, mixed and relaxed-strain blocks and the cosine of the step of atoms
 and cell (:func:`~sb3_crystal.curvature.fit.strain_hessian_errors`), for this model and for the atoms-only one.
+
+``--overlap SPLIT`` fits nothing: it rebuilds the fitting structures, confirms they are the shipped model's (its
+held-out errors recomputed on them equal the ones in the model's ``info``), and checks every Al–Fe family cell of
+the split against each of them (and its undistorted cell) with the same ``StructureMatcher`` settings. A family
+cell that matches a structure of the fitting set (fitted or held out) is listed under ``exclude`` in the JSON
+report: a report on that split leaves it out. Matches with the structures the fit already left out are listed
+apart (those never entered the model).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
 import warnings
 from pathlib import Path
@@ -150,6 +159,95 @@ def family_cells(skip: set[tuple[str, str]]) -> list[tuple[str, Atoms]]:
     return cells
 
 
+def left_out_indices(info: dict) -> set[int]:
+    """Indices (into :func:`training_structures` at scale 1) of the structures a fit's family check left out,
+    read from its model's ``info``."""
+    notes = info.get("family_check", {}).get("matches_left_out", [])
+    return {int(re.match(r"fitting structure (\d+) ", note).group(1)) for note in notes}  # type: ignore[union-attr]
+
+
+def overlap_report(split: str, model_path: Path | None, out: Path) -> None:
+    """Check every Al–Fe family cell of ``split`` against the shipped model's fitting set; write ``out`` (JSON)."""
+    t0 = time.perf_counter()
+    model = load_model(model_path)
+    info = model.info
+    if info.get("command", "").strip() != "python benchmarks/fit_curvature.py":
+        raise SystemExit(f"--overlap: the model was fitted by {info.get('command')!r}, not the default fit it rebuilds")
+    structures = training_structures(1.0)
+    left_out = left_out_indices(info)
+    kept = [k for k in range(len(structures)) if k not in left_out]
+    if len(kept) != info["n_fit"] + info["n_held_out"]:
+        expected = f"{info['n_fit']} + {info['n_held_out']}"
+        raise SystemExit(f"--overlap: {len(kept)} structures remain, the model's info says {expected}")
+    held_out = {kept[k] for k in range(0, len(kept), 5)}
+    print(f"{len(structures)} structures rebuilt, {len(left_out)} left out by the fit ({time.perf_counter() - t0:.0f} s)")
+
+    # the fitting set is the model's: its held-out errors, recomputed, are the ones it records
+    calc, lammps = matscipy_eam(), make_calculator("lammps")
+    errors: dict[str, list[float]] = {}
+    for k in sorted(held_out):
+        source, atoms, _ = structures[k]
+        work = atoms.copy()
+        work.calc = lammps
+        errors.setdefault(source.split("_relaxed")[0], []).append(
+            hessian_errors(model, atoms, exact_hessian(calc, atoms), work.get_forces())["frobenius"]
+        )
+    recorded = {s: r["frobenius"]["median"] for s, r in info["held_out_errors"].items()}
+    recomputed = {s: float(np.median(v)) for s, v in errors.items()}
+    same = recorded.keys() == recomputed.keys() and all(abs(recorded[s] - recomputed[s]) < 1e-6 for s in recorded)
+    print(f"held-out median errors recomputed {'equal' if same else 'DIFFER'}: {recomputed}")
+    if not same:
+        raise SystemExit(f"--overlap: the rebuilt fitting set is not the model's (recorded {recorded})")
+
+    cells = []
+    for name, spec in FAMILIES.items():
+        if spec.calculator != "lammps":
+            continue  # Cu–Au families: no fitting structure has their elements
+        family = test_family(name, split)
+        cells += [(name, f"{name}[{j}]", cell) for j, cell in enumerate(family.cells)]
+    print(f"{len(cells)} {split} family cells ({time.perf_counter() - t0:.0f} s)", flush=True)
+    theirs = [atoms for _, _, atoms in cells]
+    pairs = [(i, k, "structure") for i, k in training_matches([a for _, a, _ in structures], theirs)]
+    pairs += [(i, k, "undistorted cell") for i, k in training_matches([r for _, _, r in structures], theirs)]
+    exclude: dict[str, list[str]] = {}
+    apart: dict[str, list[str]] = {}
+    for i, k, what in sorted(pairs):
+        role = "left out of the fit" if i in left_out else ("held out" if i in held_out else "fitted")
+        note = f"fitting structure {i} ({structures[i][0]}, {role}; its {what})"
+        (apart if i in left_out else exclude).setdefault(cells[k][1], []).append(note)
+    per_family = {
+        name: {
+            "cells": sum(1 for f, _, _ in cells if f == name),
+            "match_fitting_set": sorted(c for c in exclude if c.rsplit("[", 1)[0] == name),
+            "match_only_left_out": sorted(c for c in apart if c not in exclude and c.rsplit("[", 1)[0] == name),
+        }
+        for name in dict.fromkeys(f for f, _, _ in cells)
+    }
+    report = {
+        "command": f"python benchmarks/fit_curvature.py --overlap {split}",
+        "split": split,
+        "minutes": (time.perf_counter() - t0) / 60,
+        "matcher": "sb3_crystal.structures.families.training_matches (StructureMatcher ltol 0.2, stol 0.3, "
+        "angle_tol 5, primitive_cell, scale; same reduced formula only)",
+        "fitting_structures": len(structures),
+        "left_out_by_fit": sorted(left_out),
+        "fitting_set": len(kept),
+        "held_out_errors_reproduced": recomputed,
+        "family_cells": len(cells),
+        "families": per_family,
+        "exclude": exclude,
+        "matches_left_out_only": {c: v for c, v in apart.items() if c not in exclude},
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    for name, entry in per_family.items():
+        print(
+            f"  {name}: {entry['cells']} cells, {len(entry['match_fitting_set'])} match the fitting set, "
+            f"{len(entry['match_only_left_out'])} only left-out structures"
+        )
+    print(f"wrote {out} in {report['minutes']:.1f} min")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=None, help="default: the shipped model's file")
@@ -159,7 +257,15 @@ def main() -> None:
     parser.add_argument("--no-embedding", action="store_true", help="pair term only")
     parser.add_argument("--all-family-cells", action="store_true", help="also the test split's random 10–20 cells")
     parser.add_argument("--no-family-check", action="store_true", help="skip the StructureMatcher check (quick checks)")
+    parser.add_argument(
+        "--overlap", choices=("validation", "test"), default=None, help="no fit: check this split against the fitting set"
+    )
+    parser.add_argument("--model", type=Path, default=None, help="--overlap: the model whose fitting set (default: shipped)")
+    parser.add_argument("--overlap-out", type=Path, default=Path("curvature_overlap.json"), help="--overlap: report path")
     args = parser.parse_args()
+    if args.overlap is not None:
+        overlap_report(args.overlap, args.model, args.overlap_out)
+        return
     default_out = DEFAULT_CELL_OUT if args.cell else DEFAULT_OUT
     args.out = default_out if args.out is None else args.out
     t0 = time.perf_counter()
