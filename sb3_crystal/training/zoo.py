@@ -361,8 +361,8 @@ def train(argv: Sequence[str] | None = None) -> None:
             if config is not None:
                 args += ["--conf-file", str(stack.enter_context(as_file(config)))]
         sys.argv = [saved[0] if saved else "train.py", *args]
+        numpy_errors = np.seterr(all="warn")  # NaN/overflow in training are reported, not silent; restored after
         try:
-            np.seterr(all="warn")
             zoo_train.train()
         except BaseException:
             for folder in manager_class.run_folders:
@@ -371,6 +371,7 @@ def train(argv: Sequence[str] | None = None) -> None:
             raise
         finally:
             sys.argv = saved
+            np.seterr(**numpy_errors)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
