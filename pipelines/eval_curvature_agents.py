@@ -24,8 +24,7 @@ from sb3_crystal.relax import load_agent
 from sb3_crystal.structures.families import FAMILIES, test_family
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_curvature_agent import zero_action_agent
-from train_history_agent import relax_starts
+from train_history_agent import relax_starts, zero_action_agent
 
 
 def stats(rows: list[dict]) -> dict:

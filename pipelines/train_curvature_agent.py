@@ -47,13 +47,13 @@ from stable_baselines3.common.noise import NormalActionNoise
 from sb3_crystal import CrystalRelaxEnv
 from sb3_crystal.algorithms import CrystalSAC, CrystalTD3
 from sb3_crystal.callbacks.residual_start import ZeroActionStart
-from sb3_crystal.envs.observation import ObservationLayout
-from sb3_crystal.relax import CrystalAgent, ZeroPolicy, save_agent
+from sb3_crystal.relax import save_agent
 from sb3_crystal.structures.families import check_training_seed, test_family
 from sb3_crystal.structures.generators import RandomCellGenerator, RattledCellGenerator, parse_generator_spec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_history_agent import TINY_TFN, relax_starts, summary
+from train_history_agent import TINY_TFN, relax_starts, summary, zero_action_agent
+from train_history_agent import EvalCallback as HistoryEvalCallback
 
 FRESH = "generate:random_cell,atoms=4-8,rattle=0.2"
 
@@ -100,26 +100,13 @@ def training_pool(count: int, seed: int, path: Path) -> list:
     return cells
 
 
-def zero_action_agent(n_max: int, settings: dict) -> CrystalAgent:
-    """The residual agent before training: a :class:`ZeroPolicy` with these observation and move settings."""
-    layout = ObservationLayout(n_max=n_max, history=settings["history"], proposal=settings["proposal"])
-    return CrystalAgent(ZeroPolicy(), n_max, dict(settings), ("Al", "Fe"), observation=layout.to_dict())
-
-
-class EvalCallback(BaseCallback):
-    """Evaluate on the validation starts every ``every`` steps; keep the best agent (success, then median calls)."""
+class EvalCallback(HistoryEvalCallback):
+    """The history recipe's evaluation, also recording each start's force calls and the wall time; ties between
+    evaluations of equal success and median are broken by the mean."""
 
     def __init__(self, starts: list, every: int, out: Path, fmax: float) -> None:
-        super().__init__()
-        self.starts, self.every, self.out, self.fmax = starts, every, out, fmax
-        self.curve: list[dict] = []
-        self.best: tuple[float, float, float] | None = None
+        super().__init__(starts, every, out, fmax)
         self.t0 = time.perf_counter()
-
-    def _on_step(self) -> bool:
-        if self.num_timesteps % self.every == 0:
-            self.evaluate()
-        return True
 
     def evaluate(self) -> None:
         rows = relax_starts(self.model, self.starts, self.fmax, 300)

@@ -233,19 +233,10 @@ class PairCurvatureModel:
         :param cell: lattice vectors as rows (3, 3), Å (periodic along every axis).
         :param positions: Cartesian positions (N, 3), Å.
         """
-        i, j, vectors, kinds = self.pairs(numbers, cell, positions)
+        i, j, _, blocks = self._pair_blocks(numbers, cell, positions)
         n = len(np.asarray(numbers).ravel())
-        r = np.linalg.norm(vectors, axis=1)
-        phi = self.radial(r)
-        a = np.einsum("pk,pk->p", phi, self.coefficients[kinds, 0])
-        b = np.einsum("pk,pk->p", phi, self.coefficients[kinds, 1])
-        blocks = _blocks(vectors, r, a, b)
         hessian = _assemble(n, i, j, blocks)
-        if self.embedding is not None:
-            g, kinds = self.embedding_vectors(numbers, cell, positions)
-            weighted = np.einsum("nab,nbp->nap", self.embedding[kinds], g)
-            flat = g.shape[0] * g.shape[1]
-            hessian += g.reshape(flat, -1).T @ weighted.reshape(flat, -1)
+        self._add_embedding(hessian, numbers, cell, positions, strain=False)
         return hessian
 
     def strain_hessian(self, numbers: np.ndarray, cell: np.ndarray, positions: np.ndarray) -> np.ndarray:
@@ -263,13 +254,8 @@ class PairCurvatureModel:
         :param cell: lattice vectors as rows (3, 3), Å (periodic along every axis).
         :param positions: Cartesian positions (N, 3), Å.
         """
-        i, j, vectors, kinds = self.pairs(numbers, cell, positions)
+        i, j, vectors, blocks = self._pair_blocks(numbers, cell, positions)
         n = len(np.asarray(numbers).ravel())
-        r = np.linalg.norm(vectors, axis=1)
-        phi = self.radial(r)
-        a = np.einsum("pk,pk->p", phi, self.coefficients[kinds, 0])
-        b = np.einsum("pk,pk->p", phi, self.coefficients[kinds, 1])
-        blocks = _blocks(vectors, r, a, b)
         size = 3 * n + 9
         hessian = np.zeros((size, size))
         hessian[: 3 * n, : 3 * n] = _assemble(n, i, j, blocks)
@@ -282,12 +268,30 @@ class PairCurvatureModel:
         hessian[: 3 * n, 3 * n :] = coupling.reshape(3 * n, 9)
         hessian[3 * n :, : 3 * n] = coupling.reshape(3 * n, 9).T
         hessian[3 * n :, 3 * n :] = strain
-        if self.embedding is not None:
-            g, kinds = self.embedding_vectors(numbers, cell, positions, strain=True)
-            weighted = np.einsum("nab,nbp->nap", self.embedding[kinds], g)
-            flat = g.shape[0] * g.shape[1]
-            hessian += g.reshape(flat, -1).T @ weighted.reshape(flat, -1)
+        self._add_embedding(hessian, numbers, cell, positions, strain=True)
         return hessian
+
+    def _pair_blocks(
+        self, numbers: np.ndarray, cell: np.ndarray, positions: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The directed pairs (i, j, bond vectors) and each pair's 3×3 force-constant block."""
+        i, j, vectors, kinds = self.pairs(numbers, cell, positions)
+        r = np.linalg.norm(vectors, axis=1)
+        phi = self.radial(r)
+        a = np.einsum("pk,pk->p", phi, self.coefficients[kinds, 0])
+        b = np.einsum("pk,pk->p", phi, self.coefficients[kinds, 1])
+        return i, j, vectors, _blocks(vectors, r, a, b)
+
+    def _add_embedding(
+        self, hessian: np.ndarray, numbers: np.ndarray, cell: np.ndarray, positions: np.ndarray, strain: bool
+    ) -> None:
+        """Add the embedding term's quadratic form (over atoms, and the deformation with ``strain``) in place."""
+        if self.embedding is None:
+            return
+        g, kinds = self.embedding_vectors(numbers, cell, positions, strain=strain)
+        weighted = np.einsum("nab,nbp->nap", self.embedding[kinds], g)
+        flat = g.shape[0] * g.shape[1]
+        hessian += g.reshape(flat, -1).T @ weighted.reshape(flat, -1)
 
     # -- plain data -----------------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
