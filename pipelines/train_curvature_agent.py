@@ -8,7 +8,8 @@ proposal (``proposal="curvature"``, :mod:`sb3_crystal.curvature`) and actions th
 (``action_mode="residual"``: a zero action is that step, i.e. :class:`~sb3_crystal.relax.LearnedCurvature`), the
 trust region on (refused tries cost force calls), ε 0.05 eV/Å. A correction is scaled by the proposal's length
 (``action_scale="proposal"``): a fixed-size correction holds the atoms off the minimum (in a first try with
-``"fixed"`` corrections of 0.05 Å, fmax hovered at 0.05–0.3 eV/Å and 21 of 24 validation starts stalled). The
+``"fixed"`` corrections of 0.05 Å and the ``log_ratio`` reward, 21 of 24 validation starts stalled after 2,000 steps,
+fmax hovering at 0.05–0.3 eV/Å; docs/data/curvature_agent_rl/pilot_fixed_scale.json). The
 actor's output layer starts at zero, so the untrained agent is the zero action and RL only has to find corrections
 that pay.
 
