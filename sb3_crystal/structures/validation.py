@@ -127,15 +127,19 @@ def _check_cell(cell: np.ndarray, pbc: np.ndarray, label: str) -> None:
     if not np.all(np.isfinite(cell)):
         raise InvalidStructureError(f"{label}: the cell holds NaN or inf ({cell.tolist()})")
     if pbc.all():
-        with np.errstate(over="ignore", invalid="ignore"):
-            lengths = np.linalg.norm(cell, axis=1)
+        with np.errstate(over="ignore", invalid="ignore", under="ignore"):
+            # each row scaled to its largest entry first: squaring a component below ~1e-154 Å underflows to zero
+            scale = np.abs(cell).max(axis=1)
+            lengths = np.linalg.norm(cell / np.where(scale > 0, scale, 1.0)[:, None], axis=1) * scale
             volume = abs(float(np.linalg.det(cell)))
+            # volume / product of lengths, computed on unit rows so that neither can underflow
+            shape = abs(float(np.linalg.det(cell / lengths[:, None]))) if np.all(lengths > 0) else 0.0
         shown = ", ".join(f"{x:.3g}" for x in lengths)
         if not (np.all(np.isfinite(lengths)) and lengths.max() <= MAX_CELL_LENGTH and math.isfinite(volume)):
             raise InvalidStructureError(
                 f"{label}: the cell is too large (lattice vector lengths {shown} Å; at most {MAX_CELL_LENGTH:.0e} Å)"
             )
-        if not volume > _MIN_CELL_SHAPE * float(np.prod(lengths)):
+        if not shape > _MIN_CELL_SHAPE:
             raise InvalidStructureError(
                 f"{label}: the cell is singular (volume {volume:.3g} Å³, lattice vector lengths {shown} Å): "
                 "its three vectors must be linearly independent"
