@@ -305,6 +305,11 @@ def check_output_folder(path: Path, option: str) -> None:
 SHIPPED_MODEL_NAMES = {"default": ("alfe", "RL"), "alfe": ("alfe", "RL"), "b2": ("b2", "RL-B2")}
 #: ``relax --model`` value for :class:`~sb3_crystal.relax.LearnedCurvature` (the learned-Hessian relaxer, alone).
 LEARNED_CURVATURE = "learned-curvature"
+#: What the shipped names of every ``--model`` option mean (:data:`SHIPPED_MODEL_NAMES`).
+_SHIPPED_MODELS_HELP = (
+    "'default' (or 'alfe') = the shipped Al-Fe agent, 'b2' = the shipped B2 AlFe specialist (these names never mean a "
+    "file: write ./b2 for one)"
+)
 
 
 def load_cli_agent(name: str, allow_pickle: bool = False) -> Any:
@@ -641,15 +646,10 @@ def _add_benchmark(subparsers: Any) -> None:
         default=["auto"],
         metavar="MODEL",
         help="trained agents, each run alone (RL) and as a hybrid: agent folders (weights only), or SB3 zips with "
-        "--allow-pickle; 'default' (or 'alfe') = the shipped Al-Fe agent, 'b2' = the shipped B2 AlFe specialist (these "
-        "names never mean a file: write ./b2 for one), 'auto' = 'default', plus 'b2' when the structure is the default "
+        f"--allow-pickle; {_SHIPPED_MODELS_HELP}, 'auto' = 'default', plus 'b2' when the structure is the default "
         "AlFe-B2; 'none' = classical optimizers only",
     )
-    parser.add_argument(
-        "--allow-pickle",
-        action="store_true",
-        help="let --model load SB3 zips, which unpickles them and so runs any code stored in them: trusted files only",
-    )
+    _add_allow_pickle_option(parser)
     parser.add_argument(
         "--switch-fmax", type=_positive_float, default=0.1, help="hybrid: agent until fmax ≤ this, then the finisher, eV/Å"
     )
@@ -664,7 +664,7 @@ def _add_benchmark(subparsers: Any) -> None:
     parser.add_argument(
         "--hybrid-optimizers", dest="finishers", action=_RenamedOption, new="--finishers", type=_finisher_name, nargs="+"
     )
-    parser.add_argument("--calculator", default="lammps", help="calculator spec: lammps, matscipy, emt, module:Class")
+    _add_calculator_option(parser)
     parser.add_argument("--max-steps", type=_positive_int, default=1000, help="optimizer step cap per run")
     parser.add_argument(
         "--min-distance",
@@ -962,17 +962,11 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         "--model",
         default="default",
         metavar="MODEL",
-        help="'default' (or 'alfe') = the shipped Al-Fe agent, 'b2' = the shipped B2 AlFe specialist (these names never "
-        "mean a file: write ./b2 for one); else an agent folder (weights only), or an SB3 zip with --allow-pickle; "
+        help=f"{_SHIPPED_MODELS_HELP}; else an agent folder (weights only), or an SB3 zip with --allow-pickle; "
         f"'{LEARNED_CURVATURE}' (one structure, not a batch) = the learned-Hessian relaxer LearnedCurvature alone, no "
         "finisher (Al-Fe; with --cell it moves atoms and cell together through frechet)",
     )
-    parser.add_argument(
-        "--allow-pickle",
-        action="store_true",
-        help="let --model load an SB3 zip, which unpickles it and so runs any code stored in it: trusted files only "
-        "(sb3-crystal convert makes a weights-only folder of one)",
-    )
+    _add_allow_pickle_option(parser)
     parser.add_argument("--fmax", type=_positive_float, default=0.05, help="force threshold, eV/Å")
     parser.add_argument("--steps", type=_positive_int, default=200, help="step cap per structure")
 
@@ -987,6 +981,21 @@ def _add_hybrid_options(parser: argparse.ArgumentParser) -> None:
         help=f"the hybrid's finisher, a classical optimizer ({', '.join(_FINISHERS)})",
     )
     parser.add_argument("--optimizer", dest="finisher", action=_RenamedOption, new="--finisher", type=_finisher_name)
+    _add_calculator_option(parser)
+
+
+def _add_allow_pickle_option(parser: argparse.ArgumentParser) -> None:
+    """``--allow-pickle``, shared by ``benchmark``, ``relax`` and ``relax-batch``."""
+    parser.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="let --model load SB3 zips, which unpickles them and so runs any code stored in them: trusted files only "
+        "(sb3-crystal convert makes a weights-only agent folder of one)",
+    )
+
+
+def _add_calculator_option(parser: argparse.ArgumentParser) -> None:
+    """``--calculator``, shared by ``benchmark``, ``relax`` and ``relax-batch``."""
     parser.add_argument("--calculator", default="lammps", help="calculator spec: lammps, matscipy, emt, module:Class")
 
 

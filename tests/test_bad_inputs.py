@@ -18,35 +18,17 @@ from typing import Any
 import numpy as np
 import pytest
 from ase import Atoms
-from ase.calculators.calculator import Calculator, all_changes
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from sb3_crystal.calculators import LammpsEAMCalculator, UnsupportedElementsError
+from sb3_crystal.calculators import UnsupportedElementsError
 from sb3_crystal.envs.crystal_relax import CrystalRelaxEnv
 from sb3_crystal.relax import CrystalAgent, HybridOptimizer, RLOptimizer, load_agent, load_model, save_agent
 from sb3_crystal.relax.agent_io import AgentFormatError
 from sb3_crystal.structures import build_prototype
+from tests.helpers import CountingEAM, mlp_td3
 
 NAN, INF = math.nan, math.inf
-
-
-class CountingEAM(Calculator):
-    """The LAMMPS EAM, counting its evaluations (a bad input must be refused before the first)."""
-
-    implemented_properties = ("energy", "free_energy", "forces")
-    inner = LammpsEAMCalculator()  # one LAMMPS set-up for all the cases
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.potential = self.inner.potential
-        self.count = 0
-
-    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes) -> None:
-        super().calculate(atoms, properties, system_changes)
-        energy, forces = self.inner.compute(self.atoms.numbers, np.asarray(self.atoms.cell), self.atoms.positions)
-        self.count += 1
-        self.results = {"energy": energy, "free_energy": energy, "forces": forces}
 
 
 class StillPolicy:
@@ -422,11 +404,9 @@ CASES = STRUCTURES + ENV + OPTIMIZERS + LOADERS
 def context(tmp_path_factory: pytest.TempPathFactory) -> Context:
     from stable_baselines3 import PPO, TD3
 
-    from sb3_crystal.algorithms import CrystalTD3
-
     folder = tmp_path_factory.mktemp("bad_inputs")
     env = CrystalRelaxEnv(n_max=4, max_steps=3)
-    save_agent(CrystalTD3("MultiInputPolicy", env, policy_kwargs={"net_arch": [8]}, seed=0), folder / "agent")
+    save_agent(mlp_td3(env), folder / "agent")
     (folder / "empty").mkdir()
     PPO("MlpPolicy", "Pendulum-v1", n_steps=8, batch_size=8, policy_kwargs={"net_arch": [4]}).save(folder / "ppo.zip")
     TD3("MlpPolicy", "Pendulum-v1", policy_kwargs={"net_arch": [4]}, buffer_size=10).save(folder / "pendulum_td3.zip")

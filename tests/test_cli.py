@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sb3_crystal.cli import main
+from tests.helpers import mlp_td3, planted_zip
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -185,14 +185,13 @@ def relax_inputs(tmp_path_factory):
     from ase.build import bulk
     from ase.io import write
 
-    from sb3_crystal.algorithms import CrystalTD3
     from sb3_crystal.envs.crystal_relax import CrystalRelaxEnv
     from sb3_crystal.relax import save_agent
     from sb3_crystal.structures.geometry import distort
 
     folder = tmp_path_factory.mktemp("relax_inputs")
     env = CrystalRelaxEnv(max_steps=10)
-    model = CrystalTD3("MultiInputPolicy", env, policy_kwargs={"net_arch": [8]}, seed=0)
+    model = mlp_td3(env)
     start = distort(env.dataset[0], 0.3, np.random.default_rng(0), min_distance=1.6)
     start.info.clear()
     write(folder / "start.extxyz", start)
@@ -315,9 +314,8 @@ def test_train_help_is_rl_zoo_help(capsys):
 
 def test_benchmark_with_a_trained_model_adds_the_agent_and_the_hybrid(tmp_path, capsys):
     from sb3_crystal import CrystalRelaxEnv
-    from sb3_crystal.algorithms import CrystalTD3
 
-    model = CrystalTD3("MultiInputPolicy", CrystalRelaxEnv(n_max=2), policy_kwargs={"net_arch": [8]}, seed=0)
+    model = mlp_td3(CrystalRelaxEnv(n_max=2))
     model.save(tmp_path / "agent.zip")
     argv = ["benchmark", "--n-starts", "2", "--optimizers", "BFGS", "--fmax", "0.05", "--out", str(tmp_path / "out")]
     assert main([*argv, "--model", str(tmp_path / "agent.zip")]) == 2
@@ -460,26 +458,6 @@ def test_relax_warns_when_the_agent_was_trained_with_another_calculator(tmp_path
     assert len(captured.err.strip().splitlines()) == 1 and "converged: yes" in captured.out
     assert main([*argv, "--calculator", "lammps:AlFe_mm.eam.fs"]) == 0  # the same potential: no warning
     assert "warning" not in capsys.readouterr().err
-
-
-class _Planted:
-    """Unpickling this creates ``marker``: the stand-in for code planted in a model file."""
-
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return Path.touch, (Path(self.marker),)
-
-
-def planted_zip(path, marker):
-    from stable_baselines3.common.save_util import save_to_zip_file
-
-    save_to_zip_file(path, data={"policy_class": _Planted(marker)})
-    if not Path(path).suffix:  # SB3 adds .zip to a name without suffix
-        Path(f"{path}.zip").rename(path)
-    assert zipfile.is_zipfile(path)
-    return path
 
 
 def test_shipped_names_never_load_a_file_of_that_name(relax_inputs, tmp_path, monkeypatch, capsys):

@@ -21,6 +21,7 @@ from sb3_crystal.envs.observation import ObservationLayout
 from sb3_crystal.structures.families import test_family
 from sb3_crystal.structures.generators import SolidSolutionGenerator
 from sb3_crystal.structures.geometry import distort
+from tests.helpers import record_observations
 
 
 def _random_model(seed: int = 0, embedding: bool = True) -> PairCurvatureModel:
@@ -283,14 +284,7 @@ def test_env_zero_action_is_learned_curvature_through_the_filter(lammps) -> None
     atoms = env.atoms
     atoms.calc = lammps
     optimizer = LearnedCurvature(FrechetCellFilter(atoms), logfile=None)
-    seen = []
-    act = optimizer.action
-
-    def recording(observation):
-        seen.append({key: value.copy() for key, value in observation.items()})
-        return act(observation)
-
-    optimizer.action = recording
+    seen = record_observations(optimizer)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         optimizer.run(fmax=1e-4, steps=4)

@@ -18,6 +18,7 @@ from sb3_crystal.envs.rewards import REWARDS, RewardInput, register_reward
 from sb3_crystal.policies.graph import periodic_radius_graph
 from sb3_crystal.policies.tfn import EdgeFeatures, TensorFieldNetwork, edge_features
 from sb3_crystal.structures.prototypes import build_prototype
+from tests.helpers import TINY_TFN
 
 
 # -- the three extensions, as a user writes them ----------------------------------------------------------------------
@@ -71,9 +72,6 @@ def registered():
     yield
     REWARDS.pop("toy_squared_force")
     CALCULATORS.pop("toy_springs")
-
-
-TINY_TFN = dict(n_layers=1, mul=4, lmax=1, num_basis=4, radial_neurons=8, species_dim=4, force_basis=4, action_basis=4)
 
 
 # -- the calculator ----------------------------------------------------------------------------------------------------

@@ -34,7 +34,6 @@ from sb3_crystal.policies.tfn import (
 )
 
 
-#: Defaults of the CGCNN hyperparameters (plain data).
 class CGCNNTrunk(nn.Module):
     """Node embedding + ``n_conv`` ``CGConv`` layers on the periodic graph.
 

@@ -8,13 +8,13 @@ policy classes; the network blocks live in :mod:`sb3_crystal.policies.tfn` and :
 
 import importlib
 import inspect
-from typing import Any
+from typing import Any, ClassVar
 
 import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.policies import BaseModel, BasePolicy
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
-from stable_baselines3.common.type_aliases import PyTorchObs
+from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
 
 from sb3_crystal.envs.observation import BASE_KEYS, CELL_ACTIONS
@@ -195,7 +195,28 @@ class CrystalGraphMixin:
         return {**super()._get_constructor_parameters(), "tfn_kwargs": self.tfn_kwargs}  # type: ignore[misc]
 
 
-class CrystalActorBase(BasePolicy):
+class CrystalNetworkMixin:
+    """What every crystal actor and critic does after SB3's constructor: check the spaces, keep ``features_dim`` and
+    take the policy's graph cache; both also hand ``features_dim`` and the features extractor to their copies."""
+
+    observation_space: spaces.Dict
+    action_space: spaces.Box
+    features_extractor: BaseFeaturesExtractor
+
+    def _setup_crystal_network(self, features_dim: int, graph_cache: GraphCache | None) -> None:
+        """:param features_dim: ignored (kept for SB3's ``_update_features_extractor``)
+        :param graph_cache: graph cache shared with the other networks of the policy (``None``: a new one)"""
+        self.n_max = check_crystal_spaces(self.observation_space, self.action_space)
+        self.features_dim = features_dim
+        self.graph_cache = graph_cache if graph_cache is not None else GraphCache()
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()  # type: ignore[misc]
+        data.update(features_dim=self.features_dim, features_extractor=self.features_extractor)
+        return data
+
+
+class CrystalActorBase(CrystalNetworkMixin, BasePolicy):
     """What every crystal actor shares: space check, the policy's graph cache, output squashed into [-1, 1].
 
     Subclasses build their network after calling this constructor.
@@ -228,20 +249,13 @@ class CrystalActorBase(BasePolicy):
             normalize_images=normalize_images,
             squash_output=True,
         )
-        self.n_max = check_crystal_spaces(observation_space, action_space)
-        self.features_dim = features_dim
-        self.graph_cache = graph_cache if graph_cache is not None else GraphCache()
-
-    def _get_constructor_parameters(self) -> dict[str, Any]:
-        data = super()._get_constructor_parameters()
-        data.update(features_dim=self.features_dim, features_extractor=self.features_extractor)
-        return data
+        self._setup_crystal_network(features_dim, graph_cache)
 
     def _predict(self, observation: PyTorchObs, deterministic: bool = False) -> th.Tensor:
         return self(observation)
 
 
-class CrystalCriticBase(BaseModel):
+class CrystalCriticBase(CrystalNetworkMixin, BaseModel):
     """What every crystal twin critic shares: space check, the policy's graph cache, padded action slots zeroed.
 
     Subclasses build their ``n_critics`` Q networks after calling this constructor and implement :meth:`_q_values`.
@@ -274,20 +288,13 @@ class CrystalCriticBase(BaseModel):
         super().__init__(
             observation_space, action_space, features_extractor=features_extractor, normalize_images=normalize_images
         )
-        self.n_max = check_crystal_spaces(observation_space, action_space)
-        self.features_dim = features_dim
+        self._setup_crystal_network(features_dim, graph_cache)
         self.share_features_extractor = share_features_extractor
         self.n_critics = n_critics
-        self.graph_cache = graph_cache if graph_cache is not None else GraphCache()
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
-        data.update(
-            features_dim=self.features_dim,
-            features_extractor=self.features_extractor,
-            n_critics=self.n_critics,
-            share_features_extractor=self.share_features_extractor,
-        )
+        data.update(n_critics=self.n_critics, share_features_extractor=self.share_features_extractor)
         return data
 
     def _q_values(
@@ -349,17 +356,37 @@ class TFNCritic(CrystalGraphMixin, CrystalCriticBase):
 
 
 class CrystalPolicyMixin:
-    """``make_actor``/``make_critic`` of the crystal policies: actor, critics and targets share ``graph_cache``.
+    """The constructor and ``make_actor``/``make_critic`` of the crystal policies (TD3 and SAC): actor, critics and
+    targets share ``graph_cache``.
 
-    A subclass names its ``actor_class`` and ``critic_class``, keeps its plain-data hyperparameters in
+    The SB3 policy after this mixin (``TD3Policy``, ``SACPolicy``) takes the keyword arguments its signature names,
+    with :attr:`sb3_defaults` in place of its own defaults; every other keyword argument is a network
+    hyperparameter. A subclass names its ``actor_class`` and ``critic_class``, keeps those hyperparameters in
     :meth:`_set_network_kwargs` (called before SB3 builds the networks) and hands them on in :meth:`_network_kwargs`.
     ``fuse_adam``: run Adam/AdamW fused (see :func:`fused_adam_kwargs`).
+
+    :param observation_space: crystal Dict observation space
+    :param action_space: ``Box(-1, 1, (3 * N_max,))``
+    :param lr_schedule: learning rate schedule
+    :param kwargs: the SB3 policy's keyword arguments and the network hyperparameters
     """
 
     actor_class: type[BasePolicy]
     critic_class: type[BaseModel]
     fuse_adam: bool
     graph_cache: GraphCache
+    #: The SB3 defaults a crystal policy changes: the observation passes through, unscaled, to the graph networks.
+    sb3_defaults: ClassVar[dict[str, Any]] = {"features_extractor_class": PassThroughExtractor, "normalize_images": False}
+
+    def __init__(self, observation_space: spaces.Dict, action_space: spaces.Box, lr_schedule: Schedule, **kwargs: Any) -> None:
+        sb3_parameters = inspect.signature(super().__init__).parameters
+        sb3_kwargs = {**self.sb3_defaults, **{key: value for key, value in kwargs.items() if key in sb3_parameters}}
+        # needed by make_actor/make_critic, which the SB3 constructor calls through _build
+        self._set_network_kwargs(**{key: value for key, value in kwargs.items() if key not in sb3_parameters})
+        self.graph_cache = GraphCache()
+        optimizer_class = sb3_kwargs.get("optimizer_class", sb3_parameters["optimizer_class"].default)
+        sb3_kwargs["optimizer_kwargs"] = self._optimizer_kwargs(optimizer_class, sb3_kwargs.get("optimizer_kwargs"))
+        super().__init__(observation_space, action_space, lr_schedule, **sb3_kwargs)  # type: ignore[call-arg]
 
     def _set_network_kwargs(self, **overrides: Any) -> None:
         raise NotImplementedError

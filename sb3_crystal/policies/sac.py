@@ -17,12 +17,10 @@ single size this is SB3's usual heuristic, with the temperature rescaled by the 
 """
 
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import torch as th
-from gymnasium import spaces
-from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
-from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
+from stable_baselines3.common.type_aliases import PyTorchObs
 from stable_baselines3.sac.policies import LOG_STD_MAX, LOG_STD_MIN, SACPolicy
 from torch import nn
 from torch.nn import functional as F
@@ -31,12 +29,11 @@ from sb3_crystal.policies.common import (
     CrystalActorBase,
     CrystalGraphMixin,
     CrystalPolicyMixin,
-    PassThroughExtractor,
     TFNPolicyMixin,
     refuse_cell,
     resolve_tfn_kwargs,
 )
-from sb3_crystal.policies.tfn import GraphCache, radial_squash, safe_norm
+from sb3_crystal.policies.tfn import radial_squash, safe_norm
 
 
 def tanh_log_det(u: th.Tensor) -> th.Tensor:
@@ -72,32 +69,25 @@ class CrystalSACActorBase(CrystalActorBase):
     Subclasses build their network (and ``log_std_offset``) after calling this constructor and implement
     :meth:`get_action_dist_params`, :meth:`_squash` and :meth:`_log_prob_per_atom`.
 
-    :param observation_space: crystal Dict observation space
-    :param action_space: ``Box(-1, 1, (3 * N_max,))``
-    :param features_extractor: a :class:`~sb3_crystal.policies.td3.PassThroughExtractor`
-    :param features_dim: ignored
-    :param normalize_images: must stay False
+    :param args: see :class:`~sb3_crystal.policies.common.CrystalActorBase`
     :param log_std_init: initial value of the learned ``log_std`` offset
-    :param graph_cache: graph cache shared with the other networks of the policy
     :param use_sde: must be False (gSDE is not supported)
-    :param kwargs: other ``SACPolicy.actor_kwargs`` (``net_arch``, ``activation_fn``, ``use_expln``, ``clip_mean``),
-        ignored
+    :param use_expln: ignored (passed by ``SACPolicy``)
+    :param clip_mean: ignored (passed by ``SACPolicy``; the squash bounds the mean)
+    :param kwargs: see :class:`~sb3_crystal.policies.common.CrystalActorBase`
     """
 
     def __init__(
         self,
-        observation_space: spaces.Dict,
-        action_space: spaces.Box,
-        features_extractor: BaseFeaturesExtractor,
-        features_dim: int = 1,
-        normalize_images: bool = False,
+        *args: Any,
         log_std_init: float = -1.0,
-        graph_cache: GraphCache | None = None,
         use_sde: bool = False,
+        use_expln: bool = False,
+        clip_mean: float = 2.0,
         **kwargs: Any,
     ) -> None:
-        super().__init__(observation_space, action_space, features_extractor, features_dim, normalize_images, graph_cache)
-        refuse_cell(observation_space, f"the SAC actor {type(self).__name__}")
+        super().__init__(*args, **kwargs)
+        refuse_cell(self.observation_space, f"the SAC actor {type(self).__name__}")
         if use_sde:
             raise ValueError(f"gSDE is not supported by the crystal SAC actors ({type(self).__name__})")
         self.log_std_init = log_std_init
@@ -194,47 +184,7 @@ class CrystalSACPolicyBase(CrystalPolicyMixin, SACPolicy):
     :param network_kwargs: the network hyperparameters (plain data, YAML-friendly), see the network mixin
     """
 
-    def __init__(
-        self,
-        observation_space: spaces.Dict,
-        action_space: spaces.Box,
-        lr_schedule: Schedule,
-        net_arch: list[int] | dict[str, list[int]] | None = None,
-        activation_fn: type[nn.Module] = nn.ReLU,
-        use_sde: bool = False,
-        log_std_init: float = -1.0,
-        use_expln: bool = False,
-        clip_mean: float = 2.0,
-        features_extractor_class: type[BaseFeaturesExtractor] = PassThroughExtractor,
-        features_extractor_kwargs: dict[str, Any] | None = None,
-        normalize_images: bool = False,
-        optimizer_class: type[th.optim.Optimizer] = th.optim.Adam,
-        optimizer_kwargs: dict[str, Any] | None = None,
-        n_critics: int = 2,
-        share_features_extractor: bool = False,
-        **network_kwargs: Any,
-    ) -> None:
-        # needed by make_actor/make_critic, which SACPolicy.__init__ calls through _build
-        self._set_network_kwargs(**network_kwargs)
-        self.graph_cache = GraphCache()
-        super().__init__(
-            observation_space,
-            action_space,
-            lr_schedule,
-            net_arch=net_arch,
-            activation_fn=activation_fn,
-            use_sde=use_sde,
-            log_std_init=log_std_init,
-            use_expln=use_expln,
-            clip_mean=clip_mean,
-            features_extractor_class=features_extractor_class,
-            features_extractor_kwargs=features_extractor_kwargs,
-            normalize_images=normalize_images,
-            optimizer_class=optimizer_class,
-            optimizer_kwargs=self._optimizer_kwargs(optimizer_class, optimizer_kwargs),
-            n_critics=n_critics,
-            share_features_extractor=share_features_extractor,
-        )
+    sb3_defaults: ClassVar[dict[str, Any]] = {**CrystalPolicyMixin.sb3_defaults, "log_std_init": -1.0}
 
 
 class CrystalTFNSACPolicy(TFNPolicyMixin, CrystalSACPolicyBase):

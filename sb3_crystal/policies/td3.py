@@ -9,11 +9,8 @@ into the unit ball, zero on padding and flattened to the ``(B, 3 * N_max)`` acti
 from typing import Any
 
 import torch as th
-from gymnasium import spaces
-from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
-from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
+from stable_baselines3.common.type_aliases import PyTorchObs
 from stable_baselines3.td3.policies import TD3Policy
-from torch import nn
 
 from sb3_crystal.policies.common import (
     OBS_KEYS,
@@ -31,7 +28,7 @@ from sb3_crystal.policies.common import (
     resolve_tfn_kwargs,
 )
 from sb3_crystal.policies.graph import masked_mean
-from sb3_crystal.policies.tfn import GraphCache, radial_squash, tensor_from_irreps, tensor_squash, voigt_from_tensor
+from sb3_crystal.policies.tfn import radial_squash, tensor_from_irreps, tensor_squash, voigt_from_tensor
 
 __all__ = [
     "OBS_KEYS",
@@ -110,40 +107,6 @@ class CrystalTD3PolicyBase(CrystalPolicyMixin, TD3Policy):
     :param share_features_extractor: as in SB3
     :param network_kwargs: the network hyperparameters (plain data, YAML-friendly), see the network mixin
     """
-
-    def __init__(
-        self,
-        observation_space: spaces.Dict,
-        action_space: spaces.Box,
-        lr_schedule: Schedule,
-        net_arch: list[int] | dict[str, list[int]] | None = None,
-        activation_fn: type[nn.Module] = nn.ReLU,
-        features_extractor_class: type[BaseFeaturesExtractor] = PassThroughExtractor,
-        features_extractor_kwargs: dict[str, Any] | None = None,
-        normalize_images: bool = False,
-        optimizer_class: type[th.optim.Optimizer] = th.optim.Adam,
-        optimizer_kwargs: dict[str, Any] | None = None,
-        n_critics: int = 2,
-        share_features_extractor: bool = False,
-        **network_kwargs: Any,
-    ) -> None:
-        # needed by make_actor/make_critic, which TD3Policy.__init__ calls through _build
-        self._set_network_kwargs(**network_kwargs)
-        self.graph_cache = GraphCache()
-        super().__init__(
-            observation_space,
-            action_space,
-            lr_schedule,
-            net_arch=net_arch,
-            activation_fn=activation_fn,
-            features_extractor_class=features_extractor_class,
-            features_extractor_kwargs=features_extractor_kwargs,
-            normalize_images=normalize_images,
-            optimizer_class=optimizer_class,
-            optimizer_kwargs=self._optimizer_kwargs(optimizer_class, optimizer_kwargs),
-            n_critics=n_critics,
-            share_features_extractor=share_features_extractor,
-        )
 
 
 class CrystalTFNPolicy(TFNPolicyMixin, CrystalTD3PolicyBase):

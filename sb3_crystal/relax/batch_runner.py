@@ -40,7 +40,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from ase import Atoms
 
@@ -350,11 +350,20 @@ class _Relaxer:
         return out
 
 
+class _WorkerSetup(NamedTuple):
+    """What each worker process or Ray actor builds its :class:`_Relaxer` from (its arguments, in order)."""
+
+    model: Any
+    calculator: Any
+    threads: int | None
+    allow_pickle: bool
+
+
 _WORKER: dict[str, _Relaxer] = {}
 
 
-def _init_worker(model: Any, calculator: Any, threads: int | None, allow_pickle: bool) -> None:
-    _WORKER["relaxer"] = _Relaxer(model, calculator, threads, allow_pickle)
+def _init_worker(setup: _WorkerSetup) -> None:
+    _WORKER["relaxer"] = _Relaxer(*setup)
 
 
 def _relax_in_worker(items: Sequence[tuple[int, Atoms]], settings: Mapping[str, Any]) -> list[tuple[int, dict, Atoms | None]]:
@@ -370,22 +379,13 @@ def _failure(err: BaseException) -> dict[str, Any]:
 
 
 def _in_processes(
-    items: list[tuple[int, Atoms]],
-    chunk: int,
-    workers: int,
-    model: Any,
-    calculator: Any,
-    settings: Mapping[str, Any],
-    threads: int | None,
-    allow_pickle: bool = False,
+    items: list[tuple[int, Atoms]], chunk: int, workers: int, setup: _WorkerSetup, settings: Mapping[str, Any]
 ) -> Iterator[tuple[int, dict[str, Any], Atoms | None]]:
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     context = multiprocessing.get_context("spawn")  # no fork of a process that runs torch threads
-    with ProcessPoolExecutor(
-        workers, mp_context=context, initializer=_init_worker, initargs=(model, calculator, threads, allow_pickle)
-    ) as pool:
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(setup,)) as pool:
         futures = {pool.submit(_relax_in_worker, part, settings): part for part in _chunks(items, chunk)}
         pending = set(futures)
         while pending:
@@ -403,11 +403,8 @@ def _on_ray(
     chunk: int,
     workers: int | None,
     address: str,
-    model: Any,
-    calculator: Any,
+    setup: _WorkerSetup,
     settings: Mapping[str, Any],
-    threads: int | None,
-    allow_pickle: bool = False,
 ) -> Iterator[tuple[int, dict[str, Any], Atoms | None]]:
     try:
         import ray
@@ -424,8 +421,8 @@ def _on_ray(
     try:
         n_actors = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
         actor_class = ray.remote(num_cpus=1)(_Relaxer)
-        model_ref = ray.put(model)
-        idle = [actor_class.remote(model_ref, calculator, threads, allow_pickle) for _ in range(n_actors)]
+        shared = setup._replace(model=ray.put(setup.model))  # the model goes to the object store once
+        idle = [actor_class.remote(*shared) for _ in range(n_actors)]
         queue = _chunks(items, chunk)[::-1]
         running: dict[Any, tuple[Any, list[tuple[int, Atoms]]]] = {}
         while queue or running:
@@ -600,10 +597,11 @@ def _relax_all(
         return
     parallel = workers if ray_address is None or workers > 1 else None
     chunk = max(1, min(settings["batch_size"], math.ceil(len(items) / (4 * (parallel or 2)))))
+    setup = _WorkerSetup(model, calculator, threads or 1, allow_pickle)
     if ray_address is None:
-        results = _in_processes(items, chunk, workers, model, calculator, settings, threads or 1, allow_pickle)
+        results = _in_processes(items, chunk, workers, setup, settings)
     else:
-        results = _on_ray(items, chunk, parallel, ray_address, model, calculator, settings, threads or 1, allow_pickle)
+        results = _on_ray(items, chunk, parallel, ray_address, setup, settings)
     for entry in results:
         sink(*entry)
 

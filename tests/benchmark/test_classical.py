@@ -19,28 +19,8 @@ from sb3_crystal.benchmark.classical import (
 from sb3_crystal.benchmark.harness import compare_to_reference
 from sb3_crystal.structures.geometry import distort
 from sb3_crystal.structures.minima import max_force, relaxed_minimum
-from sb3_crystal.structures.prototypes import build_prototype
-from sb3_crystal.threads import blas_threads
 
 EPS = (0.1, 0.05, 0.01)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_blas_thread():
-    with blas_threads(1):  # GPMin's tiny matrices: several times faster without BLAS threads
-        yield
-
-
-@pytest.fixture(scope="module")
-def b2():
-    minimum, report = relaxed_minimum(build_prototype("AlFe-B2"), cache_dir=False)
-    assert report.is_minimum
-    return minimum
-
-
-@pytest.fixture(scope="module")
-def counter():
-    return ForceCallCounter("lammps")
 
 
 def starts(minimum, n, seed=0, beta=0.5):
@@ -48,9 +28,9 @@ def starts(minimum, n, seed=0, beta=0.5):
 
 
 # -- counter ------------------------------------------------------------------------------------------------------
-def test_counter_counts_new_geometries_only(b2):
+def test_counter_counts_new_geometries_only(b2_minimum):
     counter = ForceCallCounter("lammps")
-    atoms = b2.copy()
+    atoms = b2_minimum.copy()
     atoms.calc = counter
     energy = atoms.get_potential_energy()
     atoms.get_forces()
@@ -64,7 +44,7 @@ def test_counter_counts_new_geometries_only(b2):
 
     atoms.positions = first  # back to a geometry seen before, and a separate copy of it
     assert atoms.get_potential_energy() == energy
-    twin = b2.copy()
+    twin = b2_minimum.copy()
     twin.calc = counter
     twin.get_forces()
     assert counter.force_calls == 2
@@ -88,9 +68,9 @@ def test_counter_returns_what_the_wrapped_calculator_returns():
     assert counter.force_calls == 1
 
 
-def test_counter_memory_is_bounded(b2):
+def test_counter_memory_is_bounded(b2_minimum):
     counter = ForceCallCounter("lammps", memory=2)
-    atoms = b2.copy()
+    atoms = b2_minimum.copy()
     atoms.calc = counter
     base = atoms.positions.copy()
     for shift in (0.01, 0.02, 0.03, 0.01):  # the first geometry was forgotten before it comes back
@@ -116,11 +96,11 @@ def test_default_baselines_are_the_issue_list_and_gpmin_fitted_is_extra():
     assert make_relaxer("preconlbfgs").name == "PreconLBFGS" and make_relaxer("PreconLBFGS").fmax_independent
 
 
-def test_gpmin_fitted_refits_its_kernel_and_plain_gpmin_does_not(b2, counter):
+def test_gpmin_fitted_refits_its_kernel_and_plain_gpmin_does_not(b2_minimum, lammps_counter):
     scales = {}
     for fitted in (True, False):
-        atoms = distort(b2, 0.5, np.random.default_rng(3))
-        atoms.calc = counter
+        atoms = distort(b2_minimum, 0.5, np.random.default_rng(3))
+        atoms.calc = lammps_counter
         optimizer = GPMinFitted(atoms, logfile=None, update_hyperparams=fitted)
         assert optimizer.update_hp is fitted
         optimizer.run(fmax=0.01, steps=200)
@@ -131,20 +111,22 @@ def test_gpmin_fitted_refits_its_kernel_and_plain_gpmin_does_not(b2, counter):
 
 
 @pytest.mark.parametrize("name", list(OPTIMIZERS))
-def test_every_optimizer_relaxes_distorted_b2_into_its_minimum(name, b2, counter):
+def test_every_optimizer_relaxes_distorted_b2_into_its_minimum(name, b2_minimum, lammps_counter):
     relaxer = make_relaxer(name)
-    reference_energy = relaxed_minimum(b2, cache_dir=False)[1].energy
-    for start in starts(b2, 3):
-        result = relaxer.relax(start, counter, 0.01, 1000)
+    reference_energy = relaxed_minimum(b2_minimum, cache_dir=False)[1].energy
+    for start in starts(b2_minimum, 3):
+        result = relaxer.relax(start, lammps_counter, 0.01, 1000)
         assert result.converged, result.error
         assert result.fmax < 0.01 and result.error == ""
         assert 1 <= result.force_calls < 100 and result.steps >= 1
-        np.testing.assert_array_equal(result.atoms.cell, b2.cell)  # fixed cell
-        same, energy_error, deviation = compare_to_reference(result.atoms, b2, reference_energy, counter.calculator)
+        np.testing.assert_array_equal(result.atoms.cell, b2_minimum.cell)  # fixed cell
+        same, energy_error, deviation = compare_to_reference(
+            result.atoms, b2_minimum, reference_energy, lammps_counter.calculator
+        )
         assert same, (energy_error, deviation)
 
 
-def test_result_force_calls_match_an_independent_count(b2):
+def test_result_force_calls_match_an_independent_count(b2_minimum):
     """The counter sees every evaluation: wrap the calculator once more and count ASE's calculate() calls."""
     calls = []
     inner = ForceCallCounter("lammps")
@@ -155,25 +137,25 @@ def test_result_force_calls_match_an_independent_count(b2):
         return original(atoms)
 
     inner.evaluate = spy
-    result = make_relaxer("BFGS").relax(starts(b2, 1)[0], inner, 0.01, 1000)
+    result = make_relaxer("BFGS").relax(starts(b2_minimum, 1)[0], inner, 0.01, 1000)
     assert result.force_calls == len(set(calls)) == len(calls)  # BFGS never revisits a geometry
 
 
 @pytest.mark.parametrize("name", [name for name, make in OPTIMIZERS.items() if make().fmax_independent])
-def test_multi_threshold_read_off_equals_separate_runs(name, b2, counter):
+def test_multi_threshold_read_off_equals_separate_runs(name, b2_minimum, lammps_counter):
     relaxer = make_relaxer(name)
     assert relaxer.fmax_independent
-    for start in starts(b2, 5, seed=10):
-        read_off = relaxer.relax_thresholds(start, counter, EPS, 1000)
+    for start in starts(b2_minimum, 5, seed=10):
+        read_off = relaxer.relax_thresholds(start, lammps_counter, EPS, 1000)
         for fmax in EPS:
-            alone = relaxer.relax(start, counter, fmax, 1000)
+            alone = relaxer.relax(start, lammps_counter, fmax, 1000)
             got = read_off[fmax]
             assert (got.converged, got.force_calls, got.steps) == (alone.converged, alone.force_calls, alone.steps)
             assert got.fmax == alone.fmax and got.energy == alone.energy
             np.testing.assert_array_equal(got.atoms.positions, alone.atoms.positions)
 
 
-def test_scipy_cg_path_depends_on_fmax_so_it_is_run_per_threshold(b2, counter):
+def test_scipy_cg_path_depends_on_fmax_so_it_is_run_per_threshold(b2_minimum, lammps_counter):
     """SciPy's gtol = 0.1·fmax enters its line-search acceptance: a read-off of one run is not always exact.
 
     (Seed 16 was the first such start found with SciPy 1.17; any seed shows the point.)
@@ -183,20 +165,20 @@ def test_scipy_cg_path_depends_on_fmax_so_it_is_run_per_threshold(b2, counter):
     forced = make_relaxer("CG")
     forced.fmax_independent = True  # an honest read-off at SciPy's per-iteration convergence checks
     differs = False
-    for start in starts(b2, 40):
-        read_off = forced.relax_thresholds(start, counter, (0.1, 0.001), 1000)
-        separate = relaxer.relax_thresholds(start, counter, (0.1, 0.001), 1000)
+    for start in starts(b2_minimum, 40):
+        read_off = forced.relax_thresholds(start, lammps_counter, (0.1, 0.001), 1000)
+        separate = relaxer.relax_thresholds(start, lammps_counter, (0.1, 0.001), 1000)
         assert read_off[0.001].force_calls == separate[0.001].force_calls  # the run to the smallest ε is the same
-        assert separate[0.1].force_calls == relaxer.relax(start, counter, 0.1, 1000).force_calls
+        assert separate[0.1].force_calls == relaxer.relax(start, lammps_counter, 0.1, 1000).force_calls
         if read_off[0.1].force_calls != separate[0.1].force_calls:
             differs = True
             break
     assert differs
 
 
-def test_step_cap_gives_unconverged_results(b2, counter):
-    start = starts(b2, 1)[0]
-    results = make_relaxer("FIRE").relax_thresholds(start, counter, EPS, 2)
+def test_step_cap_gives_unconverged_results(b2_minimum, lammps_counter):
+    start = starts(b2_minimum, 1)[0]
+    results = make_relaxer("FIRE").relax_thresholds(start, lammps_counter, EPS, 2)
     for result in results.values():
         assert not result.converged and result.steps == 2 and result.force_calls == 3
         assert result.fmax == pytest.approx(max_force(_forces(result.atoms)))
@@ -208,24 +190,24 @@ def _forces(atoms):
     return atoms.get_forces()
 
 
-def test_scipy_failure_is_recorded_as_not_converged(b2, counter, monkeypatch):
+def test_scipy_failure_is_recorded_as_not_converged(b2_minimum, lammps_counter, monkeypatch):
     def fail(self, fmax, steps):
         self.optimizable.get_gradient()
         raise OptimizerConvergenceError("Desired error not necessarily achieved due to precision loss")
 
     monkeypatch.setattr(SciPyFminCG, "call_fmin", fail)
-    result = make_relaxer("CG").relax(starts(b2, 1)[0], counter, 10.0, 100)  # even a threshold already met
+    result = make_relaxer("CG").relax(starts(b2_minimum, 1)[0], lammps_counter, 10.0, 100)  # even a threshold already met
     assert not result.converged
     assert result.error.startswith("OptimizerConvergenceError: Desired error")
     assert result.force_calls == 1
 
 
-def test_thresholds_are_validated(b2, counter):
+def test_thresholds_are_validated(b2_minimum, lammps_counter):
     with pytest.raises(ValueError, match="> 0"):
-        make_relaxer("BFGS").relax_thresholds(b2, counter, [0.1, 0.0], 10)
+        make_relaxer("BFGS").relax_thresholds(b2_minimum, lammps_counter, [0.1, 0.0], 10)
 
 
-def test_a_new_relaxer_needs_only_relax(b2, counter):
+def test_a_new_relaxer_needs_only_relax(b2_minimum, lammps_counter):
     class Still(Relaxer):
         name = "still"
 
@@ -238,5 +220,5 @@ def test_a_new_relaxer_needs_only_relax(b2, counter):
             f = max_force(atoms.get_forces())
             return RelaxResult(fmax, f < fmax, calculator.force_calls, 0, f, atoms.get_potential_energy(), start.copy(), 0.0)
 
-    results = Still().relax_thresholds(b2, counter, EPS, 10)
+    results = Still().relax_thresholds(b2_minimum, lammps_counter, EPS, 10)
     assert sorted(results) == sorted(EPS) and all(r.converged and r.force_calls == 1 for r in results.values())

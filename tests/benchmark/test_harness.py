@@ -19,28 +19,14 @@ from sb3_crystal.benchmark.harness import (
     summarize,
     write_results,
 )
-from sb3_crystal.cli import blas_threads
 from sb3_crystal.structures.geometry import distort
 from sb3_crystal.structures.minima import relaxed_minimum
 from sb3_crystal.structures.prototypes import build_prototype
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_blas_thread():
-    with blas_threads(1):  # GPMin's tiny matrices: several times faster without BLAS threads
-        yield
-
-
 @pytest.fixture(scope="module")
-def b2():
-    minimum, _ = relaxed_minimum(build_prototype("AlFe-B2"), cache_dir=False)
-    minimum.info["source"] = "AlFe-B2"
-    return minimum
-
-
-@pytest.fixture(scope="module")
-def rows(b2):
-    return run_benchmark([b2], ["BFGS", "CG"], beta=0.5, fmaxes=(0.1, 0.01), n_starts=4, seed=3, progress=False)
+def rows(b2_minimum):
+    return run_benchmark([b2_minimum], ["BFGS", "CG"], beta=0.5, fmaxes=(0.1, 0.01), n_starts=4, seed=3, progress=False)
 
 
 def _outcome(rows):
@@ -48,23 +34,23 @@ def _outcome(rows):
 
 
 # -- starts -------------------------------------------------------------------------------------------------------
-def test_starts_are_seeded_per_start(b2):
-    a = make_starts(b2, 0.5, 4, seed=7)
-    b = make_starts(b2, 0.5, 4, seed=7)
+def test_starts_are_seeded_per_start(b2_minimum):
+    a = make_starts(b2_minimum, 0.5, 4, seed=7)
+    b = make_starts(b2_minimum, 0.5, 4, seed=7)
     for x, y in zip(a, b, strict=True):
         np.testing.assert_array_equal(x.positions, y.positions)
     # start k alone is rebuilt from its seed
-    np.testing.assert_array_equal(a[2].positions, distort(b2, 0.5, np.random.default_rng(9)).positions)
+    np.testing.assert_array_equal(a[2].positions, distort(b2_minimum, 0.5, np.random.default_rng(9)).positions)
     assert [s.info["start_seed"] for s in a] == [7, 8, 9, 10]
-    c = make_starts(b2, 0.5, 4, seed=8)
+    c = make_starts(b2_minimum, 0.5, 4, seed=8)
     assert not np.array_equal(a[0].positions, c[0].positions)
-    assert np.abs(a[0].positions - b2.positions).max() <= 0.5
+    assert np.abs(a[0].positions - b2_minimum.positions).max() <= 0.5
 
 
-def test_same_seed_same_results_and_other_seed_other_results(b2, rows):
-    again = run_benchmark([b2], ["BFGS", "CG"], beta=0.5, fmaxes=(0.1, 0.01), n_starts=4, seed=3, progress=False)
+def test_same_seed_same_results_and_other_seed_other_results(b2_minimum, rows):
+    again = run_benchmark([b2_minimum], ["BFGS", "CG"], beta=0.5, fmaxes=(0.1, 0.01), n_starts=4, seed=3, progress=False)
     assert _outcome(again) == _outcome(rows)
-    other = run_benchmark([b2], ["BFGS", "CG"], beta=0.5, fmaxes=(0.1, 0.01), n_starts=4, seed=4, progress=False)
+    other = run_benchmark([b2_minimum], ["BFGS", "CG"], beta=0.5, fmaxes=(0.1, 0.01), n_starts=4, seed=4, progress=False)
     assert [r["final_energy"] for r in other] != [r["final_energy"] for r in rows]
 
 
@@ -92,13 +78,13 @@ def test_saddle_reference_is_flagged():
     assert summarize(rows)[0]["reference_is_minimum"] is False
 
 
-def test_bad_arguments_are_rejected(b2):
+def test_bad_arguments_are_rejected(b2_minimum):
     with pytest.raises(ValueError, match="beta"):
-        run_benchmark([b2], ["BFGS"], beta=-0.1, n_starts=1)
+        run_benchmark([b2_minimum], ["BFGS"], beta=-0.1, n_starts=1)
     with pytest.raises(ValueError, match="thresholds"):
-        run_benchmark([b2], ["BFGS"], fmaxes=(0.1, -1.0), n_starts=1)
+        run_benchmark([b2_minimum], ["BFGS"], fmaxes=(0.1, -1.0), n_starts=1)
     with pytest.raises(KeyError):
-        run_benchmark([b2], ["Newton"], n_starts=1)
+        run_benchmark([b2_minimum], ["Newton"], n_starts=1)
 
 
 # -- same minimum -------------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from sb3_crystal.envs.cell import symmetric_from_voigt, voigt_from_symmetric
 from sb3_crystal.envs.observation import ObservationLayout
 from sb3_crystal.policies.tfn import tensor_from_irreps, tensor_irreps
 from sb3_crystal.relax import RLOptimizer, load_agent, save_agent
+from tests.helpers import record_observations
 
 RESIDUAL_CELL = dict(
     cell=True,
@@ -129,14 +130,7 @@ def test_optimizer_and_env_observe_the_same_cell_relaxation(env, model, tmp_path
     atoms = check.atoms
     atoms.calc = make_calculator("lammps")
     optimizer = RLOptimizer(FrechetCellFilter(atoms), model=agent, logfile=None)
-    seen = []
-    act = optimizer.action
-
-    def recording(observation):
-        seen.append({key: value.copy() for key, value in observation.items()})
-        return act(observation)
-
-    optimizer.action = recording
+    seen = record_observations(optimizer)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         optimizer.run(fmax=0.05, steps=4)

@@ -6,8 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import ase.optimize
+import numpy as np
 import pytest
-from ase.optimize import BFGS, FIRE, LBFGS, BFGSLineSearch, GPMin
+from ase.build import bulk
+from ase.calculators.emt import EMT
+from ase.optimize import GPMin
 from ase.optimize.optimize import Optimizer
 from ase.optimize.precon import PreconLBFGS
 from ase.optimize.sciopt import SciPyFminCG
@@ -20,8 +24,6 @@ from sb3_crystal.optimizers import (
     FMAX_INDEPENDENT_OPTIMIZERS,
     OPTIMIZER_ALIASES,
     STEPWISE_OPTIMIZERS,
-    ExpPreconLBFGS,
-    GPMinFitted,
     UnknownOptimizerError,
     get_optimizer,
     optimizer_name,
@@ -30,29 +32,64 @@ from sb3_crystal.optimizers import (
 PACKAGE = Path(__file__).resolve().parents[2] / "sb3_crystal"
 
 
-def test_table_holds_the_issue_baselines_as_ase_optimizer_classes():
-    assert CLASSICAL_OPTIMIZERS == {
-        "BFGS": BFGS,
-        "LBFGS": LBFGS,
-        "BFGSLineSearch": BFGSLineSearch,
-        "FIRE": FIRE,
-        "GPMin": GPMin,
-        "PreconLBFGS": ExpPreconLBFGS,
-        "CG": SciPyFminCG,
-        "GPMinFitted": GPMinFitted,
-    }
-    assert all(issubclass(cls, Optimizer) for cls in CLASSICAL_OPTIMIZERS.values())
-    assert issubclass(ExpPreconLBFGS, PreconLBFGS)
-    assert DEFAULT_OPTIMIZERS == ("BFGS", "LBFGS", "BFGSLineSearch", "FIRE", "GPMin", "PreconLBFGS", "CG")
-    assert set(FMAX_INDEPENDENT_OPTIMIZERS) <= set(CLASSICAL_OPTIMIZERS.values())
-    assert GPMin not in FMAX_INDEPENDENT_OPTIMIZERS and SciPyFminCG not in FMAX_INDEPENDENT_OPTIMIZERS
+def _rattled_copper():
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True)  # 4 atoms; EMT: milliseconds per force call
+    atoms.rattle(0.1, seed=1)
+    atoms.calc = EMT()
+    return atoms
+
+
+def _path(cls: type[Optimizer], fmax: float) -> tuple[list[np.ndarray], bool, float]:
+    """Positions after every step of ``cls`` built the table's way, whether it converged, and the final fmax."""
+    atoms = _rattled_copper()
+    optimizer = cls(atoms, logfile=None)
+    path: list[np.ndarray] = []
+    optimizer.attach(lambda: path.append(atoms.positions.copy()))
+    converged = optimizer.run(fmax=fmax, steps=200)
+    return path, converged, float(np.linalg.norm(atoms.get_forces(), axis=1).max())
+
+
+def test_the_issue_baselines_are_ases_own_optimizers_and_run_by_default():
+    for name in ("BFGS", "FIRE", "GPMin"):
+        assert get_optimizer(name) is getattr(ase.optimize, name)  # ASE's class with ASE's defaults
+        assert name in DEFAULT_OPTIMIZERS
+    assert issubclass(get_optimizer("PreconLBFGS"), PreconLBFGS)
+    assert set(DEFAULT_OPTIMIZERS) <= set(CLASSICAL_OPTIMIZERS) and "GPMinFitted" not in DEFAULT_OPTIMIZERS
     assert set(OPTIMIZER_ALIASES.values()) <= set(CLASSICAL_OPTIMIZERS)
     assert all(alias == alias.lower() for alias in OPTIMIZER_ALIASES)
 
 
-def test_stepwise_optimizers_are_all_but_scipy():
-    assert "CG" not in STEPWISE_OPTIMIZERS
-    assert set(STEPWISE_OPTIMIZERS) == set(CLASSICAL_OPTIMIZERS) - {"CG"}
+@pytest.mark.parametrize("name", sorted(CLASSICAL_OPTIMIZERS))
+def test_every_optimizer_built_the_tables_way_relaxes(name):
+    cls = get_optimizer(name)
+    assert issubclass(cls, Optimizer)
+    path, converged, fmax = _path(cls, 0.01)
+    assert converged and fmax <= 0.01 and path
+
+
+@pytest.mark.parametrize("cls", FMAX_INDEPENDENT_OPTIMIZERS, ids=lambda cls: cls.__name__)
+def test_fmax_independent_optimizers_take_the_same_path_to_a_looser_threshold(cls):
+    assert cls in CLASSICAL_OPTIMIZERS.values()
+    tight, _, _ = _path(cls, 0.01)
+    loose, converged, _ = _path(cls, 0.1)
+    assert converged and len(loose) < len(tight)
+    for step, (a, b) in enumerate(zip(loose, tight, strict=False)):
+        np.testing.assert_array_equal(a, b, err_msg=f"step {step}")
+    assert not {GPMin, SciPyFminCG} & set(FMAX_INDEPENDENT_OPTIMIZERS)  # their paths depend on fmax (see the table)
+
+
+@pytest.mark.parametrize("name", sorted(CLASSICAL_OPTIMIZERS))
+def test_stepwise_optimizers_take_one_step_per_call_and_the_others_cannot_be_stepped(name):
+    atoms = _rattled_copper()
+    optimizer = get_optimizer(name)(atoms, logfile=None)
+    before = atoms.positions.copy()
+    if name in STEPWISE_OPTIMIZERS:
+        optimizer.step()
+        assert not np.array_equal(atoms.positions, before)
+    else:  # SciPy's optimizers run their own loop
+        with pytest.raises((RuntimeError, NotImplementedError)):
+            optimizer.step()
+        np.testing.assert_array_equal(atoms.positions, before)
 
 
 @pytest.mark.parametrize(

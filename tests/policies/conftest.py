@@ -15,9 +15,6 @@ B2_CELL = np.eye(3) * 2.85
 B2_FRAC = np.array([[0.0, 0.0, 0.0], [0.5, 0.5, 0.5]])
 TRICLINIC_CELL = np.array([[3.1, 0.0, 0.0], [1.3, 2.9, 0.0], [-0.8, 0.9, 3.4]])
 
-# tiny networks: the tests check contracts, not learning
-TINY_TFN = dict(n_layers=1, mul=4, lmax=1, num_basis=4, radial_neurons=8, species_dim=4, force_basis=4, action_basis=4)
-
 
 class ToyCrystalEnv(gym.Env):
     """Atoms on springs to their ideal sites (forces = -k * displacement), padded to ``n_max`` slots.

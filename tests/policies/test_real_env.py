@@ -4,8 +4,9 @@ import torch as th
 from stable_baselines3 import SAC, TD3
 
 from sb3_crystal.policies import register_policy_aliases
+from tests.helpers import TINY_TFN
 
-from .conftest import TINY_TFN, random_rotation
+from .conftest import random_rotation
 
 envs = pytest.importorskip("sb3_crystal.envs")
 

@@ -7,8 +7,9 @@ from stable_baselines3 import SAC
 from sb3_crystal.policies import CrystalTFNSACPolicy
 from sb3_crystal.policies.sac import radial_squash_log_det
 from sb3_crystal.policies.tfn import radial_squash
+from tests.helpers import TINY_TFN
 
-from .conftest import TINY_TFN, ToyCrystalEnv, learn_save_load, random_obs_batch, random_rotation
+from .conftest import ToyCrystalEnv, learn_save_load, random_obs_batch, random_rotation
 
 
 def test_log_det_matches_autograd_jacobian():

@@ -5,8 +5,9 @@ from stable_baselines3 import SAC, TD3
 
 from sb3_crystal.policies import CrystalTFNPolicy, register_policy_aliases
 from sb3_crystal.policies.tfn import radial_squash
+from tests.helpers import TINY_TFN
 
-from .conftest import TINY_TFN, ToyCrystalEnv, learn_save_load, random_obs_batch, random_rotation
+from .conftest import ToyCrystalEnv, learn_save_load, random_obs_batch, random_rotation
 
 # second configuration exercising both parities, lmax 2, fully connected TPs, 2 gated layers
 TINY_PAPER_LIKE = dict(TINY_TFN, tfn_preset="paper", n_layers=2, mul=2, lmax=2, radial_neurons=8)

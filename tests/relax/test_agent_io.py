@@ -20,8 +20,7 @@ from sb3_crystal.relax.agent_io import (
     check_calculator,
     trained_calculator,
 )
-
-TINY_TFN = dict(n_layers=1, mul=4, lmax=1, num_basis=4, radial_neurons=8, species_dim=4, force_basis=4, action_basis=4)
+from tests.helpers import TINY_TFN, mlp_td3, planted_zip
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +90,7 @@ def test_non_plain_policy_kwargs_are_refused(env, tmp_path):
 
 
 def test_bad_agent_folders(env, tmp_path):
-    model = CrystalTD3("MultiInputPolicy", env, policy_kwargs={"net_arch": [8]}, seed=0)
+    model = mlp_td3(env)
     folder = save_agent(model, tmp_path / "agent")
     settings = json.loads((folder / "settings.json").read_text())
 
@@ -116,7 +115,7 @@ def test_bad_agent_folders(env, tmp_path):
 
 
 def test_load_model_reads_sb3_zips(env, observations, tmp_path):
-    model = CrystalTD3("MultiInputPolicy", env, policy_kwargs={"net_arch": [8]}, seed=0)
+    model = mlp_td3(env)
     model.save(tmp_path / "crystal.zip")
     with pytest.raises(PickleNotAllowedError, match=r"crystal\.zip is an SB3 model zip: loading it unpickles"):
         load_model(tmp_path / "crystal.zip")
@@ -151,32 +150,12 @@ def test_load_model_reads_sb3_zips(env, observations, tmp_path):
 
 
 def test_trained_species(env):
-    model = CrystalTD3("MultiInputPolicy", env, policy_kwargs={"net_arch": [8]}, seed=0)
+    model = mlp_td3(env)
     assert trained_species(model) == ("Al", "Fe")  # from the training env's dataset
     model.crystal_env_kwargs = {"structures": "random:count=3,atoms=2,seed=0"}
     model.env = None
     assert trained_species(model) is None  # random crystals: unknown, the calculator decides
     assert as_agent(model).species is None
-
-
-class _Planted:
-    """Unpickling this creates ``marker``: the stand-in for code planted in a model file."""
-
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        from pathlib import Path
-
-        return Path.touch, (Path(self.marker),)
-
-
-def planted_zip(path, marker):
-    """An SB3-style zip whose ``data`` entry runs code (touches ``marker``) when unpickled."""
-    from stable_baselines3.common.save_util import save_to_zip_file
-
-    save_to_zip_file(path, data={"policy_class": _Planted(marker)})
-    return path
 
 
 def test_zips_are_not_unpickled_unless_allowed(tmp_path):
@@ -207,7 +186,7 @@ def test_foreign_sb3_zips_give_one_format_error(make, message, tmp_path):
 
 def test_the_training_calculator_is_recorded(tmp_path):
     emt_env = CrystalRelaxEnv(structures="Al-fcc", calculator="emt", max_steps=5)
-    model = CrystalTD3("MultiInputPolicy", emt_env, policy_kwargs={"net_arch": [8]}, seed=0)
+    model = mlp_td3(emt_env)
     assert trained_calculator(model) == "emt" and as_agent(model).calculator == "emt"
     folder = save_agent(model, tmp_path / "agent")
     assert json.loads((folder / "settings.json").read_text())["calculator"] == "emt"
@@ -230,7 +209,7 @@ def test_check_calculator_warns_on_another_energy_surface(env):
 
     from sb3_crystal.calculators import make_calculator
 
-    agent = as_agent(CrystalTD3("MultiInputPolicy", env, policy_kwargs={"net_arch": [8]}, seed=0))
+    agent = as_agent(mlp_td3(env))
     assert agent.calculator == "lammps"
     lammps = make_calculator("lammps")
     # the same potential: LAMMPS or matscipy, named or built, the default file named explicitly

@@ -15,8 +15,8 @@ from sb3_crystal.relax import HybridOptimizer, RLOptimizer, load_shipped_agent
 from sb3_crystal.relax.agent_io import NoDefaultAgentError
 from sb3_crystal.relax.batch import BatchProfile, batched_actions, relax_many, relax_structure
 from sb3_crystal.structures.geometry import distort
+from tests.helpers import TINY_TFN
 
-TINY_TFN = dict(n_layers=1, mul=4, lmax=1, num_basis=4, radial_neurons=8, species_dim=4, force_basis=4, action_basis=4)
 HISTORY_ENV = dict(history=2, proposal="lbfgs", action_mode="residual", max_displacement=0.1, epsilon=0.05, max_steps=20)
 FMAX, STEPS = 0.05, 12
 

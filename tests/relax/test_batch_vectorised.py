@@ -24,6 +24,7 @@ from sb3_crystal.relax.batch import (
     surely_clear,
 )
 from sb3_crystal.structures.geometry import distort, has_pair_closer_than
+from tests.helpers import TINY_TFN
 
 LAYOUTS = [
     ObservationLayout(n_max=4),
@@ -195,8 +196,7 @@ def test_batched_accepts_is_the_trust_regions_test():
 @pytest.fixture(scope="module")
 def agent_model():
     env = CrystalRelaxEnv(max_steps=10)
-    tiny = dict(n_layers=1, mul=4, lmax=1, num_basis=4, radial_neurons=8, species_dim=4, force_basis=4, action_basis=4)
-    model = CrystalTD3("CrystalTFNPolicy", env, policy_kwargs=tiny, seed=2)
+    model = CrystalTD3("CrystalTFNPolicy", env, policy_kwargs=TINY_TFN, seed=2)
     minimum = env.dataset[0].copy()
     env.close()
     minimum.info.clear()

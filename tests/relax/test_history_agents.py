@@ -12,8 +12,8 @@ from sb3_crystal.calculators import LammpsEAMCalculator
 from sb3_crystal.envs.crystal_relax import CrystalRelaxEnv
 from sb3_crystal.relax import RLOptimizer, load_agent, save_agent
 from sb3_crystal.structures.geometry import distort
+from tests.helpers import TINY_TFN, record_observations
 
-TINY_TFN = dict(n_layers=1, mul=4, lmax=1, num_basis=4, radial_neurons=8, species_dim=4, force_basis=4, action_basis=4)
 HISTORY_ENV = dict(history=2, proposal="lbfgs", action_mode="residual", max_displacement=0.1, epsilon=0.05, max_steps=20)
 
 
@@ -29,13 +29,12 @@ def model(env):
     return CrystalTD3("CrystalTFNPolicy", env, policy_kwargs=TINY_TFN, seed=0)
 
 
-class Recorder(RLOptimizer):
-    """RLOptimizer that keeps every observation it builds."""
-
-    def observation(self, forces=None):
-        observation = super().observation(forces)
-        self.seen = [*getattr(self, "seen", []), observation]
-        return observation
+def assert_same_observations(recorded, expected) -> None:
+    """The optimizer's observations are the environment's, step by step (up to float32 round-off)."""
+    for step, (mine, theirs) in enumerate(zip(recorded, expected, strict=False)):
+        assert mine.keys() == theirs.keys()
+        for key in mine:
+            np.testing.assert_allclose(mine[key], theirs[key], rtol=1e-5, atol=1e-6, err_msg=f"step {step}, {key}")
 
 
 def test_env_and_rl_optimizer_build_identical_observations_step_by_step(env, model):
@@ -49,13 +48,11 @@ def test_env_and_rl_optimizer_build_identical_observations_step_by_step(env, mod
 
     atoms = start.copy()
     atoms.calc = LammpsEAMCalculator()
-    optimizer = Recorder(atoms, model=model, logfile=None, trust_region=False)  # the env has none either
+    optimizer = RLOptimizer(atoms, model=model, logfile=None, trust_region=False)  # the env has none either
+    recorded = record_observations(optimizer)
     optimizer.run(fmax=1e-9, steps=6)
-    assert len(optimizer.seen) == 6
-    for step, (mine, theirs) in enumerate(zip(optimizer.seen, env_observations, strict=False)):
-        assert mine.keys() == theirs.keys()
-        for key in mine:
-            np.testing.assert_allclose(mine[key], theirs[key], rtol=1e-5, atol=1e-6, err_msg=f"step {step}, {key}")
+    assert len(recorded) == 6
+    assert_same_observations(recorded, env_observations)
     np.testing.assert_allclose(atoms.positions, env.atoms.positions, atol=1e-9)
 
 
@@ -75,12 +72,11 @@ def test_with_the_trust_region_too_and_its_refused_tries_in_the_history():
     assert rejected > 0, "the test needs refused tries"
     atoms = start.copy()
     atoms.calc = LammpsEAMCalculator()
-    optimizer = Recorder(atoms, model=agent, logfile=None, patience=None)  # the trust region comes with the agent
+    optimizer = RLOptimizer(atoms, model=agent, logfile=None, patience=None)  # the trust region comes with the agent
     assert optimizer.trust_region == guarded.trust_region
+    recorded = record_observations(optimizer)
     optimizer.run(fmax=guarded.epsilon, steps=len(seen) - 1)
-    for step, (mine, theirs) in enumerate(zip(optimizer.seen, seen, strict=False)):
-        for key in mine:
-            np.testing.assert_allclose(mine[key], theirs[key], rtol=1e-5, atol=1e-6, err_msg=f"step {step}, {key}")
+    assert_same_observations(recorded, seen)
     assert optimizer.force_calls == info["force_calls"] and optimizer.rejected == rejected
     guarded.close()
 
@@ -88,11 +84,12 @@ def test_with_the_trust_region_too_and_its_refused_tries_in_the_history():
 def test_a_new_run_starts_a_new_history(env, model):
     atoms = distort(env.dataset[0], 0.3, np.random.default_rng(6), min_distance=1.6)
     atoms.calc = LammpsEAMCalculator()
-    optimizer = Recorder(atoms, model=model, logfile=None, trust_region=False, patience=None)
+    optimizer = RLOptimizer(atoms, model=model, logfile=None, trust_region=False, patience=None)
+    recorded = record_observations(optimizer)
     optimizer.run(fmax=1e-9, steps=3)
     optimizer.run(fmax=1e-9, steps=1)
-    assert optimizer.history.n_steps == 0 and not optimizer.seen[-1]["displacements"].any()
-    assert optimizer.seen[2]["displacements"].any()
+    assert optimizer.history.n_steps == 0 and not recorded[-1]["displacements"].any()
+    assert recorded[2]["displacements"].any()
 
 
 def test_agent_files_record_the_layout_and_old_files_load_as_before(env, model, tmp_path):
@@ -255,12 +252,11 @@ def test_curvature_proposal_env_and_optimizer_agree_and_its_zero_action_relaxes(
             break
     atoms = start.copy()
     atoms.calc = LammpsEAMCalculator()
-    optimizer = Recorder(atoms, model=agent, logfile=None, patience=None)
+    optimizer = RLOptimizer(atoms, model=agent, logfile=None, patience=None)
     assert optimizer.settings["action_scale"] == action_scale
+    recorded = record_observations(optimizer)
     optimizer.run(fmax=1e-9, steps=len(seen) - 1)
-    for step, (mine, theirs) in enumerate(zip(optimizer.seen, seen, strict=False)):
-        for key in mine:
-            np.testing.assert_allclose(mine[key], theirs[key], rtol=1e-5, atol=1e-6, err_msg=f"step {step}, {key}")
+    assert_same_observations(recorded, seen)
     np.testing.assert_allclose(atoms.positions, curved.atoms.positions, atol=1e-9)
     # a zero action takes the learned Hessian's step: it relaxes B2 to 0.05 eV/Å within a few force calls
     obs, _ = curved.reset(options={"atoms": start})

@@ -6,12 +6,11 @@ import dataclasses
 
 import numpy as np
 import pytest
-from ase.calculators.calculator import Calculator, all_changes
 from ase.io import read
 from ase.optimize import BFGS, BFGSLineSearch, GPMin
 
 from sb3_crystal.algorithms import CrystalTD3
-from sb3_crystal.calculators import LammpsEAMCalculator, UnsupportedElementsError
+from sb3_crystal.calculators import UnsupportedElementsError
 from sb3_crystal.envs.crystal_relax import CrystalRelaxEnv
 from sb3_crystal.relax import CrystalAgent, HybridOptimizer, NoDefaultAgentError, RLOptimizer, agent_io, save_agent
 from sb3_crystal.relax.optimizer import (
@@ -22,28 +21,10 @@ from sb3_crystal.relax.optimizer import (
     warm_start,
 )
 from sb3_crystal.structures.geometry import distort
+from tests.helpers import TINY_TFN, CountingEAM
 
 #: the agent's raw moves, as the environment (without a trust region) makes them
 RAW = dict(trust_region=False, patience=None)
-TINY_TFN = dict(n_layers=1, mul=4, lmax=1, num_basis=4, radial_neurons=8, species_dim=4, force_basis=4, action_basis=4)
-
-
-class CountingEAM(Calculator):
-    """The LAMMPS EAM, counting the evaluations ASE asks of it (it asks again only when the geometry changed)."""
-
-    implemented_properties = ("energy", "free_energy", "forces")
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.inner = LammpsEAMCalculator()
-        self.potential = self.inner.potential
-        self.count = 0
-
-    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes) -> None:
-        super().calculate(atoms, properties, system_changes)
-        energy, forces = self.inner.compute(self.atoms.numbers, np.asarray(self.atoms.cell), self.atoms.positions)
-        self.count += 1
-        self.results = {"energy": energy, "free_energy": energy, "forces": forces}
 
 
 class ScriptedPolicy:
@@ -81,13 +62,6 @@ def scripted(per_atom, **settings) -> CrystalAgent:
 
 
 @pytest.fixture(scope="module")
-def env():
-    environment = CrystalRelaxEnv(max_steps=10)
-    yield environment
-    environment.close()
-
-
-@pytest.fixture(scope="module")
 def env4():
     environment = CrystalRelaxEnv(n_max=4, max_steps=10)
     yield environment
@@ -95,23 +69,18 @@ def env4():
 
 
 @pytest.fixture(scope="module")
-def mlp(env):
-    return CrystalTD3("MultiInputPolicy", env, policy_kwargs={"net_arch": [8]}, seed=0)
-
-
-@pytest.fixture(scope="module")
-def tfn_pair(env, env4):
+def tfn_pair(relax_env, env4):
     """Two TFN models with the same weights, built for n_max = 2 and n_max = 4."""
     policies = pytest.importorskip("sb3_crystal.policies")
-    small = CrystalTD3(policies.CrystalTFNPolicy, env, policy_kwargs=TINY_TFN, seed=0)
+    small = CrystalTD3(policies.CrystalTFNPolicy, relax_env, policy_kwargs=TINY_TFN, seed=0)
     large = CrystalTD3(policies.CrystalTFNPolicy, env4, policy_kwargs=TINY_TFN, seed=1)
     large.policy.load_state_dict(small.policy.state_dict())
     return small, large
 
 
 @pytest.fixture(scope="module")
-def minimum(env):
-    return env.dataset[0].copy()
+def minimum(relax_env):
+    return relax_env.dataset[0].copy()
 
 
 def start(minimum, seed=0, beta=0.3, repeat=(1, 1, 1)):
@@ -131,22 +100,22 @@ def distinct(images) -> int:
 
 # -- the agent alone ------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("action_scale", ["fixed", "force"])
-def test_moves_are_the_environments(env, mlp, action_scale, minimum):
+def test_moves_are_the_environments(relax_env, mlp_model, action_scale, minimum):
     """Step for step, the optimizer puts the atoms where the environment puts them (action scale, contact rule)."""
-    rule = env.moves
-    env.moves = dataclasses.replace(rule, action_scale=action_scale)  # as if the env had been built with it
+    rule = relax_env.moves
+    relax_env.moves = dataclasses.replace(rule, action_scale=action_scale)  # as if the relax_env had been built with it
     try:
-        observation, _ = env.reset(options={"atoms": start(minimum, seed=3)})
+        observation, _ = relax_env.reset(options={"atoms": start(minimum, seed=3)})
         expected, fractions = [], []
         for _ in range(4):
-            action, _ = mlp.predict(observation, deterministic=True)
-            observation, _, _, _, info = env.step(action)
-            expected.append(env.atoms.positions)
+            action, _ = mlp_model.predict(observation, deterministic=True)
+            observation, _, _, _, info = relax_env.step(action)
+            expected.append(relax_env.atoms.positions)
             fractions.append(info["action_fraction"])
     finally:
-        env.moves = rule
+        relax_env.moves = rule
     atoms = start(minimum, seed=3)
-    optimizer = RLOptimizer(atoms, model=mlp, logfile=None, action_scale=action_scale, **RAW)
+    optimizer = RLOptimizer(atoms, model=mlp_model, logfile=None, action_scale=action_scale, **RAW)
     assert optimizer.settings["action_scale"] == action_scale
     for k, positions in enumerate(expected):
         optimizer.run(fmax=1e-9, steps=1)
@@ -173,12 +142,12 @@ def test_settings_travel_with_the_model(minimum):
         RLOptimizer(start(minimum), model=model, logfile=None, action_scale="huge")
 
 
-def test_force_calls_are_distinct_geometries_and_the_trajectory_holds_every_step(mlp, minimum, tmp_path):
+def test_force_calls_are_distinct_geometries_and_the_trajectory_holds_every_step(mlp_model, minimum, tmp_path):
     atoms = start(minimum, seed=1)
     calc = atoms.calc
     path = tmp_path / "rl.traj"
     optimizer = RLOptimizer(
-        atoms, model=mlp, logfile=None, trajectory=str(path), max_displacement=0.05, min_distance=0.5, **RAW
+        atoms, model=mlp_model, logfile=None, trajectory=str(path), max_displacement=0.05, min_distance=0.5, **RAW
     )
     converged = optimizer.run(fmax=1e-6, steps=12)
     assert converged is False and optimizer.nsteps == 12
@@ -226,48 +195,48 @@ def test_padding_invariance(tfn_pair, minimum):
     np.testing.assert_allclose(moved[0], moved[1], atol=1e-6)
 
 
-def test_fixed_size_agent_refuses_a_larger_cell(mlp, minimum):
+def test_fixed_size_agent_refuses_a_larger_cell(mlp_model, minimum):
     with pytest.raises(ValueError, match=r"4 atoms, more than the 2 slots .* fixed input size"):
-        RLOptimizer(start(minimum, repeat=(2, 1, 1)), model=mlp, logfile=None)
+        RLOptimizer(start(minimum, repeat=(2, 1, 1)), model=mlp_model, logfile=None)
 
 
-def test_unseen_species_are_refused_by_name(mlp, minimum):
+def test_unseen_species_are_refused_by_name(mlp_model, minimum):
     atoms = start(minimum)
     atoms.symbols[0] = "Ni"
     with pytest.raises(UnsupportedElementsError, match=r"Ni not seen in training \(the agent was trained on Al, Fe\)"):
-        RLOptimizer(atoms, model=mlp, logfile=None)
+        RLOptimizer(atoms, model=mlp_model, logfile=None)
     # species unknown: the calculator's elements decide
-    anonymous = CrystalAgent(mlp.policy, n_max=2, species=None)
+    anonymous = CrystalAgent(mlp_model.policy, n_max=2, species=None)
     with pytest.raises(UnsupportedElementsError, match=r"element\(s\) Ni not covered by potential"):
         RLOptimizer(atoms, model=anonymous, logfile=None)
     RLOptimizer(start(minimum), model=anonymous, logfile=None)  # Al and Fe are fine
 
 
-def test_no_default_agent_installed(minimum, mlp, monkeypatch, tmp_path):
+def test_no_default_agent_installed(minimum, mlp_model, monkeypatch, tmp_path):
     monkeypatch.setitem(agent_io.SHIPPED_AGENTS, "alfe", tmp_path / "default_agent")
     with pytest.raises(NoDefaultAgentError, match="No agent is installed"):
         RLOptimizer(start(minimum))
-    save_agent(mlp, tmp_path / "default_agent")  # the hook loads whatever is installed there
+    save_agent(mlp_model, tmp_path / "default_agent")  # the hook loads whatever is installed there
     assert RLOptimizer(start(minimum), logfile=None).agent.n_max == 2
 
 
-def test_needs_a_calculator_and_periodic_cell(mlp, minimum):
+def test_needs_a_calculator_and_periodic_cell(mlp_model, minimum):
     atoms = start(minimum)
     atoms.calc = None
     with pytest.raises(ValueError, match="attach a calculator"):
-        RLOptimizer(atoms, model=mlp, logfile=None)
+        RLOptimizer(atoms, model=mlp_model, logfile=None)
     atoms = start(minimum)
     atoms.pbc = [True, True, False]
     with pytest.raises(ValueError, match="fully periodic"):
-        RLOptimizer(atoms, model=mlp, logfile=None)
+        RLOptimizer(atoms, model=mlp_model, logfile=None)
 
 
 # -- hybrid ------------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("finisher", ["BFGS", "lbfgs", "FIRE", "BFGSLineSearch", "GPMin", "GPMinFitted"])
-def test_hybrid_converges_from_an_untrained_agent(mlp, minimum, finisher, tmp_path):
+def test_hybrid_converges_from_an_untrained_agent(mlp_model, minimum, finisher, tmp_path):
     atoms = start(minimum, seed=5, beta=0.4)
     path = tmp_path / "hybrid.traj"
-    hybrid = HybridOptimizer(atoms, model=mlp, finisher=finisher, logfile=None, trajectory=str(path))
+    hybrid = HybridOptimizer(atoms, model=mlp_model, finisher=finisher, logfile=None, trajectory=str(path))
     assert hybrid.run(fmax=0.01, steps=300) is True
     assert hybrid.phase == "finisher" and hybrid.handover_reason is not None
     assert hybrid.nsteps == hybrid.agent_steps + hybrid.finisher_steps + (hybrid.handover_reason != "switch_fmax")
@@ -282,11 +251,11 @@ def test_hybrid_converges_from_an_untrained_agent(mlp, minimum, finisher, tmp_pa
 
 
 @pytest.mark.parametrize("finisher", [BFGS, BFGSLineSearch])
-def test_hybrid_handing_over_at_once_is_the_finisher_alone(mlp, minimum, finisher):
+def test_hybrid_handing_over_at_once_is_the_finisher_alone(mlp_model, minimum, finisher):
     """switch_fmax above the start's fmax: the hybrid is the finisher alone, force calls included (the start
     counted once), warm start or not (there is nothing to learn from)."""
     atoms = start(minimum, seed=6)
-    hybrid = HybridOptimizer(atoms, model=mlp, switch_fmax=1e3, finisher=finisher, logfile=None)
+    hybrid = HybridOptimizer(atoms, model=mlp_model, switch_fmax=1e3, finisher=finisher, logfile=None)
     assert hybrid.run(fmax=0.01, steps=200)
     reference = start(minimum, seed=6)
     classical = finisher(reference, logfile=None)
@@ -297,8 +266,8 @@ def test_hybrid_handing_over_at_once_is_the_finisher_alone(mlp, minimum, finishe
     np.testing.assert_array_equal(atoms.positions, reference.positions)
 
 
-def test_the_default_finisher_is_gpmin_on_small_cells_and_bfgs_line_search_on_large_ones(mlp, minimum):
-    hybrid = HybridOptimizer(start(minimum), mlp, logfile=None)
+def test_the_default_finisher_is_gpmin_on_small_cells_and_bfgs_line_search_on_large_ones(mlp_model, minimum):
+    hybrid = HybridOptimizer(start(minimum), mlp_model, logfile=None)
     assert len(minimum) <= AUTO_GPMIN_MAX_ATOMS
     assert hybrid.finisher_class is GPMin and hybrid.warm_start
     assert (hybrid.patience, hybrid.min_improvement, hybrid.max_energy_rise) == (1, 0.3, 0.0)
@@ -345,7 +314,7 @@ def test_bfgs_hessian_and_its_inverse_satisfy_the_secant_condition():
     assert np.all(np.linalg.eigvalsh(hessian) > 0)  # positive curvature pairs keep it positive definite
 
 
-def test_warm_start_sets_the_finishers_hessian_from_the_agents_path(mlp, minimum):
+def test_warm_start_sets_the_finishers_hessian_from_the_agents_path(mlp_model, minimum):
     """Replayed on a real (EAM) path, the quasi-Newton finisher's Hessian differs from its initial one and satisfies
     the secant condition of the last pair; a BFGSLineSearch keeps it (in its units: gradients / alpha) at step one."""
     atoms = start(minimum, seed=12, beta=0.3)
@@ -364,7 +333,7 @@ def test_warm_start_sets_the_finishers_hessian_from_the_agents_path(mlp, minimum
     bfgs.step()
     np.testing.assert_allclose(bfgs.H, bfgs_hessian(pairs, 70.0 * np.eye(6)))  # the first step used it as it is
 
-    hybrid = HybridOptimizer(atoms, mlp, finisher="BFGSLineSearch", logfile=None)
+    hybrid = HybridOptimizer(atoms, mlp_model, finisher="BFGSLineSearch", logfile=None)
     line_search = hybrid.make_finisher()
     assert isinstance(line_search, BFGSLineSearch)
     assert warm_start(line_search, path) == len(pairs)
@@ -454,8 +423,8 @@ def test_hybrid_hands_over_when_the_agent_stalls(minimum):
     assert hybrid.force_calls == atoms.calc.count
 
 
-def test_auto_finisher_is_bfgs_line_search_at_switch_fmax_and_gpmin_after_an_early_handover(mlp, minimum):
-    near = HybridOptimizer(start(minimum, seed=6), model=mlp, switch_fmax=1e3, logfile=None)  # reached at once
+def test_auto_finisher_is_bfgs_line_search_at_switch_fmax_and_gpmin_after_an_early_handover(mlp_model, minimum):
+    near = HybridOptimizer(start(minimum, seed=6), model=mlp_model, switch_fmax=1e3, logfile=None)  # reached at once
     assert near.run(fmax=0.01, steps=200) and near.handover_reason == "switch_fmax"
     assert near.finisher_class is BFGSLineSearch and isinstance(near.finisher, BFGSLineSearch)
     far = HybridOptimizer(start(minimum, seed=10), scripted(np.zeros((2, 3))), switch_fmax=1e-4, logfile=None)
@@ -484,27 +453,27 @@ def test_hybrid_hands_over_after_max_agent_steps(minimum):
     assert hybrid.handover_reason == "agent_steps" and hybrid.agent_steps == 2
 
 
-def test_hybrid_rejects_bad_settings(mlp, minimum):
+def test_hybrid_rejects_bad_settings(mlp_model, minimum):
     with pytest.raises(ValueError, match="Unknown finisher 'Newton'"):
-        HybridOptimizer(start(minimum), mlp, finisher="Newton", logfile=None)
+        HybridOptimizer(start(minimum), mlp_model, finisher="Newton", logfile=None)
     with pytest.raises(ValueError, match="switch_fmax"):
-        HybridOptimizer(start(minimum), mlp, switch_fmax=0, logfile=None)
+        HybridOptimizer(start(minimum), mlp_model, switch_fmax=0, logfile=None)
 
 
-def test_hybrid_old_keyword_names_still_work_and_warn(mlp, minimum):
+def test_hybrid_old_keyword_names_still_work_and_warn(mlp_model, minimum):
     """``f_switch``, ``optimizer`` and ``optimizer_kwargs`` are the deprecated names of ``switch_fmax``, ``finisher``
     and ``finisher_kwargs``: they warn, mean the same, and cannot be given together with the new names."""
     with pytest.warns(DeprecationWarning) as caught:
         old = HybridOptimizer(
-            start(minimum), mlp, f_switch=0.3, optimizer="BFGS", optimizer_kwargs={"maxstep": 0.1}, logfile=None
+            start(minimum), mlp_model, f_switch=0.3, optimizer="BFGS", optimizer_kwargs={"maxstep": 0.1}, logfile=None
         )
     deprecated = {str(w.message).split(": ")[1].split("=")[0] for w in caught if w.category is DeprecationWarning}
     assert deprecated == {"f_switch", "optimizer", "optimizer_kwargs"}
     new = HybridOptimizer(
-        start(minimum), mlp, switch_fmax=0.3, finisher="BFGS", finisher_kwargs={"maxstep": 0.1}, logfile=None
+        start(minimum), mlp_model, switch_fmax=0.3, finisher="BFGS", finisher_kwargs={"maxstep": 0.1}, logfile=None
     )
     for hybrid in (old, new):
         assert (hybrid.switch_fmax, hybrid.finisher_class, hybrid.finisher_kwargs) == (0.3, BFGS, {"maxstep": 0.1})
     assert old.todict() == new.todict() and old.todict()["finisher"] == "BFGS"
     with pytest.raises(TypeError, match="give finisher= only"):
-        HybridOptimizer(start(minimum), mlp, finisher="FIRE", optimizer="BFGS", logfile=None)
+        HybridOptimizer(start(minimum), mlp_model, finisher="FIRE", optimizer="BFGS", logfile=None)

@@ -50,6 +50,21 @@ def tiny_config(path: Path, n_timesteps: int = 60) -> Path:
     return path
 
 
+def zoo_args(config: Path, logs: Path, *extra: str) -> list[str]:
+    """rl-zoo's arguments for a TD3 run of ``CrystalRelax-v0`` with the config file ``config``, logging into ``logs``."""
+    return ["--algo", "td3", "--env", "CrystalRelax-v0", "--conf-file", str(config), "-f", str(logs), *extra]
+
+
+def run_folder(logs: Path, run: int = 1) -> Path:
+    """The folder of rl-zoo's ``run``-th TD3 run of ``CrystalRelax-v0`` in ``logs``."""
+    return logs / "td3" / f"CrystalRelax-v0_{run}"
+
+
+def saved_model(logs: Path, run: int = 1) -> Path:
+    """The model file rl-zoo saves at the end of that run."""
+    return run_folder(logs, run) / "CrystalRelax-v0.zip"
+
+
 def event_tags(folder: Path) -> set[str]:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -63,9 +78,9 @@ def event_tags(folder: Path) -> set[str]:
 
 def test_train_writes_tensorboard_metrics_and_checkpoints_then_resumes(tmp_path):
     config = tiny_config(tmp_path / "tiny.yml")
-    common = ["--algo", "td3", "--env", "CrystalRelax-v0", "--conf-file", str(config), "-f", str(tmp_path / "logs")]
+    common = zoo_args(config, tmp_path / "logs")
     train([*common, "-tb", str(tmp_path / "tb"), "--save-freq", "20", "--seed", "0"])
-    run = tmp_path / "logs" / "td3" / "CrystalRelax-v0_1"
+    run = run_folder(tmp_path / "logs")
     checkpoints = complete_checkpoints(run / "checkpoints")
     assert [c.name for c in checkpoints] == ["step_000000000040", "step_000000000060"]  # keep=2
     assert (run / "checkpoints" / "latest").resolve() == checkpoints[-1].resolve()
@@ -92,8 +107,8 @@ def test_train_writes_tensorboard_metrics_and_checkpoints_then_resumes(tmp_path)
     first = CrystalTD3.load(checkpoints[-1] / "model.zip")
     assert first.num_timesteps == 60 and first.curriculum_stage == 1
     train([*common, "-i", str(run / "checkpoints" / "latest" / "model.zip"), "-n", "100", "--save-freq", "20", "--seed", "0"])
-    resumed_run = tmp_path / "logs" / "td3" / "CrystalRelax-v0_2"
-    final = CrystalTD3.load(resumed_run / "CrystalRelax-v0.zip")
+    resumed_run = run_folder(tmp_path / "logs", run=2)
+    final = CrystalTD3.load(saved_model(tmp_path / "logs", run=2))
     assert final.num_timesteps == 100  # -n is the total budget: 40 more steps
     assert final.curriculum_stage == 1
     final.load_replay_buffer(complete_checkpoints(resumed_run / "checkpoints")[-1] / "replay_buffer.pkl")
@@ -103,10 +118,9 @@ def test_train_writes_tensorboard_metrics_and_checkpoints_then_resumes(tmp_path)
 def test_sigkill_mid_run_keeps_a_loadable_checkpoint_and_resume_finishes(tmp_path):
     config = tiny_config(tmp_path / "tiny.yml", n_timesteps=5000)
     logs = tmp_path / "logs"
-    command = [sys.executable, str(REPO / "train.py"), "--algo", "td3", "--env", "CrystalRelax-v0"]
-    command += ["--conf-file", str(config), "-f", str(logs), "--save-freq", "10", "--seed", "1"]
+    command = [sys.executable, str(REPO / "train.py"), *zoo_args(config, logs, "--save-freq", "10", "--seed", "1")]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    checkpoints_dir = logs / "td3" / "CrystalRelax-v0_1" / "checkpoints"
+    checkpoints_dir = run_folder(logs) / "checkpoints"
     try:
         deadline = time.time() + 120
         while time.time() < deadline and process.poll() is None:
@@ -126,71 +140,21 @@ def test_sigkill_mid_run_keeps_a_loadable_checkpoint_and_resume_finishes(tmp_pat
     assert 40 <= model.num_timesteps < 5000
     assert model.replay_buffer.pos in (model.num_timesteps - 1, model.num_timesteps)
     budget = model.num_timesteps + 20
-    train(
-        [
-            "--algo",
-            "td3",
-            "--env",
-            "CrystalRelax-v0",
-            "--conf-file",
-            str(config),
-            "-f",
-            str(logs),
-            "--seed",
-            "1",
-            "-i",
-            str(checkpoints_dir / "latest" / "model.zip"),
-            "-n",
-            str(budget),
-        ]
-    )
-    assert CrystalTD3.load(logs / "td3" / "CrystalRelax-v0_2" / "CrystalRelax-v0.zip").num_timesteps == budget
+    train(zoo_args(config, logs, "--seed", "1", "-i", str(checkpoints_dir / "latest" / "model.zip"), "-n", str(budget)))
+    assert CrystalTD3.load(saved_model(logs, run=2)).num_timesteps == budget
 
 
 def test_plain_rl_zoo_route_with_the_package_yaml(tmp_path):
     config = tiny_config(tmp_path / "tiny.yml", n_timesteps=30)
-    command = [
-        sys.executable,
-        "-m",
-        "rl_zoo3.train",
-        "--algo",
-        "td3",
-        "--env",
-        "CrystalRelax-v0",
-        "--gym-packages",
-        "sb3_crystal",
-        "--conf-file",
-        str(config),
-        "-f",
-        str(tmp_path / "logs"),
-        "--seed",
-        "0",
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    arguments = zoo_args(config, tmp_path / "logs", "--gym-packages", "sb3_crystal", "--seed", "0")
+    result = subprocess.run([sys.executable, "-m", "rl_zoo3.train", *arguments], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
-    model = CrystalTD3.load(tmp_path / "logs" / "td3" / "CrystalRelax-v0_1" / "CrystalRelax-v0.zip")
+    model = CrystalTD3.load(saved_model(tmp_path / "logs"))
     assert model.num_timesteps == 30 and model.state_noise.level == 0.2  # state noise reached rl-zoo's td3
 
 
 def test_n_envs_flag_with_subprocess_envs(tmp_path):
     config = tiny_config(tmp_path / "tiny.yml", n_timesteps=40)
-    train(
-        [
-            "--algo",
-            "td3",
-            "--env",
-            "CrystalRelax-v0",
-            "--conf-file",
-            str(config),
-            "-f",
-            str(tmp_path / "logs"),
-            "--n-envs",
-            "2",
-            "--vec-env",
-            "subproc",
-            "--seed",
-            "0",
-        ]
-    )
-    model = CrystalTD3.load(tmp_path / "logs" / "td3" / "CrystalRelax-v0_1" / "CrystalRelax-v0.zip")
+    train(zoo_args(config, tmp_path / "logs", "--n-envs", "2", "--vec-env", "subproc", "--seed", "0"))
+    model = CrystalTD3.load(saved_model(tmp_path / "logs"))
     assert model.n_envs == 2 and model.num_timesteps >= 40
