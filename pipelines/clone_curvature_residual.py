@@ -15,16 +15,21 @@ minimum is known:
 - **generated cells** (the RL recipe's pool of random Al–Fe cells, minimum unknown): the target is the zero action,
   so the clone keeps the learned curvature there; episodes walk the zero action's steps.
 
+Episodes run to ``--collect-epsilon`` (0.005 eV/Å), below the thresholds the agent is used at, so the clone has seen
+the states near a minimum where its correction must vanish.
+
 The actor is regressed onto both (:func:`~sb3_crystal.exploration.demonstrations.pretrain_actor`) and judged, through
 :class:`~sb3_crystal.relax.RLOptimizer` with its default safeguards, next to the zero action on the validation
 starts of random Al–Fe cells and on distorted B2 starts (seed ``--b2-eval-seed``, not a training seed). The agent
-folder can seed RL: ``train_curvature_agent.py --init-agent <out>/agent``.
+folder can seed RL: ``train_curvature_agent.py --init-agent <out>/agent``. ``--install <run>`` copies a finished
+run's agent into the package as the shipped ``curvature`` agent (``load_shipped_agent("curvature")``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 import warnings
@@ -91,6 +96,36 @@ def collect(
     return ReferenceMoves(stacked, np.stack(actions), np.array(betas), np.array(kinds))
 
 
+#: Where ``--install`` puts the chosen run's agent: the shipped ``curvature`` agent.
+INSTALL_DIR = Path(__file__).resolve().parents[1] / "sb3_crystal" / "relax" / "curvature_agent"
+
+
+def install(run: Path, chosen_by: str) -> None:
+    """Copy the agent of a finished run (``run``/agent, ``run``/result.json) into :data:`INSTALL_DIR`, with a
+    ``training.json`` of its command, its validation summary and ``chosen_by``; the model card is kept."""
+    record = json.loads((run / "result.json").read_text())
+    INSTALL_DIR.mkdir(parents=True, exist_ok=True)
+    for name in ("settings.json", "weights.pt"):
+        shutil.copyfile(run / "agent" / name, INSTALL_DIR / name)
+    results = record["results"]
+    summary_only = {key: {k: v for k, v in entry.items() if k not in ("calls", "stops")} for key, entry in results.items()}
+    training = {
+        "command": record["command"],
+        "install": f"python pipelines/clone_curvature_residual.py --install runs/{run.name}",
+        "chosen_by": chosen_by,
+        "samples": record["samples"],
+        "b2_samples": record["b2_samples"],
+        "collect_seconds": record["collect_seconds"],
+        "fit_seconds": record["fit_seconds"],
+        "final_loss": record["losses"][-1],
+        "validation": summary_only,
+        "note": "behaviour cloning (the move to B2's known minimum on distorted B2; the zero action, i.e. the learned "
+        "curvature's step, on generated cells); no RL updates",
+    }
+    (INSTALL_DIR / "training.json").write_text(json.dumps(training, indent=1) + "\n")
+    print(f"installed {run / 'agent'} in {INSTALL_DIR}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--b2-episodes", type=int, default=600)
@@ -98,6 +133,12 @@ def main() -> None:
     parser.add_argument("--b2-beta", type=float, default=0.6, help="largest β of the B2 episodes, Å")
     parser.add_argument("--b2-beta-min", type=float, default=0.05)
     parser.add_argument("--max-displacement", type=float, default=0.4, help="correction per component at |a| = 1, Å")
+    parser.add_argument(
+        "--collect-epsilon",
+        type=float,
+        default=0.005,
+        help="episodes end at this fmax, eV/Å: states below the relaxers' 0.05 and 0.01 are labelled too",
+    )
     parser.add_argument("--mul", type=int, default=16)
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=60)
@@ -111,14 +152,21 @@ def main() -> None:
     parser.add_argument("--b2-eval-seed", type=int, default=1000)
     parser.add_argument("--fmax", type=float, default=0.05)
     parser.add_argument("--out", type=Path, default=Path("runs/clone_curvature_residual"))
+    parser.add_argument(
+        "--install", type=Path, default=None, help="no training: install this finished run's agent as the shipped one"
+    )
+    parser.add_argument("--chosen-by", default="", help="with --install: how the run was chosen (recorded)")
     args = parser.parse_args()
+    if args.install is not None:
+        install(args.install, args.chosen_by)
+        return
     for value in (args.seed, EPISODE_SEEDS * args.seed + args.b2_episodes + args.pool_episodes):
         check_training_seed(value, "--seed (its episode seeds)")
     warnings.simplefilter("ignore")
     th.manual_seed(args.seed)
     th.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
-    settings = dict(ENV_KWARGS, max_displacement=args.max_displacement)
+    settings = dict(ENV_KWARGS, max_displacement=args.max_displacement, epsilon=args.collect_epsilon)
     pool = training_pool(args.pool, args.pool_seed, args.pool_file)
     generator = RattledCellGenerator(pool, beta=0.2, min_distance=settings["min_distance"], relaxed=False, names=["pool"])
     env = CrystalRelaxEnv(**settings, generator=generator, n_max=16)

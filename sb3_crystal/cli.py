@@ -302,13 +302,18 @@ def check_output_folder(path: Path, option: str) -> None:
 # -- agents and calculators -------------------------------------------------------------------------------------------
 #: ``--model`` names of the shipped agents (any case) -> (name in agent_io.SHIPPED_AGENTS, relaxer label). These never
 #: mean a file of that name: ``./b2`` does.
-SHIPPED_MODEL_NAMES = {"default": ("alfe", "RL"), "alfe": ("alfe", "RL"), "b2": ("b2", "RL-B2")}
+SHIPPED_MODEL_NAMES = {
+    "default": ("alfe", "RL"),
+    "alfe": ("alfe", "RL"),
+    "b2": ("b2", "RL-B2"),
+    "curvature": ("curvature", "RL-curvature"),
+}
 #: ``relax --model`` value for :class:`~sb3_crystal.relax.LearnedCurvature` (the learned-Hessian relaxer, alone).
 LEARNED_CURVATURE = "learned-curvature"
 #: What the shipped names of every ``--model`` option mean (:data:`SHIPPED_MODEL_NAMES`).
 _SHIPPED_MODELS_HELP = (
-    "'default' (or 'alfe') = the shipped Al-Fe agent, 'b2' = the shipped B2 AlFe specialist (these names never mean a "
-    "file: write ./b2 for one)"
+    "'default' (or 'alfe') = the shipped Al-Fe agent, 'b2' = the shipped B2 AlFe specialist, 'curvature' = the shipped "
+    "residual agent on the learned curvature (these names never mean a file: write ./b2 for one)"
 )
 
 

@@ -40,7 +40,7 @@ def installed(tmp_path_factory):
         names = set(archive.namelist())
     for name in ["sb3_crystal/zoo_configs/td3.yml", "sb3_crystal/zoo_configs/sac.yml", "sb3_crystal/zoo_configs/td3bc.yml"]:
         assert name in names, name
-    for agent in ["default_agent", "b2_agent"]:
+    for agent in ["default_agent", "b2_agent", "curvature_agent"]:
         assert f"sb3_crystal/relax/{agent}/MODEL_CARD.md" in names
     assert any(n.endswith(".dist-info/licenses/LICENSE") or n.endswith(".dist-info/LICENSE") for n in names)
     subprocess.run([*pip, "install", "--no-deps", "--target", str(target), str(wheel)], check=True)

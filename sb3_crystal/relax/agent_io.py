@@ -75,9 +75,14 @@ FORMAT_VERSION = 1
 #: Where the package's shipped agent lives (a folder with settings.json and weights.pt).
 DEFAULT_AGENT_DIR = Path(__file__).resolve().parent / "default_agent"
 
-#: Agents shipped with the package, by name: ``"alfe"`` (the default: trained on varied Al–Fe cells of 2–8 atoms)
-#: and ``"b2"`` (a specialist trained on B2 AlFe alone, the main job's default case).
-SHIPPED_AGENTS: dict[str, Path] = {"alfe": DEFAULT_AGENT_DIR, "b2": Path(__file__).resolve().parent / "b2_agent"}
+#: Agents shipped with the package, by name: ``"alfe"`` (the default: trained on varied Al–Fe cells of 2–8 atoms),
+#: ``"b2"`` (a specialist trained on B2 AlFe alone, the main job's default case) and ``"curvature"`` (a residual
+#: agent on the learned curvature's step: that step on structures nobody relaxed, a cloned correction on B2 AlFe).
+SHIPPED_AGENTS: dict[str, Path] = {
+    "alfe": DEFAULT_AGENT_DIR,
+    "b2": Path(__file__).resolve().parent / "b2_agent",
+    "curvature": Path(__file__).resolve().parent / "curvature_agent",
+}
 
 #: The environment settings that decide how an action moves atoms (see :class:`~sb3_crystal.envs.CrystalRelaxEnv`).
 MOVE_SETTINGS: tuple[str, ...] = (
@@ -586,7 +591,7 @@ def load_default_agent(device: str | th.device = "cpu") -> CrystalAgent:
 def load_shipped_agent(name: str, device: str | th.device = "cpu") -> CrystalAgent:
     """One of the agents shipped with the package.
 
-    :param name: a key of :data:`SHIPPED_AGENTS` (``"alfe"``, ``"b2"``)
+    :param name: a key of :data:`SHIPPED_AGENTS` (``"alfe"``, ``"b2"``, ``"curvature"``)
     :param device: torch device
     :raises ValueError: an unknown name
     :raises NoDefaultAgentError: the agent's files are not installed

@@ -51,3 +51,31 @@ def test_shipped_b2_specialist_relaxes_b2_in_half_the_classical_force_calls():
         calls.append(optimizer.force_calls)
     # the best classical optimizer needs a median of 6-7 force calls on such starts (docs/results.md)
     assert np.median(calls) <= 3 and max(calls) <= 5, calls
+
+
+CURVATURE_AGENT_DIR = SHIPPED_AGENTS["curvature"]
+
+
+@pytest.mark.skipif(not (CURVATURE_AGENT_DIR / "settings.json").is_file(), reason="no curvature agent installed")
+def test_shipped_curvature_agent_beats_its_zero_action_on_b2_and_relaxes_a_generated_cell():
+    from sb3_crystal.relax import LearnedCurvature
+    from sb3_crystal.structures.generators import RandomCellGenerator
+
+    agent = load_shipped_agent("curvature")
+    assert agent.species == ("Al", "Fe")
+    assert agent.layout.proposal == "curvature" and agent.env_settings["action_mode"] == "residual"
+    assert {p.name for p in CURVATURE_AGENT_DIR.iterdir()} <= {"settings.json", "weights.pt", "training.json", "MODEL_CARD.md"}
+    calls, zero = [], []
+    for seed in range(100, 110):
+        for model, counts in ((agent, calls), (None, zero)):
+            atoms = distort(build_prototype("AlFe-B2"), 0.5, np.random.default_rng(seed), min_distance=1.5)
+            atoms.calc = make_calculator()
+            optimizer = LearnedCurvature(atoms, logfile=None) if model is None else RLOptimizer(atoms, model=model, logfile=None)
+            assert optimizer.run(fmax=0.05, steps=40), f"start seed {seed} did not converge"
+            counts.append(optimizer.force_calls)
+    # the cloned correction takes B2 to its minimum in fewer calls than the learned curvature's step alone
+    assert np.mean(calls) < np.mean(zero) and np.median(calls) <= 3.5, (calls, zero)
+    cell = RandomCellGenerator(atoms=(6, 6)).sample(np.random.default_rng(12_345))
+    cell.calc = make_calculator()
+    optimizer = RLOptimizer(cell, model=agent, logfile=None)
+    assert optimizer.run(fmax=0.05, steps=100)
