@@ -12,8 +12,9 @@ family                     cells and starts
 =========================  =================================================================================
 ``random_4-8_beta0.3``     24 random symmetric Al–Fe cells of 4–8 atoms (:class:`RandomCellGenerator`: any
 ``random_4-8_beta0.5``     composition, volume 0.9–1.1 × Vegard), relaxed at fixed cell with the EAM to
-                           1e-3 eV/Å (saddle points pushed off into a true minimum; cells that do neither are
-                           replaced by the next draw); 2 starts per cell at β 0.3 or 0.5 Å around the minimum.
+                           1e-3 eV/Å (saddle points pushed off into a true minimum; cells that do neither, and
+                           draws the generator cannot build, are replaced by the next draw); 2 starts per cell at
+                           β 0.3 or 0.5 Å around the minimum.
 ``random_10-20_beta0.3``   the same with 12 cells of 10–20 atoms.
 ``random_10-20_beta0.5``
 ``bcc_solid_solution_N``   N = 16, 54, 128 (2×2×2, 3×3×3, 4×4×4 bcc cubes at the potential's bcc Fe constant):
@@ -314,7 +315,12 @@ def _cells(
         if j >= SEEDS_PER_FAMILY:
             raise RuntimeError(f"{spec.name}: fewer than {n_cells} usable cells among {j} draws")
         generator = spec.alternate if spec.alternate is not None and j % 2 == 1 else spec.generator
-        candidate = _draw(generator, seed, j, cache_dir)
+        try:
+            candidate = _draw(generator, seed, j, cache_dir)
+        except RuntimeError as err:  # the generator found no structure for this draw (e.g. no space group fits)
+            dropped.append(f"cell draw {j} (not built): {err}")
+            j += 1
+            continue
         candidate.info["cell_seed"] = f"{seed}/{j}"
         if spec.relax:
             minimum, why = _relaxed_cell(candidate, calc, cache_dir)

@@ -125,3 +125,23 @@ def test_training_matches_find_strained_supercells_and_exclude_them(tmp_path) ->
     assert len(kept.cells) == 1 and len(kept.cells[0]) == 16
     assert all(start.info["cell"] == 0 and len(start) == 16 for start in kept.starts)
     assert len(kept.dropped) == 1 and "matches training structure 1" in kept.dropped[0]
+
+
+def test_a_draw_the_generator_cannot_build_is_replaced_by_the_next(monkeypatch) -> None:
+    monkeypatch.setattr(families, "_BUILT", {})
+    plain = families._draw
+
+    def failing(generator, seed, j, cache_dir):
+        if j == 1:
+            raise RuntimeError("No random crystal in 200 draws")
+        return plain(generator, seed, j, cache_dir)
+
+    monkeypatch.setattr(families, "_draw", failing)
+    family = families.test_family("bcc_solid_solution_16", n_cells=2, cache_dir=False)
+    seed = family_seed("bcc_solid_solution_16", "validation")
+    assert [cell.info["cell_seed"] for cell in family.cells] == [f"{seed}/0", f"{seed}/2"]
+    assert family.dropped == ["cell draw 1 (not built): No random crystal in 200 draws"]
+    monkeypatch.setattr(families, "_BUILT", {})
+    monkeypatch.setattr(families, "_draw", plain)
+    three = families.test_family("bcc_solid_solution_16", n_cells=3, cache_dir=False)
+    assert_same(family.cells, [three.cells[0], three.cells[2]])
