@@ -6,11 +6,14 @@ Usage::
     python benchmarks/learned_curvature_stall.py        # writes docs/data/learned_curvature_stall_rule.md/.json
     python benchmarks/learned_curvature_stall.py --patience 10 none --extra-starts 2 --out /tmp/stall   # quick
 
-:class:`~sb3_crystal.relax.LearnedCurvature` stops a run unconverged after ``patience`` steps without lowering the
-smallest max force seen (:class:`~sb3_crystal.relax.RLOptimizer`'s stall rule). A longer patience leaves every run
-that converges unchanged (the rule only ends runs, it never changes a step), so the candidates differ only on the
-runs one of them stops: this script counts those, per validation Al–Fe family of
-:mod:`sb3_crystal.structures.families` and per candidate (``--patience``, ``none``: never stopped), on
+:class:`~sb3_crystal.relax.LearnedCurvature` stops a run unconverged after ``patience`` steps without progress
+(:class:`~sb3_crystal.relax.RLOptimizer`'s stall rule): without lowering the smallest max force seen by 1 % (the
+agents' rule, and LearnedCurvature's before this comparison), or, with ``energy_progress=True``, nor the lowest
+energy seen by 1e-4 eV/atom (LearnedCurvature's default since). A longer patience leaves every run that
+converges unchanged (the rule only ends runs, it never changes a step), so the candidates differ only on the runs
+one of them stops: this script counts those, per validation Al–Fe family of :mod:`sb3_crystal.structures.families`
+and per candidate (``--patience``: by the max force, ``none``: never stopped; ``--energy-patience``: by the max
+force or the energy), on
 
 - the *baselines' starts*: the starts of ``docs/data/unseen_families_baselines.csv`` (those of
   ``benchmarks/learned_curvature_families.py``, less the cells that matched the shipped agent's training cells);
@@ -22,9 +25,9 @@ runs one of them stops: this script counts those, per validation Al–Fe family 
 
 On the same starts one more run, never stopped, records the energy and max force after every step, and from it the
 *longest streak* of each run: the most consecutive steps without progress before ε was reached, progress being a
-smallest max force lowered by 1 % (the rule as shipped: a patience P ends exactly the runs whose streak is ≥ P, which
-the table checks against the runs above), or also a lowest energy lowered by 1e-4 eV/atom (the rule
-``RLOptimizer`` applies through a cell filter), to show how close the runs come to each rule.
+smallest max force lowered by 1 % (a patience P ends exactly the runs whose streak is ≥ P, which the table checks
+against the runs above), or also a lowest energy lowered by 1e-4 eV/atom (the rule ``RLOptimizer`` applies through a
+cell filter, and with ``energy_progress``), to show how close the runs come to each rule.
 
 Fixed cell, LAMMPS Mendelev Al–Fe EAM, ε 0.05 and 0.01 eV/Å, at most 500 force calls; medians over successful runs.
 Validation split only: the test splits are for one-time reports. Writes ``<out>.md`` and ``<out>.json`` (per start:
@@ -59,10 +62,10 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "docs" / "data" / "learned_curvature_stall_rule"
 #: Offset of the extra starts' seeds inside a family's seed block (its own starts use the first seeds).
 EXTRA_OFFSET = 5_000
-#: The shipped stall rule's progress thresholds: relative drop of the smallest max force, and (through a cell
-#: filter) drop of the lowest energy per atom, eV.
+#: The stall rule's progress thresholds (RLOptimizer's): relative drop of the smallest max force, and (through a cell
+#: filter or with ``energy_progress``) drop of the lowest energy per atom, eV.
 MIN_IMPROVEMENT, ENERGY_PROGRESS = 0.01, 1e-4
-#: What counts as progress in a streak: the shipped rule, and the rule through a cell filter.
+#: What counts as progress in a streak: the max force alone, or the max force or the energy.
 RULES = ("fmax", "fmax or energy")
 #: The traced runs' (energy, max force) lists.
 TRACES: list[list[tuple[float, float]]] = []
@@ -286,8 +289,8 @@ def markdown(payload: dict[str, Any]) -> str:
         "## Longest streaks without progress (one run per start, never stopped)",
         "",
         "Per run, the most consecutive steps before ε without lowering the smallest max force by 1 % (*fmax*: the "
-        "shipped rule), or without that and without lowering the lowest energy by 1e-4 eV/atom (*fmax or energy*). "
-        "A patience P stops exactly the runs whose *fmax* streak is ≥ P.",
+        "agents' rule), or without that and without lowering the lowest energy by 1e-4 eV/atom (*fmax or energy*). "
+        "A patience P stops exactly the runs whose streak of its kind is ≥ P.",
         "",
         "| family | starts | ε | fmax: longest | runs ≥ 5 | runs ≥ 10 | runs ≥ 20 | fmax or energy: longest | runs ≥ 5 | "
         "runs ≥ 10 |",
