@@ -22,7 +22,8 @@ fixed cell with the LAMMPS Mendelev Al–Fe EAM, to 0.05 and 0.01 eV/Å, at most
   as shipped (the zero action of a residual agent with ``proposal="curvature"``, through ``RLOptimizer`` with its
   default safeguards and patience), run through the same loop as the classical optimizers; ``--patience 10 30
   none`` runs it once per stall rule instead (``LearnedCurvature (patience=30)``, ``none``: never stopped), to
-  choose the rule on the validation split;
+  choose the rule on the validation split; ``--no-energy-progress`` with the agents' stall rule (progress = a lower
+  max force only; LearnedCurvature's default counts a lower energy too);
 
 - ``learned QN (m=k) + TR``: :func:`~sb3_crystal.curvature.curvature_step` with the shipped model as the initial
   Hessian, BFGS-updated by the secant pairs of the last k steps (``--memory``) of a
@@ -313,6 +314,11 @@ def main() -> None:
         help="with --learned-curvature: one LearnedCurvature per value ('none': never stop), named by it "
         "(default: one, as shipped)",
     )
+    parser.add_argument(
+        "--no-energy-progress",
+        action="store_true",
+        help="with --learned-curvature: the max-force stall rule of agents (energy_progress=False), not LearnedCurvature's",
+    )
     parser.add_argument("--model", type=Path, default=None, help="curvature model file (default: the shipped one)")
     parser.add_argument("--memory", type=int, nargs="*", default=[0, 2, 8], help="secant pairs (0: the model alone)")
     parser.add_argument("--max-step", type=float, default=0.3)
@@ -347,12 +353,17 @@ def main() -> None:
     exact = [CurvatureRelaxer(None, 0, exact=True, name="exact Newton + TR", **common), NewtonRelaxer()]
     if args.no_variants:
         learned, exact = [], []
+    if args.no_energy_progress and not args.learned_curvature:
+        parser.error("--no-energy-progress sets LearnedCurvature's stall rule: add --learned-curvature")
     if args.learned_curvature:
-        shipped = [LearnedCurvatureRelaxer()] if args.patience is None else []
+        rule: dict[str, Any] = {"energy_progress": False} if args.no_energy_progress else {}
+        suffix = ", max-force progress" if args.no_energy_progress else ""
+        shipped = [LearnedCurvatureRelaxer(f"LearnedCurvature{f' ({suffix[2:]})' if suffix else ''}", **rule)]
         chosen = [
-            LearnedCurvatureRelaxer(f"LearnedCurvature (patience={p})", patience=p) for p in dict.fromkeys(args.patience or [])
+            LearnedCurvatureRelaxer(f"LearnedCurvature (patience={p}{suffix})", patience=p, **rule)
+            for p in dict.fromkeys(args.patience or [])
         ]
-        learned = [*shipped, *chosen, *learned]
+        learned = [*(chosen if args.patience is not None else shipped), *learned]
     counter = ForceCallCounter(make_calculator("lammps"))
     results: dict[str, Any] = {}
     classical: dict[str, Any] = {}
