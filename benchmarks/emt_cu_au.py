@@ -49,7 +49,7 @@ from sb3_crystal.benchmark.agents import AgentRelaxer, HybridRelaxer
 from sb3_crystal.calculators import make_calculator
 from sb3_crystal.relax import CrystalAgent, load_agent
 from sb3_crystal.structures.dataset import load_structures
-from sb3_crystal.structures.families import EvaluationFamily, test_family
+from sb3_crystal.structures.families import SPLITS, EvaluationFamily, test_family
 from sb3_crystal.structures.generators import parse_generator_spec
 
 FAMILY_NAMES = ["cuau_random_4-8_beta0.3", "cuau_fcc_solid_solution_32"]
@@ -197,7 +197,7 @@ def markdown(
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="agent folder (sb3-crystal convert makes one of a zip)")
-    parser.add_argument("--split", choices=("validation", "test"), default="validation")
+    parser.add_argument("--split", choices=SPLITS, default="validation")
     parser.add_argument("--families", nargs="+", choices=FAMILY_NAMES, default=FAMILY_NAMES)
     parser.add_argument("--optimizers", nargs="+", choices=CLASSICAL, default=CLASSICAL)
     parser.add_argument("--training-samples", type=int, default=300, help="generator draws checked against the cells")

@@ -62,7 +62,7 @@ from sb3_crystal.curvature.fit import (
     set_parameters,
     strain_hessian_errors,
 )
-from sb3_crystal.structures.families import FAMILIES, check_training_seed, test_family, training_matches
+from sb3_crystal.structures.families import FAMILIES, SPLITS, check_training_seed, test_family, training_matches
 from sb3_crystal.structures.generators import RandomCellGenerator, SolidSolutionGenerator
 from sb3_crystal.structures.geometry import distort
 
@@ -257,9 +257,7 @@ def main() -> None:
     parser.add_argument("--no-embedding", action="store_true", help="pair term only")
     parser.add_argument("--all-family-cells", action="store_true", help="also the test split's random 10–20 cells")
     parser.add_argument("--no-family-check", action="store_true", help="skip the StructureMatcher check (quick checks)")
-    parser.add_argument(
-        "--overlap", choices=("validation", "test"), default=None, help="no fit: check this split against the fitting set"
-    )
+    parser.add_argument("--overlap", choices=SPLITS, default=None, help="no fit: check this split against the fitting set")
     parser.add_argument("--model", type=Path, default=None, help="--overlap: the model whose fitting set (default: shipped)")
     parser.add_argument("--overlap-out", type=Path, default=Path("curvature_overlap.json"), help="--overlap: report path")
     args = parser.parse_args()

@@ -8,6 +8,8 @@ Usage::
     python benchmarks/learned_curvature_families.py --split test --baselines docs/data/unseen_families_test.csv \
         --exclude-cells docs/data/learned_curvature_test_overlap.json --learned-curvature --no-variants \
         --out docs/data/learned_curvature_test                          # the one-time test-split report
+    python benchmarks/learned_curvature_families.py --learned-curvature --no-variants --patience 10 20 none \
+        --out /tmp/stall                                                # LearnedCurvature's stall rule, validation
 
 The starts are the ones of the baselines' CSV (``docs/data/unseen_families_baselines.csv`` for the validation
 families of :mod:`sb3_crystal.structures.families`, less the cells that matched the shipped agent's training set;
@@ -18,7 +20,10 @@ fixed cell with the LAMMPS Mendelev Al–Fe EAM, to 0.05 and 0.01 eV/Å, at most
 
 - ``LearnedCurvature`` (``--learned-curvature``): the package's optimizer :class:`~sb3_crystal.relax.LearnedCurvature`
   as shipped (the zero action of a residual agent with ``proposal="curvature"``, through ``RLOptimizer`` with its
-  default safeguards and patience), run through the same loop as the classical optimizers;
+  default safeguards and patience), run through the same loop as the classical optimizers; ``--patience 10 30
+  none`` runs it once per stall rule instead (``LearnedCurvature (patience=30)``, ``none``: never stopped), to
+  choose the rule on the validation split; ``--no-energy-progress`` with the agents' stall rule (progress = a lower
+  max force only; LearnedCurvature's default counts a lower energy too);
 
 - ``learned QN (m=k) + TR``: :func:`~sb3_crystal.curvature.curvature_step` with the shipped model as the initial
   Hessian, BFGS-updated by the secant pairs of the last k steps (``--memory``) of a
@@ -63,7 +68,7 @@ from sb3_crystal.curvature import PairCurvatureModel, curvature_step, load_model
 from sb3_crystal.curvature.fit import exact_hessian
 from sb3_crystal.envs.observation import RelaxationHistory
 from sb3_crystal.envs.safeguard import TrustRegion
-from sb3_crystal.structures.families import FAMILIES, test_family
+from sb3_crystal.structures.families import FAMILIES, SPLITS, test_family
 from sb3_crystal.structures.minima import max_force
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -275,6 +280,19 @@ def _relative(path: Path) -> str:
         return Path(path).name
 
 
+def _patience(text: str) -> int | None:
+    """A ``--patience`` value: a positive integer, or ``none``."""
+    if text.lower() == "none":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"patience must be a positive integer or 'none', got {text!r}")
+    return value
+
+
 def _fmt(value: float, digits: int = 1) -> str:
     return "–" if value != value else f"{value:.{digits}f}"
 
@@ -283,11 +301,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     alfe = [name for name, spec in FAMILIES.items() if spec.calculator == "lammps"]
     parser.add_argument("--families", nargs="+", choices=alfe, default=alfe)
-    parser.add_argument("--split", choices=("validation", "test"), default="validation")
+    parser.add_argument("--split", choices=SPLITS, default="validation")
     parser.add_argument("--baselines", type=Path, default=BASELINES, help="the classical optimizers' CSV on this split")
     parser.add_argument("--exclude-cells", type=Path, default=None, help="a fit_curvature.py --overlap report")
     parser.add_argument("--learned-curvature", action="store_true", help="run the shipped LearnedCurvature optimizer")
     parser.add_argument("--no-variants", action="store_true", help="only LearnedCurvature (with --learned-curvature)")
+    parser.add_argument(
+        "--patience",
+        type=_patience,
+        nargs="+",
+        default=None,
+        help="with --learned-curvature: one LearnedCurvature per value ('none': never stop), named by it "
+        "(default: one, as shipped)",
+    )
+    parser.add_argument(
+        "--no-energy-progress",
+        action="store_true",
+        help="with --learned-curvature: the max-force stall rule of agents (energy_progress=False), not LearnedCurvature's",
+    )
     parser.add_argument("--model", type=Path, default=None, help="curvature model file (default: the shipped one)")
     parser.add_argument("--memory", type=int, nargs="*", default=[0, 2, 8], help="secant pairs (0: the model alone)")
     parser.add_argument("--max-step", type=float, default=0.3)
@@ -306,6 +337,8 @@ def main() -> None:
         return
     if args.no_variants and not args.learned_curvature:
         parser.error("--no-variants leaves nothing to run without --learned-curvature")
+    if args.patience is not None and not args.learned_curvature:
+        parser.error("--patience sets LearnedCurvature's stall rule: add --learned-curvature")
     command = "python benchmarks/learned_curvature_families.py " + shlex.join(sys.argv[1:])
     warnings.simplefilter("ignore")
     t_start = time.perf_counter()
@@ -320,8 +353,17 @@ def main() -> None:
     exact = [CurvatureRelaxer(None, 0, exact=True, name="exact Newton + TR", **common), NewtonRelaxer()]
     if args.no_variants:
         learned, exact = [], []
+    if args.no_energy_progress and not args.learned_curvature:
+        parser.error("--no-energy-progress sets LearnedCurvature's stall rule: add --learned-curvature")
     if args.learned_curvature:
-        learned = [LearnedCurvatureRelaxer(), *learned]
+        rule: dict[str, Any] = {"energy_progress": False} if args.no_energy_progress else {}
+        suffix = ", max-force progress" if args.no_energy_progress else ""
+        shipped = [LearnedCurvatureRelaxer(f"LearnedCurvature{f' ({suffix[2:]})' if suffix else ''}", **rule)]
+        chosen = [
+            LearnedCurvatureRelaxer(f"LearnedCurvature (patience={p}{suffix})", patience=p, **rule)
+            for p in dict.fromkeys(args.patience or [])
+        ]
+        learned = [*(chosen if args.patience is not None else shipped), *learned]
     counter = ForceCallCounter(make_calculator("lammps"))
     results: dict[str, Any] = {}
     classical: dict[str, Any] = {}

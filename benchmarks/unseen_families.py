@@ -4,7 +4,7 @@
 Usage::
 
     python benchmarks/unseen_families.py                  # validation split, every family, every optimizer
-    python benchmarks/unseen_families.py --split test     # the final report only
+    python benchmarks/unseen_families.py --split test     # the final report only (test2: the second one)
     python benchmarks/unseen_families.py --families b2_defect_16 --optimizers BFGS FIRE --out /tmp/x
 
 The families are :mod:`sb3_crystal.structures.families` (cells and starts from seeds reserved for evaluation).
@@ -43,7 +43,7 @@ from ase.optimize.precon import Exp, PreconLBFGS
 from sb3_crystal.benchmark import OPTIMIZERS, ASEOptimizerRelaxer, ForceCallCounter, Relaxer, RelaxResult
 from sb3_crystal.calculators import CalculatorSpec, make_calculator, matscipy_eam
 from sb3_crystal.structures import StructureDataset
-from sb3_crystal.structures.families import FAMILIES, EvaluationFamily, test_family
+from sb3_crystal.structures.families import FAMILIES, SPLITS, EvaluationFamily, test_family
 from sb3_crystal.structures.minima import max_force
 
 #: The shipped agent's training structures (benchmarks/train_default_agent.py: PROTOTYPES and RANDOM).
@@ -321,7 +321,7 @@ def plot(summary: list[dict[str, Any]], families: list[EvaluationFamily], path: 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--split", choices=("validation", "test"), default="validation")
+    parser.add_argument("--split", choices=SPLITS, default="validation")
     # the Al–Fe families (this script relaxes with the LAMMPS EAM; the Cu–Au ones are EMT's)
     alfe = [name for name, spec in FAMILIES.items() if spec.calculator == "lammps"]
     parser.add_argument("--families", nargs="+", choices=alfe, default=alfe)

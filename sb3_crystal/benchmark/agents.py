@@ -93,9 +93,11 @@ class LearnedCurvatureRelaxer(ASEOptimizerRelaxer):
     """:class:`~sb3_crystal.relax.LearnedCurvature` (the learned Hessian's steps in the trust region) as a relaxer.
 
     :param name: table name.
+    :param kwargs: further :class:`~sb3_crystal.relax.LearnedCurvature` arguments (``patience``, ``max_step``,
+        ``trust_region``).
     """
 
-    def __init__(self, name: str = "LearnedCurvature") -> None:
+    def __init__(self, name: str = "LearnedCurvature", **kwargs: Any) -> None:
         from sb3_crystal.relax.learned_curvature import LearnedCurvature
 
-        super().__init__(name, LearnedCurvature, fmax_independent=True)
+        super().__init__(name, LearnedCurvature, fmax_independent=True, **kwargs)

@@ -71,6 +71,11 @@ class RLOptimizer(CountedOptimizer):
     :param min_improvement: relative drop of the smallest fmax that counts as progress.
     """
 
+    #: Whether, at fixed cell too, a step that lowers the lowest energy seen by 1e-4 eV/atom is progress for
+    #: ``patience`` (through a cell filter it always is); off for agents, on in
+    #: :class:`~sb3_crystal.relax.LearnedCurvature`.
+    energy_progress: bool = False
+
     def __init__(
         self,
         atoms: Atoms | Filter,
@@ -308,14 +313,16 @@ class RLOptimizer(CountedOptimizer):
         """Stop the run (unconverged, said in the log) when the agent stalls or the relaxation diverges."""
         energy, forces = self._current()
         fmax = max_force(forces)
+        energy_counts = self.path is not None or self.energy_progress
         reason = None
         if not (np.isfinite(energy) and np.isfinite(fmax)):
             reason = "diverged"
         elif fmax < self._best_fmax * (1.0 - self.min_improvement):
             self._best_fmax, self._since_best = fmax, 0
             self._best_energy = min(self._best_energy, energy)
-        elif self.path is not None and energy < self._best_energy - _ENERGY_PROGRESS * len(self.structure):
-            # through a cell filter the energy can fall for many steps while the cell rows' forces stay: progress
+        elif energy_counts and energy < self._best_energy - _ENERGY_PROGRESS * len(self.structure):
+            # through a cell filter the energy can fall for many steps while the cell rows' forces stay: progress (and
+            # with energy_progress at fixed cell too)
             self._best_energy, self._since_best = energy, 0
         else:
             self._since_best += 1

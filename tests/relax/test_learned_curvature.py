@@ -8,7 +8,7 @@ from ase.build import bulk
 from ase.filters import FrechetCellFilter
 from ase.optimize import BFGS
 
-from sb3_crystal import LearnedCurvature
+from sb3_crystal import LearnedCurvature, RLOptimizer
 from sb3_crystal.calculators import ForceCallCounter, UnsupportedElementsError, make_calculator
 from sb3_crystal.structures.geometry import distort, max_force
 from sb3_crystal.structures.prototypes import build_prototype
@@ -54,3 +54,36 @@ def test_refuses_elements_outside_its_model(lammps):
     atoms.calc = make_calculator("emt")
     with pytest.raises(UnsupportedElementsError, match="Cu"):
         LearnedCurvature(atoms, logfile=None)
+
+
+def _stall_after(atoms, energies, **kwargs) -> str | None:
+    """Feed LearnedCurvature's stall rule steps at a constant max force of 1 eV/Å (never progress by the max force)
+    with the given energies; :return: its ``stop_reason``."""
+    optimizer = LearnedCurvature(atoms, logfile=None, **kwargs)
+    forces = np.zeros((len(atoms), 3))
+    forces[0, 0] = 1.0
+    optimizer._best_fmax, optimizer._best_energy, optimizer._since_best = 1.0, 0.0, 0
+    values = iter(energies)
+    optimizer._current = lambda: (next(values), forces)  # type: ignore[method-assign]
+    for _ in energies:
+        optimizer._check_progress()
+        optimizer.nsteps += 1
+        if optimizer.stop_reason is not None:
+            break
+    return optimizer.stop_reason
+
+
+def test_stall_rule_counts_a_falling_energy_as_progress_by_default(lammps):
+    atoms = supercell_start(0)
+    atoms.calc = lammps
+    optimizer = LearnedCurvature(atoms, logfile=None)
+    assert (optimizer.patience, optimizer.energy_progress) == (10, True)
+    assert RLOptimizer.energy_progress is False  # the agents' rule: the max force alone, at fixed cell
+    falling = [-0.01 * (k + 1) for k in range(12)]  # 0.01 eV a step: above 1e-4 eV/atom × 16 atoms
+    assert _stall_after(atoms, falling, patience=3) is None
+    with pytest.warns(UserWarning, match="stalled"):
+        assert _stall_after(atoms, falling, patience=3, energy_progress=False) == "stalled"
+    with pytest.warns(UserWarning, match="stalled"):  # too small a fall is no progress
+        assert _stall_after(atoms, [-1e-4 * (k + 1) for k in range(12)], patience=3) == "stalled"
+    with pytest.raises(ValueError, match="energy_progress must be True or False"):
+        LearnedCurvature(atoms, logfile=None, energy_progress="yes")

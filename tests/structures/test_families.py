@@ -11,6 +11,7 @@ from sb3_crystal.structures.families import (
     EVALUATION_SEEDS,
     FAMILIES,
     SEEDS_PER_FAMILY,
+    SPLITS,
     ReservedSeedError,
     check_training_seed,
     family_seed,
@@ -31,8 +32,24 @@ def test_reserved_seeds_are_refused_for_training() -> None:
     for seed in (7_000_000, 7_999_999, 8_000_000, 8_123_456):
         with pytest.raises(ReservedSeedError, match="reserved seeds"):
             check_training_seed(seed, what="structure seed")
-    for seed in (0, 6_999_999, 9_000_000, 2_000_000):
+    for seed in (0, 6_999_999, 10_000_000, 2_000_000):
         check_training_seed(seed)
+
+
+def test_second_test_split_is_reserved_and_new() -> None:
+    assert SPLITS == tuple(EVALUATION_SEEDS) and "test2" in SPLITS
+    for seed in (9_000_000, 9_500_000, 9_999_999):
+        with pytest.raises(ReservedSeedError, match="test2 families' reserved seeds"):
+            check_training_seed(seed)
+    first = families.test_family("bcc_solid_solution_16", split="test", n_cells=2, cache_dir=False)
+    second = families.test_family("bcc_solid_solution_16", split="test2", n_cells=2, cache_dir=False)
+    assert family_seed("bcc_solid_solution_16", "test2") == family_seed("bcc_solid_solution_16", "test") + 1_000_000
+    for start in second.starts:
+        assert start.info["start_seed"] in EVALUATION_SEEDS["test2"]
+    for a, b in zip(first.cells, second.cells, strict=True):  # other occupancies, not the test cells again
+        assert a.get_chemical_symbols() != b.get_chemical_symbols()
+    for a, b in zip(first.starts, second.starts, strict=True):
+        assert not np.allclose(a.positions, b.positions)
 
 
 def test_every_family_owns_a_block_inside_its_split() -> None:
@@ -108,3 +125,23 @@ def test_training_matches_find_strained_supercells_and_exclude_them(tmp_path) ->
     assert len(kept.cells) == 1 and len(kept.cells[0]) == 16
     assert all(start.info["cell"] == 0 and len(start) == 16 for start in kept.starts)
     assert len(kept.dropped) == 1 and "matches training structure 1" in kept.dropped[0]
+
+
+def test_a_draw_the_generator_cannot_build_is_replaced_by_the_next(monkeypatch) -> None:
+    monkeypatch.setattr(families, "_BUILT", {})
+    plain = families._draw
+
+    def failing(generator, seed, j, cache_dir):
+        if j == 1:
+            raise RuntimeError("No random crystal in 200 draws")
+        return plain(generator, seed, j, cache_dir)
+
+    monkeypatch.setattr(families, "_draw", failing)
+    family = families.test_family("bcc_solid_solution_16", n_cells=2, cache_dir=False)
+    seed = family_seed("bcc_solid_solution_16", "validation")
+    assert [cell.info["cell_seed"] for cell in family.cells] == [f"{seed}/0", f"{seed}/2"]
+    assert family.dropped == ["cell draw 1 (not built): No random crystal in 200 draws"]
+    monkeypatch.setattr(families, "_BUILT", {})
+    monkeypatch.setattr(families, "_draw", plain)
+    three = families.test_family("bcc_solid_solution_16", n_cells=3, cache_dir=False)
+    assert_same(family.cells, [three.cells[0], three.cells[2]])
