@@ -62,17 +62,21 @@ from ase import Atoms
 from unseen_families import FMAXES, MAX_CALLS, NewtonRelaxer
 
 from sb3_crystal.benchmark import ForceCallCounter, Relaxer, RelaxResult
-from sb3_crystal.benchmark.agents import LearnedCurvatureRelaxer
+from sb3_crystal.benchmark.agents import AgentRelaxer, LearnedCurvatureRelaxer
 from sb3_crystal.calculators import CalculatorSpec, make_calculator, matscipy_eam
 from sb3_crystal.curvature import PairCurvatureModel, curvature_step, load_model, secant_pairs, wants_secant_pairs
 from sb3_crystal.curvature.fit import exact_hessian
 from sb3_crystal.envs.observation import RelaxationHistory
 from sb3_crystal.envs.safeguard import TrustRegion
+from sb3_crystal.relax.agent_io import SHIPPED_AGENTS, load_agent, load_shipped_agent
 from sb3_crystal.structures.families import FAMILIES, SPLITS, test_family
 from sb3_crystal.structures.minima import max_force
 
 ROOT = Path(__file__).resolve().parents[1]
 BASELINES = ROOT / "docs" / "data" / "unseen_families_baselines.csv"
+#: Name of the ``--agent`` relaxer in tables.
+AGENT_LABEL = "agent"
+
 DEFAULT_OUT = ROOT / "docs" / "data" / "learned_curvature_families"
 #: Issue 13's target: median force calls at most this fraction of the best classical optimizer's, per ε.
 TARGETS = {0.05: 0.7, 0.01: 0.8}
@@ -307,6 +311,12 @@ def main() -> None:
     parser.add_argument("--learned-curvature", action="store_true", help="run the shipped LearnedCurvature optimizer")
     parser.add_argument("--no-variants", action="store_true", help="only LearnedCurvature (with --learned-curvature)")
     parser.add_argument(
+        "--agent",
+        default=None,
+        help="also an agent alone through RLOptimizer (default safeguards): a shipped name ('curvature') or an agent "
+        "folder; it is the relaxer the target table reports",
+    )
+    parser.add_argument(
         "--patience",
         type=_patience,
         nargs="+",
@@ -364,6 +374,9 @@ def main() -> None:
             for p in dict.fromkeys(args.patience or [])
         ]
         learned = [*(chosen if args.patience is not None else shipped), *learned]
+    if args.agent is not None:
+        agent = load_shipped_agent(args.agent) if args.agent in SHIPPED_AGENTS else load_agent(args.agent)
+        learned = [AgentRelaxer(agent, name=AGENT_LABEL), *learned]
     counter = ForceCallCounter(make_calculator("lammps"))
     results: dict[str, Any] = {}
     classical: dict[str, Any] = {}
@@ -463,7 +476,8 @@ def markdown(payload: dict[str, Any], families: list[str]) -> str:
     if payload["settings"].get("exclude_cells"):
         named = "; ".join(f"{cell}: {', '.join(why)}" for cell, why in excluded.items()) or "none"
         lines += [
-            f"Cells left out because they match the curvature model's fitting set (`{payload['settings']['exclude_cells']}`, "
+            f"Cells left out because they match a structure the relaxers were fitted or trained on "
+            f"(`{payload['settings']['exclude_cells']}`, "
             f"from `{payload.get('excluded_by', '')}`), with their starts: {named}.",
             "",
         ]
@@ -501,9 +515,10 @@ def markdown(payload: dict[str, Any], families: list[str]) -> str:
 
 
 def _main_relaxer(block: dict[str, Any]) -> str:
-    """The relaxer a target table reports: the shipped LearnedCurvature, else the adaptive variant."""
+    """The relaxer a target table reports: the ``--agent``, else the shipped LearnedCurvature, else the adaptive
+    variant."""
     names = [k for k in block if k != "best classical"]
-    for wanted in ("LearnedCurvature", "learned adaptive (m=2) + TR"):
+    for wanted in (AGENT_LABEL, "LearnedCurvature", "learned adaptive (m=2) + TR"):
         if wanted in names:
             return wanted
     return names[0]

@@ -43,7 +43,7 @@ from sb3_crystal.algorithms import CrystalTD3
 from sb3_crystal.benchmark.starts import make_starts
 from sb3_crystal.exploration.demonstrations import MAX_TARGET_NORM, ReferenceMoves, pretrain_actor, reference_move
 from sb3_crystal.relax import save_agent
-from sb3_crystal.structures.families import check_training_seed, test_family
+from sb3_crystal.structures.families import FAMILIES, SPLITS, check_training_seed, test_family, training_matches
 from sb3_crystal.structures.generators import RattledCellGenerator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -126,6 +126,42 @@ def install(run: Path, chosen_by: str) -> None:
     print(f"installed {run / 'agent'} in {INSTALL_DIR}")
 
 
+def overlap(split: str, pool: list, b2_minimum, also: Path | None, out: Path) -> None:
+    """Which Al–Fe family cells of ``split`` match a training structure of the clone (a pool cell or the relaxed B2
+    cell) under StructureMatcher; writes an ``--exclude-cells`` report for ``learned_curvature_families.py`` that
+    also holds the cells of ``also`` (e.g. the curvature model's own ``fit_curvature.py --overlap`` report)."""
+    t0 = time.perf_counter()
+    training = [*pool, b2_minimum]
+    names = [*(f"pool cell {i} (seed {cell.info.get('pool_seed')})" for i, cell in enumerate(pool)), "relaxed B2 AlFe"]
+    exclude: dict[str, list[str]] = {}
+    checked = 0
+    for name, spec in FAMILIES.items():
+        if spec.calculator != "lammps":
+            continue
+        cells = test_family(name, split).cells
+        checked += len(cells)
+        for i, k in training_matches(cells, training):
+            exclude.setdefault(f"{name}[{i}]", []).append(f"clone training structure: {names[k]}")
+    matched = sorted(exclude)
+    if also is not None:
+        for cell, why in json.loads(also.read_text())["exclude"].items():
+            exclude.setdefault(cell, []).extend(f"curvature model: {reason}" for reason in why)
+    report = {
+        "command": f"python pipelines/clone_curvature_residual.py --overlap {split} --also-exclude {also} --overlap-out {out}",
+        "split": split,
+        "matcher": "sb3_crystal.structures.families.training_matches (StructureMatcher ltol 0.2, stol 0.3, angle_tol 5, "
+        "primitive_cell, scale; same reduced formula only)",
+        "family_cells": checked,
+        "training_structures": len(training),
+        "match_clone_training": matched,
+        "minutes": round((time.perf_counter() - t0) / 60, 1),
+        "exclude": exclude,
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"{len(matched)} of {checked} {split} cells match a clone training structure; wrote {out}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--b2-episodes", type=int, default=600)
@@ -156,7 +192,16 @@ def main() -> None:
         "--install", type=Path, default=None, help="no training: install this finished run's agent as the shipped one"
     )
     parser.add_argument("--chosen-by", default="", help="with --install: how the run was chosen (recorded)")
+    parser.add_argument("--overlap", choices=SPLITS, default=None, help="no training: check this split (see overlap())")
+    parser.add_argument("--also-exclude", type=Path, default=None, help="with --overlap: cells to exclude as well")
+    parser.add_argument("--overlap-out", type=Path, default=None, help="with --overlap: the report's path")
     args = parser.parse_args()
+    if args.overlap is not None:
+        if args.overlap_out is None:
+            parser.error("--overlap needs --overlap-out")
+        pool = training_pool(args.pool, args.pool_seed, args.pool_file)
+        overlap(args.overlap, pool, CrystalRelaxEnv(structures="AlFe-B2").dataset[0], args.also_exclude, args.overlap_out)
+        return
     if args.install is not None:
         install(args.install, args.chosen_by)
         return

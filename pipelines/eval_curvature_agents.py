@@ -50,10 +50,12 @@ def main() -> None:
     args = parser.parse_args()
     agents = {str(path): load_agent(path) for path in args.agents}
     first = next(iter(agents.values()))
-    relaxers = {"zero action": zero_action_agent(first.n_max, first.env_settings), **agents}
     results: dict = {}
     for name in args.families:
         family = test_family(name, "validation", n_cells=args.n_cells)
+        # the zero action's policy has a fixed number of slots; TFN actors take any number
+        zero = zero_action_agent(max(first.n_max, family.max_atoms), first.env_settings)
+        relaxers = {"zero action": zero, **agents}
         for fmax in args.fmax:
             key = f"{name} @ {fmax}"
             results[key] = {}
