@@ -533,8 +533,14 @@ def target_table(payload: dict[str, Any], families: list[str]) -> list[str]:
     lines = [
         "## Target (issue 13 §4)",
         "",
-        f'*{relaxer}* is the zero action of a residual agent with `proposal="curvature"`: the learned Hessian\'s '
-        "quasi-Newton step in the trust region, no RL policy. Target: median force calls ≤ "
+        (
+            f"*{relaxer}* is the agent `{payload['settings'].get('agent')}` alone through `RLOptimizer` (its default "
+            "safeguards: trust region, stall stop). "
+            if relaxer == AGENT_LABEL
+            else f'*{relaxer}* is the zero action of a residual agent with `proposal="curvature"`: the learned '
+            "Hessian's quasi-Newton step in the trust region, no RL policy. "
+        )
+        + "Target: median force calls ≤ "
         + " and ≤ ".join(f"{TARGETS[f]:g}× the best classical at ε = {f:g} eV/Å" for f in FMAXES)
         + ", every start converged. Medians over successful runs; *success*: converged within "
         f"{MAX_CALLS} force calls / starts; *worst*: the most force calls of a successful run; wall: median seconds "

@@ -515,11 +515,12 @@ def _family_groups(name: str, n_cells: int, calculator: Any) -> tuple[list[Any],
 
 
 def _model_names(args: argparse.Namespace) -> list[str]:
-    """``--model`` resolved: ``auto`` is the shipped Al–Fe agent, plus the shipped B2 specialist on the default case;
+    """``--model`` resolved: ``auto`` is the shipped Al–Fe agent, plus the shipped B2 specialist and the curvature agent
+    on the default case;
     shipped names in their canonical spelling, each agent once."""
     if "none" in [name.lower() for name in args.model]:
         return []
-    auto = ["default", "b2"] if args.structures == ["AlFe-B2"] else ["default"]
+    auto = ["default", "b2", "curvature"] if args.structures == ["AlFe-B2"] else ["default"]
     names = [resolved for name in args.model for resolved in (auto if name.lower() == "auto" else [name])]
     return list(dict.fromkeys(_canonical_model_name(name) for name in names))
 
@@ -651,8 +652,8 @@ def _add_benchmark(subparsers: Any) -> None:
         default=["auto"],
         metavar="MODEL",
         help="trained agents, each run alone (RL) and as a hybrid: agent folders (weights only), or SB3 zips with "
-        f"--allow-pickle; {_SHIPPED_MODELS_HELP}, 'auto' = 'default', plus 'b2' when the structure is the default "
-        "AlFe-B2; 'none' = classical optimizers only",
+        f"--allow-pickle; {_SHIPPED_MODELS_HELP}, 'auto' = 'default', plus 'b2' and 'curvature' when the structure is "
+        "the default AlFe-B2; 'none' = classical optimizers only",
     )
     _add_allow_pickle_option(parser)
     parser.add_argument(

@@ -332,10 +332,10 @@ def test_benchmark_with_a_trained_model_adds_the_agent_and_the_hybrid(tmp_path, 
 @pytest.mark.parametrize(
     ("models", "structures", "expected"),
     [
-        (["auto"], ["AlFe-B2"], ["default", "b2"]),
+        (["auto"], ["AlFe-B2"], ["default", "b2", "curvature"]),
         (["auto"], ["Al-fcc"], ["default"]),
         (["auto", "b2", "x.zip"], ["Al-fcc"], ["default", "b2", "x.zip"]),
-        (["ALFE", "default", "B2", "Auto"], ["AlFe-B2"], ["default", "b2"]),
+        (["ALFE", "default", "B2", "Auto"], ["AlFe-B2"], ["default", "b2", "curvature"]),
         (["default", "none"], ["AlFe-B2"], []),
     ],
 )
@@ -462,11 +462,11 @@ def test_relax_warns_when_the_agent_was_trained_with_another_calculator(tmp_path
 
 def test_shipped_names_never_load_a_file_of_that_name(relax_inputs, tmp_path, monkeypatch, capsys):
     marker = tmp_path / "code_ran"
-    for name in ("default", "b2", "alfe", "B2"):
+    for name in ("default", "b2", "alfe", "B2", "curvature"):
         planted_zip(tmp_path / name, marker)
     monkeypatch.chdir(tmp_path)
     start = str(relax_inputs / "start.extxyz")
-    for model in ([], ["--model", "b2"], ["--model", "DEFAULT"]):
+    for model in ([], ["--model", "b2"], ["--model", "DEFAULT"], ["--model", "curvature"]):
         assert main(["relax", start, *model, "--quiet", "--out", "r.extxyz"]) == 0, model
         assert "converged: yes" in capsys.readouterr().out
     argv = ["benchmark", "--n-starts", "1", "--optimizers", "BFGS", "--fmax", "0.05", "--no-progress", "--out", "bench"]
