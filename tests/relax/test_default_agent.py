@@ -70,7 +70,10 @@ def test_shipped_curvature_agent_beats_its_zero_action_on_b2_and_relaxes_a_gener
         for model, counts in ((agent, calls), (None, zero)):
             atoms = distort(build_prototype("AlFe-B2"), 0.5, np.random.default_rng(seed), min_distance=1.5)
             atoms.calc = make_calculator()
-            optimizer = LearnedCurvature(atoms, logfile=None) if model is None else RLOptimizer(atoms, model=model, logfile=None)
+            if model is None:
+                optimizer = LearnedCurvature(atoms, logfile=None)
+            else:
+                optimizer = RLOptimizer(atoms, model=model, logfile=None)
             assert optimizer.run(fmax=0.05, steps=40), f"start seed {seed} did not converge"
             counts.append(optimizer.force_calls)
     # the cloned correction takes B2 to its minimum in fewer calls than the learned curvature's step alone
