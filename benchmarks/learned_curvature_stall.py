@@ -51,10 +51,11 @@ from learned_curvature_families import BASELINES, _fmt, _patience, _relative, ba
 from unseen_families import FMAXES, MAX_CALLS
 
 from sb3_crystal.benchmark import ForceCallCounter
-from sb3_crystal.benchmark.agents import LearnedCurvatureRelaxer
+from sb3_crystal.benchmark.agents import AgentRelaxer, LearnedCurvatureRelaxer
 from sb3_crystal.benchmark.classical import ASEOptimizerRelaxer
 from sb3_crystal.calculators import make_calculator
 from sb3_crystal.relax import LearnedCurvature
+from sb3_crystal.relax.agent_io import SHIPPED_AGENTS, load_agent, load_shipped_agent
 from sb3_crystal.structures.families import FAMILIES, SEEDS_PER_FAMILY, START_MIN_DISTANCE, family_seed, test_family
 from sb3_crystal.structures.geometry import distort, max_force
 
@@ -139,8 +140,16 @@ def main() -> None:
     parser.add_argument("--no-streaks", action="store_true", help="skip the traced runs (the streaks)")
     parser.add_argument("--extra-starts", type=int, default=10, help="more starts per cell (0: the baselines' only)")
     parser.add_argument("--extra-families", nargs="*", default=[n for n in alfe if n.startswith("random_")])
+    parser.add_argument(
+        "--agent",
+        default=None,
+        help="the candidates' relaxer: this agent alone through RLOptimizer (a shipped name or an agent folder) "
+        "instead of LearnedCurvature (use with --no-streaks: the traced runs are LearnedCurvature's)",
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args()
+    if args.agent is not None and not args.no_streaks:
+        parser.error("--agent needs --no-streaks (the streaks are traced with LearnedCurvature)")
     command = "python benchmarks/learned_curvature_stall.py " + shlex.join(sys.argv[1:])
     warnings.simplefilter("ignore")
     t_start = time.perf_counter()
@@ -148,7 +157,11 @@ def main() -> None:
     rules = [(p, False) for p in dict.fromkeys(args.patience)] + [(p, True) for p in dict.fromkeys(args.energy_patience)]
     if not rules:
         parser.error("no candidate: give --patience or --energy-patience values")
-    relaxers = {label(p, e): LearnedCurvatureRelaxer(label(p, e), patience=p, energy_progress=e) for p, e in rules}
+    if args.agent is None:
+        relaxers = {label(p, e): LearnedCurvatureRelaxer(label(p, e), patience=p, energy_progress=e) for p, e in rules}
+    else:
+        agent = load_shipped_agent(args.agent) if args.agent in SHIPPED_AGENTS else load_agent(args.agent)
+        relaxers = {label(p, e): AgentRelaxer(agent, label(p, e), patience=p, energy_progress=e) for p, e in rules}
     traced = ASEOptimizerRelaxer("traced", TracedLearnedCurvature, fmax_independent=True, patience=None)
     counter = ForceCallCounter(make_calculator("lammps"))
     results: dict[str, Any] = {}
@@ -253,8 +266,12 @@ def predicted(results: dict[str, Any], rule: dict[str, Any], f: str) -> int | No
 
 def markdown(payload: dict[str, Any]) -> str:
     results, candidates = payload["results"], payload["candidates"]
+    agent = payload["settings"].get("agent")
+    relaxer = "LearnedCurvature(atoms, " if agent is None else f"RLOptimizer(atoms, model=<agent {agent}>, "
     lines = [
-        "# LearnedCurvature's stall rule on the validation split",
+        "# LearnedCurvature's stall rule on the validation split"
+        if agent is None
+        else f"# The stall rule of the agent `{agent}` on the validation split",
         "",
         f"Produced by (from the repository root, {payload['minutes']:.1f} min on this machine's shared 2-core CPU):",
         "",
@@ -262,8 +279,8 @@ def markdown(payload: dict[str, Any]) -> str:
         payload["command"],
         "```",
         "",
-        "Candidates: `LearnedCurvature(atoms, patience=P, energy_progress=False)` (*patience=P*: progress = the "
-        "smallest max force lowered by 1 %; `patience=None`: never stopped for a stall) and `LearnedCurvature(atoms, "
+        f"Candidates: `{relaxer}patience=P, energy_progress=False)` (*patience=P*: progress = the "
+        f"smallest max force lowered by 1 %; `patience=None`: never stopped for a stall) and `{relaxer}"
         "patience=P, energy_progress=True)` (*patience=P, fmax or energy*: or the lowest energy lowered by 1e-4 "
         "eV/atom), everything else as shipped. Fixed cell, LAMMPS Mendelev Al–Fe EAM, success = ε within "
         f"{MAX_CALLS} force calls; median, mean and worst over successful runs. *Baselines' starts*: those of "

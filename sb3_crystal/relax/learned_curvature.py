@@ -94,8 +94,8 @@ class LearnedCurvature(RLOptimizer):
             append_trajectory=append_trajectory,
             trust_region=trust_region,
             patience=patience,
+            energy_progress=energy_progress,
         )
-        self.energy_progress = energy_progress
 
 
 def _plain_frechet(filt: Filter | None) -> bool:

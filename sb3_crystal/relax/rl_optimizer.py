@@ -69,12 +69,11 @@ class RLOptimizer(CountedOptimizer):
         never), and says so in the log and :attr:`stop_reason`, rather than spend the rest of the step budget; it
         stops likewise when a force or the energy is no longer finite.
     :param min_improvement: relative drop of the smallest fmax that counts as progress.
+    :param energy_progress: whether, at fixed cell too, a step that lowers the lowest energy seen by 1e-4 eV/atom is
+        progress for ``patience`` (through a cell filter it always is). ``"auto"`` (default): on for agents that
+        correct the learned curvature's step (``proposal="curvature"``, the step whose stall rule was chosen on the
+        validation families, ``docs/curvature.md``), off for the others (the max force alone).
     """
-
-    #: Whether, at fixed cell too, a step that lowers the lowest energy seen by 1e-4 eV/atom is progress for
-    #: ``patience`` (through a cell filter it always is); off for agents, on in
-    #: :class:`~sb3_crystal.relax.LearnedCurvature`.
-    energy_progress: bool = False
 
     def __init__(
         self,
@@ -90,7 +89,10 @@ class RLOptimizer(CountedOptimizer):
         trust_region: Any = "auto",
         patience: int | None = 10,
         min_improvement: float = 0.01,
+        energy_progress: bool | str = "auto",
     ) -> None:
+        if not (isinstance(energy_progress, bool) or energy_progress == "auto"):
+            raise ValueError(f"energy_progress must be True, False or 'auto', got {energy_progress!r}")
         if patience is not None and not (isinstance(patience, int) and patience >= 1):
             raise ValueError(f"patience must be a positive integer or None, got {patience!r}")
         if not (isinstance(min_improvement, (int, float)) and 0 <= min_improvement < 1):
@@ -126,6 +128,8 @@ class RLOptimizer(CountedOptimizer):
         #: the safeguard against uphill moves (``None``: off).
         self.trust_region = TrustRegion.from_config(trust_region)
         self.patience, self.min_improvement = patience, float(min_improvement)
+        #: whether a lower energy counts as progress for ``patience`` at fixed cell (see ``energy_progress``).
+        self.energy_progress = self.layout.proposal == "curvature" if energy_progress == "auto" else energy_progress
         #: why the last run stopped before converging (``"stalled"``, ``"diverged"``), else ``None``.
         self.stop_reason: str | None = None
         #: tries the trust region rejected in this optimizer's runs.

@@ -10,6 +10,7 @@ from ase.optimize import BFGS
 
 from sb3_crystal import LearnedCurvature, RLOptimizer
 from sb3_crystal.calculators import ForceCallCounter, UnsupportedElementsError, make_calculator
+from sb3_crystal.relax import load_shipped_agent
 from sb3_crystal.structures.geometry import distort, max_force
 from sb3_crystal.structures.prototypes import build_prototype
 
@@ -78,7 +79,16 @@ def test_stall_rule_counts_a_falling_energy_as_progress_by_default(lammps):
     atoms.calc = lammps
     optimizer = LearnedCurvature(atoms, logfile=None)
     assert (optimizer.patience, optimizer.energy_progress) == (10, True)
-    assert RLOptimizer.energy_progress is False  # the agents' rule: the max force alone, at fixed cell
+    plain = bulk("Al", "fcc", a=4.05, cubic=True) * (1, 1, 1)
+    plain.symbols[:2] = "Fe"
+    plain.calc = make_calculator()
+    # agents without the curvature proposal: the max force alone, at fixed cell; curvature-residual agents: the energy
+    assert RLOptimizer(plain, logfile=None).energy_progress is False
+    curvature = load_shipped_agent("curvature")
+    assert RLOptimizer(plain, model=curvature, logfile=None).energy_progress is True
+    assert RLOptimizer(plain, model=curvature, logfile=None, energy_progress=False).energy_progress is False
+    with pytest.raises(ValueError, match="energy_progress must be True, False or 'auto'"):
+        RLOptimizer(plain, model=curvature, logfile=None, energy_progress="yes")
     falling = [-0.01 * (k + 1) for k in range(12)]  # 0.01 eV a step: above 1e-4 eV/atom × 16 atoms
     assert _stall_after(atoms, falling, patience=3) is None
     with pytest.warns(UserWarning, match="stalled"):
