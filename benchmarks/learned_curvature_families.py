@@ -68,7 +68,7 @@ from sb3_crystal.curvature import PairCurvatureModel, curvature_step, load_model
 from sb3_crystal.curvature.fit import exact_hessian
 from sb3_crystal.envs.observation import RelaxationHistory
 from sb3_crystal.envs.safeguard import TrustRegion
-from sb3_crystal.relax.agent_io import SHIPPED_AGENTS, load_agent, load_shipped_agent
+from sb3_crystal.relax.batch_runner import load_batch_agent
 from sb3_crystal.structures.families import FAMILIES, SPLITS, test_family
 from sb3_crystal.structures.minima import max_force
 
@@ -375,7 +375,7 @@ def main() -> None:
         ]
         learned = [*(chosen if args.patience is not None else shipped), *learned]
     if args.agent is not None:
-        agent = load_shipped_agent(args.agent) if args.agent in SHIPPED_AGENTS else load_agent(args.agent)
+        agent = load_batch_agent(args.agent)
         learned = [AgentRelaxer(agent, name=AGENT_LABEL), *learned]
     counter = ForceCallCounter(make_calculator("lammps"))
     results: dict[str, Any] = {}

@@ -55,7 +55,7 @@ from sb3_crystal.benchmark.agents import AgentRelaxer, LearnedCurvatureRelaxer
 from sb3_crystal.benchmark.classical import ASEOptimizerRelaxer
 from sb3_crystal.calculators import make_calculator
 from sb3_crystal.relax import LearnedCurvature
-from sb3_crystal.relax.agent_io import SHIPPED_AGENTS, load_agent, load_shipped_agent
+from sb3_crystal.relax.batch_runner import load_batch_agent
 from sb3_crystal.structures.families import FAMILIES, SEEDS_PER_FAMILY, START_MIN_DISTANCE, family_seed, test_family
 from sb3_crystal.structures.geometry import distort, max_force
 
@@ -160,7 +160,7 @@ def main() -> None:
     if args.agent is None:
         relaxers = {label(p, e): LearnedCurvatureRelaxer(label(p, e), patience=p, energy_progress=e) for p, e in rules}
     else:
-        agent = load_shipped_agent(args.agent) if args.agent in SHIPPED_AGENTS else load_agent(args.agent)
+        agent = load_batch_agent(args.agent)
         relaxers = {label(p, e): AgentRelaxer(agent, label(p, e), patience=p, energy_progress=e) for p, e in rules}
     traced = ASEOptimizerRelaxer("traced", TracedLearnedCurvature, fmax_independent=True, patience=None)
     counter = ForceCallCounter(make_calculator("lammps"))

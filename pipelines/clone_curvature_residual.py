@@ -40,14 +40,12 @@ import torch as th
 
 from sb3_crystal import CrystalRelaxEnv
 from sb3_crystal.algorithms import CrystalTD3
-from sb3_crystal.benchmark.starts import make_starts
 from sb3_crystal.exploration.demonstrations import MAX_TARGET_NORM, ReferenceMoves, pretrain_actor, reference_move
 from sb3_crystal.relax import save_agent
 from sb3_crystal.structures.families import FAMILIES, SPLITS, check_training_seed, test_family, training_matches
-from sb3_crystal.structures.generators import RattledCellGenerator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_curvature_agent import ENV_KWARGS, save_samples, training_pool
+from train_curvature_agent import ENV_KWARGS, b2_starts, pool_generator, save_samples, training_pool
 from train_history_agent import relax_starts, summary, zero_action_agent
 
 
@@ -213,7 +211,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     settings = dict(ENV_KWARGS, max_displacement=args.max_displacement, epsilon=args.collect_epsilon)
     pool = training_pool(args.pool, args.pool_seed, args.pool_file)
-    generator = RattledCellGenerator(pool, beta=0.2, min_distance=settings["min_distance"], relaxed=False, names=["pool"])
+    generator = pool_generator(pool, 0.2, settings["min_distance"])
     env = CrystalRelaxEnv(**settings, generator=generator, n_max=16)
 
     t0 = time.perf_counter()
@@ -230,9 +228,8 @@ def main() -> None:
     save_agent(model, args.out / "agent")
     save_samples(samples, args.out / "demonstrations.npz")
 
-    b2_starts = make_starts(env.dataset[0], 0.5, args.b2_eval_starts, args.b2_eval_seed, min_distance=1.5)
     sets = {name: test_family(name, "validation", n_cells=args.eval_cells).starts for name in args.family}
-    sets["b2_beta0.5"] = b2_starts
+    sets["b2_beta0.5"] = b2_starts(env.dataset[0], args.b2_eval_starts, args.b2_eval_seed)
     results: dict[str, dict] = {}
     for label, agent in (("zero action", zero_action_agent(env.n_max, settings)), ("clone", model)):
         for name, starts in sets.items():

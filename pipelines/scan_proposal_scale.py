@@ -24,13 +24,12 @@ from pathlib import Path
 import numpy as np
 
 from sb3_crystal import CrystalRelaxEnv
-from sb3_crystal.benchmark.starts import make_starts
 from sb3_crystal.envs.observation import ObservationLayout
 from sb3_crystal.relax.agent_io import CrystalAgent
 from sb3_crystal.structures.families import test_family
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_curvature_agent import ENV_KWARGS
+from train_curvature_agent import ENV_KWARGS, b2_starts
 from train_history_agent import relax_starts, summary
 
 
@@ -65,8 +64,7 @@ def main() -> None:
     args = parser.parse_args()
     t0 = time.perf_counter()
     sets = {name: test_family(name, "validation", n_cells=args.eval_cells).starts for name in args.families}
-    b2_minimum = CrystalRelaxEnv(structures="AlFe-B2").dataset[0]
-    sets["b2_beta0.5"] = make_starts(b2_minimum, 0.5, args.b2_starts, args.b2_seed, min_distance=1.5)
+    sets["b2_beta0.5"] = b2_starts(CrystalRelaxEnv(structures="AlFe-B2").dataset[0], args.b2_starts, args.b2_seed)
     n_max = max(16, *(len(s) for starts in sets.values() for s in starts))
     rows = []
     for max_displacement in args.max_displacement:

@@ -49,6 +49,7 @@ from pathlib import Path
 
 import numpy as np
 import torch as th
+from ase import Atoms
 from ase.io import read, write
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.noise import NormalActionNoise
@@ -64,27 +65,17 @@ from sb3_crystal.structures.families import check_training_seed, test_family
 from sb3_crystal.structures.generators import RandomCellGenerator, RattledCellGenerator, parse_generator_spec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_history_agent import TINY_TFN, relax_starts, summary, zero_action_agent
+from train_history_agent import ENV_KWARGS as HISTORY_ENV_KWARGS
+from train_history_agent import GENERATORS, TINY_TFN, relax_starts, summary, zero_action_agent
 from train_history_agent import EvalCallback as HistoryEvalCallback
 
 #: Move settings an --init-agent brings with it.
 MOVE_KEYS = ("action_mode", "max_displacement", "action_scale", "min_distance", "history", "proposal")
 
-FRESH = "generate:random_cell,atoms=4-8,rattle=0.2"
+FRESH = GENERATORS["random"]
 
-ENV_KWARGS = dict(
-    structures="AlFe-B2",
-    history=2,
-    proposal="curvature",
-    action_mode="residual",
-    trust_region=True,
-    max_displacement=0.05,
-    action_scale="proposal",
-    epsilon=0.05,
-    reward="log_ratio",
-    max_steps=40,
-    min_distance=1.2,
-)
+#: The history recipe's environment with the learned curvature's proposal and corrections scaled by it.
+ENV_KWARGS = dict(HISTORY_ENV_KWARGS, proposal="curvature", action_scale="proposal", reward="log_ratio", max_steps=40)
 
 
 def cpu_seconds() -> float:
@@ -115,6 +106,27 @@ def training_pool(count: int, seed: int, path: Path) -> list:
     return cells
 
 
+def pool_generator(pool: list, rattle: float, min_distance: float) -> RattledCellGenerator:
+    """Each episode one of the ``pool`` cells, rattled afresh by β = ``rattle`` Å (their minima are unknown)."""
+    return RattledCellGenerator(pool, beta=rattle, min_distance=min_distance, relaxed=False, names=["pool"])
+
+
+def b2_starts(minimum: Atoms, count: int, seed: int, beta: float = 0.5) -> list:
+    """``count`` distorted starts of the relaxed B2 AlFe cell ``minimum`` (start k from seed ``seed + k``, no pair
+    closer than 1.5 Å): the B2 evaluation starts of the curvature-residual pipelines."""
+    return make_starts(minimum, beta, count, seed, min_distance=1.5)
+
+
+def judge(model: object, starts: list, b2: list, fmax: float) -> dict:
+    """Success, median and mean force calls (and each start's calls) on ``starts``, plus ``b2_``-prefixed success,
+    median and mean on the B2 starts ``b2`` when there are any."""
+    rows = relax_starts(model, starts, fmax, 300)
+    result = summary(rows) | {"calls": [r["force_calls"] for r in rows]}
+    if b2:
+        result |= {f"b2_{k}": v for k, v in summary(relax_starts(model, b2, fmax, 300)).items() if k != "n"}
+    return result
+
+
 def save_samples(samples: ReferenceMoves, path: Path) -> None:
     """Write ``samples`` to ``path`` (``.npz``; read back by :func:`load_samples`), for TD3+BC fine-tuning."""
     arrays = {f"obs_{key}": value for key, value in samples.observations.items()}
@@ -138,15 +150,12 @@ class EvalCallback(HistoryEvalCallback):
         self.b2_starts = b2_starts or []
 
     def evaluate(self) -> None:
-        rows = relax_starts(self.model, self.starts, self.fmax, 300)
-        result = summary(rows) | {"timesteps": self.num_timesteps, "wall_s": round(time.perf_counter() - self.t0, 1)}
-        result["calls"] = [r["force_calls"] for r in rows]
+        result = judge(self.model, self.starts, self.b2_starts, self.fmax)
+        result |= {"timesteps": self.num_timesteps, "wall_s": round(time.perf_counter() - self.t0, 1)}
         key = (result["success"], -result["median_calls"], -result["mean_calls"])
         if self.b2_starts:
-            b2 = summary(relax_starts(self.model, self.b2_starts, self.fmax, 300))
-            result |= {f"b2_{k}": v for k, v in b2.items() if k != "n"}
             # both sets count: every start converged first, then the two means together
-            key = (min(result["success"], b2["success"]), -(result["mean_calls"] + b2["mean_calls"]))
+            key = (min(result["success"], result["b2_success"]), -(result["mean_calls"] + result["b2_mean_calls"]))
         self.curve.append(result)
         print(json.dumps({k: v for k, v in result.items() if k != "calls"}), flush=True)
         if self.best is None or key > self.best:
@@ -235,9 +244,7 @@ def main() -> None:
         settings |= {key: init.env_settings[key] for key in MOVE_KEYS if key in init.env_settings}
     if args.pool > 0:
         pool = training_pool(args.pool, args.pool_seed, args.pool_file)
-        generator = RattledCellGenerator(
-            pool, beta=args.rattle, min_distance=settings["min_distance"], relaxed=False, names=["pool"]
-        )
+        generator = pool_generator(pool, args.rattle, settings["min_distance"])
     else:
         generator = parse_generator_spec(FRESH)
 
@@ -250,22 +257,14 @@ def main() -> None:
         beta=args.b2_beta,
         n_max=max(16, family.max_atoms),
     )
-    b2_starts = make_starts(env.dataset[0], args.b2_beta, args.b2_eval_starts, args.b2_eval_seed, min_distance=1.5)
+    b2 = b2_starts(env.dataset[0], args.b2_eval_starts, args.b2_eval_seed, args.b2_beta)
     baseline = None
     if args.action_mode == "residual":
-        rows = relax_starts(zero_action_agent(env.n_max, settings), starts, args.fmax, 300)
-        baseline = summary(rows) | {"calls": [r["force_calls"] for r in rows]}
-        if b2_starts:
-            b2 = summary(relax_starts(zero_action_agent(env.n_max, settings), b2_starts, args.fmax, 300))
-            baseline |= {f"b2_{k}": v for k, v in b2.items() if k != "n"}
+        baseline = judge(zero_action_agent(env.n_max, settings), starts, b2, args.fmax)
         print("zero action:", json.dumps({k: v for k, v in baseline.items() if k != "calls"}), flush=True)
     initial = None
     if init is not None:
-        rows = relax_starts(init, starts, args.fmax, 300)
-        initial = summary(rows) | {"calls": [r["force_calls"] for r in rows]}
-        if b2_starts:
-            b2 = summary(relax_starts(init, b2_starts, args.fmax, 300))
-            initial |= {f"b2_{k}": v for k, v in b2.items() if k != "n"}
+        initial = judge(init, starts, b2, args.fmax)
         print("initial agent:", json.dumps({k: v for k, v in initial.items() if k != "calls"}), flush=True)
 
     n_actions = env.action_space.shape[0]
@@ -298,7 +297,7 @@ def main() -> None:
             callbacks.append(ZeroActionStart())
     else:
         model = CrystalSAC("CrystalTFNPolicy", env, **common)
-    evaluation = EvalCallback(starts, args.eval_every, args.out, args.fmax, b2_starts)
+    evaluation = EvalCallback(starts, args.eval_every, args.out, args.fmax, b2)
     callbacks.append(evaluation)
     t0, c0 = time.perf_counter(), cpu_seconds()
     model.learn(args.steps, callback=callbacks)
